@@ -1,0 +1,9 @@
+"""fcspec: declare, check, train and export fully connected neural networks.
+
+The pipeline, one module a stage:
+
+    .fc text --syntax--> AST --check--> IR --+--> interpreter / train  (NumPy)
+                                             +--> onnx_export --> onnxruntime
+"""
+
+__version__ = "0.1.0"
