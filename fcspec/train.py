@@ -1,0 +1,723 @@
+"""The training loop: batches, steps, metrics, checkpoints, resume, signals, progress.
+
+`run(spec, ...)` drives the pieces other modules own (interpreter, losses,
+optim, schedules, data) the way a PyTorch training script does, and writes a
+run folder:
+
+    weights.npz      `NAME.weight` [out, in] / `NAME.bias`: a torch state_dict
+    preprocess.npz   the preprocessing statistics (from data.py)
+    checkpoint.npz   everything needed to continue bit for bit (see below)
+    metrics.jsonl    one JSON object per finished epoch
+    summary.json     the outcome of the run
+    curves.png       with plot=True
+
+Every file is written atomically (fcspec.io), the checkpoint after every
+epoch, so a run killed at any moment leaves the previous epoch's files intact.
+
+Random streams (documented so a PyTorch program can replay a run):
+
+    shuffle   np.random.default_rng(seed): before each epoch `perm = rng.permutation(n_train)`;
+              batch k is the rows `perm[k * batch : (k + 1) * batch]` (the last one smaller).
+              Without shuffle, batch k is rows `k * batch : (k + 1) * batch` in file order.
+    init      np.random.default_rng([seed, 1]), given to interpreter.Network.
+    dropout   np.random.default_rng([seed, 2]), given to every training forward pass.
+
+Per step: forward, loss value and gradient, backward, regularization, gradient
+clipping (if set), optimizer step with the schedule's current lr.  After each
+epoch: validation metrics, schedule step, early stopping, checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import io as fio
+from . import ir
+from .errors import DataError, FcspecError, TrainingError
+
+CHECKPOINT_FORMAT = 1
+EVAL_BATCH = 1024  # rows per forward pass when evaluating (bounds memory, not results)
+
+
+class Interrupted(FcspecError):
+    """SIGINT / SIGTERM stopped a run; a consistent checkpoint was written.
+
+    The CLI prints the message and exits with `exit_code` (130 for SIGINT,
+    143 for SIGTERM: the shell's 128 + signal number convention).
+    """
+
+    def __init__(self, message: str, *, exit_code: int, epoch: int, checkpoint: str):
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.epoch = epoch
+        self.checkpoint = checkpoint
+
+
+# ---------------------------------------------------------------------------
+# Checkpoint encoding: state dicts of optimizers and schedules are nested
+# dicts / lists of arrays and scalars.  Arrays go into the .npz as they are
+# (bit exact); the structure and plain scalars go into one JSON string (Python
+# floats print with repr, which round-trips exactly; NaN / inf are allowed).
+
+
+def _pack(obj: Any, prefix: str, arrays: dict[str, np.ndarray]) -> Any:
+    if isinstance(obj, np.ndarray):
+        arrays[prefix] = obj
+        return {"__array__": prefix}
+    if isinstance(obj, np.generic):  # keep the numpy dtype (a float32 stays float32)
+        arrays[prefix] = np.asarray(obj)
+        return {"__scalar__": prefix}
+    if isinstance(obj, dict):
+        return {"__dict__": [[k, _pack(v, f"{prefix}/{k}", arrays)] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_pack(v, f"{prefix}/{i}", arrays) for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [_pack(v, f"{prefix}/{i}", arrays) for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot store {type(obj).__name__} at {prefix} in a checkpoint")
+
+
+def _unpack(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
+    if isinstance(obj, dict):
+        if "__array__" in obj:
+            return arrays[obj["__array__"]].copy()
+        if "__scalar__" in obj:
+            return arrays[obj["__scalar__"]][()]
+        if "__dict__" in obj:
+            return {k: _unpack(v, arrays) for k, v in obj["__dict__"]}
+        if "__tuple__" in obj:
+            return tuple(_unpack(v, arrays) for v in obj["__tuple__"])
+        raise KeyError(f"unknown checkpoint node {sorted(obj)}")
+    if isinstance(obj, list):
+        return [_unpack(v, arrays) for v in obj]
+    return obj
+
+
+def _rng_to_array(rng: np.random.Generator) -> np.ndarray:
+    """A PCG64 state as uint64 words: state hi/lo, inc hi/lo, has_uint32, uinteger."""
+    st = rng.bit_generator.state
+    if st["bit_generator"] != "PCG64":
+        raise TypeError(f"unsupported bit generator {st['bit_generator']}")
+    mask = (1 << 64) - 1
+    s, inc = st["state"]["state"], st["state"]["inc"]
+    return np.array(
+        [s >> 64, s & mask, inc >> 64, inc & mask, st["has_uint32"], st["uinteger"]],
+        dtype=np.uint64,
+    )
+
+
+def _rng_from_array(a: np.ndarray) -> np.random.Generator:
+    w = [int(v) for v in a]
+    rng = np.random.Generator(np.random.PCG64())
+    rng.bit_generator.state = {
+        "bit_generator": "PCG64",
+        "state": {"state": (w[0] << 64) | w[1], "inc": (w[2] << 64) | w[3]},
+        "has_uint32": w[4],
+        "uinteger": w[5],
+    }
+    return rng
+
+
+def _weights_arrays(net) -> dict[str, np.ndarray]:
+    # copies: the views into theta change with the next step
+    return {k: np.array(v, dtype=np.float32, copy=True) for k, v in net.params.items()}
+
+
+# ---------------------------------------------------------------------------
+# Small pieces of the loop.
+
+
+def _memory_available() -> int | None:
+    """MemAvailable from /proc/meminfo in bytes, or None where there is none."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+_OPT_SLOTS = {  # float32 vectors of parameter size an optimizer keeps
+    "sgd": lambda o: 1 if o.get("momentum", 0) else 0,
+    "adam": lambda o: 3 if o.get("amsgrad") else 2,
+    "adamw": lambda o: 3 if o.get("amsgrad") else 2,
+    "rmsprop": lambda o: 1 + (1 if o.get("momentum", 0) else 0) + (1 if o.get("centered") else 0),
+    "adagrad": lambda o: 1,
+}
+
+
+def estimate_memory(spec: ir.Spec, batch: int, eval_batch: int = EVAL_BATCH) -> dict[str, int]:
+    """Bytes the loop will allocate beyond the loaded data, by kind (an estimate).
+
+    Parameters and gradients, optimizer state, a best-weights copy, the batch
+    buffers, and activations kept for backward (about two arrays per layer:
+    the output and its gradient), for a training batch and an evaluation batch.
+    """
+    p = spec.model.num_params
+    slots = _OPT_SLOTS.get(spec.optimizer.kind, lambda o: 3)(spec.optimizer.options)
+    es = spec.train.early_stop
+    best_copy = 1 if es is not None and es.restore_best else 0
+    params = 4 * p * (2 + best_copy)  # theta, grad (+ best theta)
+    optimizer = 4 * p * slots
+    sample_in = math.prod(spec.model.input_shape)
+    widths = sum(math.prod(l.out_shape) for l in spec.model.layers)
+    buffers = 4 * batch * (sample_in + max(1, math.prod(spec.model.output_shape)))
+    activations = 4 * 2 * max(batch, eval_batch) * (sample_in + widths)
+    return {
+        "parameters": params,
+        "optimizer": optimizer,
+        "buffers": buffers,
+        "activations": activations,
+        "total": params + optimizer + buffers + activations,
+    }
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def _check_memory(spec: ir.Spec, batch: int) -> None:
+    est = estimate_memory(spec, batch)
+    avail = _memory_available()
+    if avail is not None and est["total"] > avail:
+        parts = ", ".join(f"{k} {_human(v)}" for k, v in est.items() if k != "total")
+        raise TrainingError(
+            f"training {spec.name} needs about {_human(est['total'])} ({parts}) "
+            f"but only {_human(avail)} is available",
+            hint="use a smaller batch or a smaller model",
+        )
+
+
+def _eval_metrics(task: str, loss_kind: str, loss_fn, out: np.ndarray, y: np.ndarray, prefix: str):
+    """Loss and the task's figures for outputs `out` against targets `y`."""
+    m = {f"{prefix}_loss": float(loss_fn.value(out, y))}
+    if task == "classification":
+        m[f"{prefix}_accuracy"] = float(np.mean(np.argmax(out, axis=-1) == y))
+    elif task == "binary":
+        m[f"{prefix}_accuracy"] = float(np.mean(_binary_pred(loss_kind, out) == (y > 0.5)))
+    elif task == "regression":
+        d = out.astype(np.float64) - y.astype(np.float64)
+        m[f"{prefix}_mae"] = float(np.mean(np.abs(d)))
+        m[f"{prefix}_rmse"] = float(np.sqrt(np.mean(d * d)))
+    return m
+
+
+def _binary_pred(loss_kind: str, out: np.ndarray) -> np.ndarray:
+    # bce_with_logits models output logits (threshold 0), bce models probabilities (0.5)
+    return out > (0.0 if loss_kind == "bce_with_logits" else 0.5)
+
+
+def _batch_correct(task: str, loss_kind: str, out: np.ndarray, y: np.ndarray) -> int:
+    if task == "classification":
+        return int(np.count_nonzero(np.argmax(out, axis=-1) == y))
+    if task == "binary":
+        return int(np.count_nonzero(_binary_pred(loss_kind, out) == (y > 0.5)))
+    return 0
+
+
+def _first_nonfinite(arrays: dict[str, np.ndarray]) -> str | None:
+    for name, a in arrays.items():
+        if not np.isfinite(a).all():
+            return name
+    return None
+
+
+def _largest(arrays: dict[str, np.ndarray]) -> str:
+    best, name = -1.0, "?"
+    for k, a in arrays.items():
+        if a.size:
+            m = float(np.nanmax(np.abs(a))) if np.isfinite(a).any() else math.inf
+            if m > best:
+                best, name = m, k
+    return f"{name} (max |w| {best:.3g})"
+
+
+class _SignalCatcher:
+    """Turns SIGINT / SIGTERM into a flag the loop checks after every step.
+
+    The handlers only set a flag, so a signal never lands in the middle of a
+    step or a checkpoint write.  A second SIGINT falls back to Python's default
+    (KeyboardInterrupt) so a stuck run can still be stopped.
+    """
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        return False
+
+
+class _Progress:
+    """A tqdm bar on a TTY, one plain line per epoch otherwise, nothing when quiet."""
+
+    def __init__(self, quiet: bool, echo: Callable[[str], None] | None, total_steps: int, done: int):
+        self.quiet = quiet
+        self.echo = echo or (lambda s: print(s, file=sys.stderr, flush=True))
+        self.bar = None
+        if not quiet and echo is None and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_steps, initial=done, unit="step", file=sys.stderr,
+                            dynamic_ncols=True, leave=True)
+
+    def message(self, text: str) -> None:
+        if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            self.echo(text)
+
+    def step(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def epoch(self, m: dict[str, Any], total_epochs: int) -> None:
+        if self.quiet:
+            return
+        if self.bar is not None:
+            post = {"epoch": f"{m['epoch']}/{total_epochs}", "loss": f"{m['train_loss']:.4g}"}
+            for k in ("val_loss", "val_accuracy", "train_accuracy", "val_mae"):
+                if k in m:
+                    post[k] = f"{m[k]:.4g}"
+            post["lr"] = f"{m['lr']:.3g}"
+            self.bar.set_postfix(post, refresh=True)
+            return
+        parts = [f"epoch {m['epoch']}/{total_epochs}", f"train_loss {m['train_loss']:.4f}"]
+        for k in ("train_accuracy", "val_loss", "val_accuracy", "val_mae", "val_rmse"):
+            if k in m:
+                parts.append(f"{k} {m[k]:.4f}")
+        parts.append(f"lr {m['lr']:.4g}")
+        parts.append(f"{m['seconds']:.1f}s")
+        self.echo("  ".join(parts))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _plot(path: Path, history: list[dict[str, Any]]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # no display needed, and never pops a window
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise FcspecError(
+            "plotting needs matplotlib, which is not installed",
+            hint="pip install 'fcspec[plot]'",
+        ) from None
+    import io as _io
+
+    epochs = [m["epoch"] for m in history]
+    acc_keys = [k for k in ("train_accuracy", "val_accuracy") if any(k in m for m in history)]
+    ncols = 2 if acc_keys else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(5 * ncols, 3.5), squeeze=False)
+    ax = axes[0][0]
+    for k in ("train_loss", "val_loss"):
+        if any(k in m for m in history):
+            ax.plot(epochs, [m.get(k, float("nan")) for m in history], marker=".", label=k)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.legend()
+    if acc_keys:
+        ax = axes[0][1]
+        for k in acc_keys:
+            ax.plot(epochs, [m.get(k, float("nan")) for m in history], marker=".", label=k)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("accuracy")
+        ax.legend()
+    fig.tight_layout()
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    fio.atomic_write_bytes(path, buf.getvalue())
+
+
+# ---------------------------------------------------------------------------
+# The run.
+
+
+def _resolve_checkpoint(resume: str | os.PathLike) -> Path:
+    p = Path(resume)
+    return p / "checkpoint.npz" if p.is_dir() else p
+
+
+def _load_checkpoint(path: Path, spec: ir.Spec) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    arrays = fio.load_npz(path, "checkpoint")
+    if "meta" not in arrays:
+        raise DataError(f"{path} is not an fcspec checkpoint (no 'meta' entry)")
+    try:
+        meta = json.loads(str(arrays["meta"][()]))
+    except (ValueError, TypeError) as e:
+        raise DataError(f"checkpoint {path} is damaged: {e}") from None
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise DataError(f"checkpoint {path} has format {meta.get('format')!r}, "
+                        f"this fcspec reads format {CHECKPOINT_FORMAT}")
+    if meta.get("spec_sha256") != spec.sha256:
+        raise TrainingError(
+            f"checkpoint {path} was written for another spec "
+            f"({meta.get('spec_name')!r}, sha256 {str(meta.get('spec_sha256'))[:12]}...) "
+            f"than {spec.path} (sha256 {spec.sha256[:12]}...)",
+            hint="resume with the unchanged .fc file, or start a new run without --resume",
+        )
+    return meta, arrays
+
+
+def _prefixed(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    n = len(prefix)
+    return {k[n:]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def run(
+    spec: ir.Spec,
+    *,
+    out_dir: str | os.PathLike | None = None,
+    epochs: int | None = None,
+    seed: int | None = None,
+    init: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
+    quiet: bool = False,
+    plot: bool = False,
+    base_dir: str | os.PathLike | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train `spec` and write the run folder; return the summary (also in summary.json).
+
+    `epochs` and `seed` override the spec's `train` block.  `init` starts from
+    a weights `.npz`; `resume` continues from a checkpoint (file or run folder)
+    up to the total number of epochs, ending bit for bit where an
+    uninterrupted run ends.  Raises `TrainingError` on divergence and
+    `Interrupted` on SIGINT / SIGTERM (after writing a consistent checkpoint).
+    """
+    from . import data as fdata
+    from . import interpreter, losses, optim, schedules
+
+    if init is not None and resume is not None:
+        raise TrainingError("--init and --resume cannot be combined",
+                            hint="a checkpoint already holds the weights to continue from")
+    if spec.data is None or spec.data.train is None:
+        raise TrainingError(f"{spec.path}: the spec has no training data",
+                            hint="add a data { train = ... } block")
+
+    meta = ck_arrays = None
+    ckpt_in = None
+    if resume is not None:
+        ckpt_in = _resolve_checkpoint(resume)
+        meta, ck_arrays = _load_checkpoint(ckpt_in, spec)
+        if seed is not None and seed != meta["seed"]:
+            raise TrainingError(f"--seed {seed} differs from the checkpoint's seed {meta['seed']}",
+                                hint="drop --seed when resuming")
+        seed = meta["seed"]
+        if out_dir is None:
+            out_dir = ckpt_in.parent
+
+    total_epochs = int(epochs if epochs is not None else spec.train.epochs)
+    seed = int(seed if seed is not None else spec.train.seed)
+    if total_epochs < 0:
+        raise TrainingError(f"epochs must be >= 0, not {total_epochs}")
+    if seed < 0:
+        raise TrainingError(f"seed must be >= 0, not {seed}")
+    if seed != spec.train.seed:  # data.py reads the seed (validation split) from the spec
+        spec = replace(spec, train=replace(spec.train, seed=seed))
+    out = Path(out_dir) if out_dir is not None else Path("runs") / spec.name
+    base = Path(base_dir) if base_dir is not None else Path(spec.path).resolve().parent
+
+    if meta is not None and (meta["epoch"] >= total_epochs or meta.get("stopped_early")):
+        why = "stopped early" if meta.get("stopped_early") else f"finished {meta['epoch']} epochs"
+        msg = f"nothing to do: checkpoint {ckpt_in} already {why} (of {total_epochs})"
+        if not quiet:
+            (echo or (lambda s: print(s, file=sys.stderr)))(msg)
+        summary_path = Path(out) / "summary.json"
+        if summary_path.exists():
+            try:
+                return json.loads(summary_path.read_text())
+            except (OSError, ValueError):
+                pass
+        return {"epochs": meta["epoch"], "nothing_to_do": True}
+
+    prepared = fdata.prepare(spec, base)
+    train, val, test = prepared.train, prepared.val, prepared.test
+    n = int(train.x.shape[0])
+    if n == 0:
+        raise DataError("the training set is empty")
+    batch = n if spec.train.batch is None else min(int(spec.train.batch), n)
+    _check_memory(spec, batch)
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TrainingError(f"cannot create the run folder {out}: {e}") from None
+
+    net = interpreter.Network(spec.model, rng=np.random.default_rng([seed, 1]))
+    if init is not None:
+        net.load_params(fio.load_npz(init, "weights"))
+    loss_fn = losses.make_loss(spec.loss)
+    opt = optim.make_optimizer(spec.optimizer, net.theta.size)
+    sched = schedules.make_schedule(spec.schedule, spec.optimizer.lr)
+    es_spec = spec.train.early_stop
+    stopper = schedules.EarlyStopping(es_spec) if es_spec is not None else None
+    shuffle_rng = np.random.default_rng(seed)
+    dropout_rng = np.random.default_rng([seed, 2])
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    best_theta: np.ndarray | None = None
+    best_epoch: int | None = None
+
+    if meta is not None:
+        if meta.get("n_train") != n:
+            raise TrainingError(
+                f"checkpoint {ckpt_in} was trained on {meta.get('n_train')} rows, "
+                f"the data now has {n}", hint="the data files changed since the checkpoint")
+        net.load_params(_prefixed(ck_arrays, "weights/"))
+        opt.load_state_dict(_unpack(meta["optimizer"], ck_arrays))
+        sched.load_state_dict(_unpack(meta["schedule"], ck_arrays))
+        if stopper is not None and meta.get("early_stop") is not None:
+            stopper.load_state_dict(_unpack(meta["early_stop"], ck_arrays))
+        shuffle_rng = _rng_from_array(ck_arrays["rng/shuffle"])
+        dropout_rng = _rng_from_array(ck_arrays["rng/dropout"])
+        history = list(meta["history"])
+        start_epoch = int(meta["epoch"])
+        best_epoch = meta.get("best_epoch")
+        if "best_theta" in ck_arrays:
+            best_theta = ck_arrays["best_theta"].copy()
+
+    if prepared.preprocess is not None:
+        prepared.preprocess.save(out / "preprocess.npz")
+
+    def checkpoint_arrays(epoch: int, stopped: bool) -> dict[str, np.ndarray]:
+        arrays: dict[str, np.ndarray] = {f"weights/{k}": v for k, v in _weights_arrays(net).items()}
+        m = {
+            "format": CHECKPOINT_FORMAT,
+            "spec_name": spec.name,
+            "spec_path": str(spec.path),
+            "spec_sha256": spec.sha256,
+            "epoch": epoch,
+            "seed": seed,
+            "n_train": n,
+            "stopped_early": stopped,
+            "best_epoch": best_epoch,
+            "history": history,
+            "optimizer": _pack(opt.state_dict(), "optimizer", arrays),
+            "schedule": _pack(sched.state_dict(), "schedule", arrays),
+            "early_stop": _pack(stopper.state_dict(), "early_stop", arrays) if stopper else None,
+        }
+        arrays["rng/shuffle"] = _rng_to_array(shuffle_rng)
+        arrays["rng/dropout"] = _rng_to_array(dropout_rng)
+        if best_theta is not None:
+            arrays["best_theta"] = best_theta
+        arrays["meta"] = np.array(json.dumps(m, sort_keys=True))
+        return arrays
+
+    ckpt_path = out / "checkpoint.npz"
+    # The state a resume would start from, kept in memory (not written: an
+    # older run's files in `out` stay until this run finishes its first epoch).
+    pending_ckpt = fio.npz_bytes(checkpoint_arrays(start_epoch, False))
+    ckpt_written = meta is not None and ckpt_in is not None and ckpt_in.resolve() == ckpt_path.resolve()
+
+    steps_per_epoch = -(-n // batch)
+    progress = _Progress(quiet, echo, total_epochs * steps_per_epoch, start_epoch * steps_per_epoch)
+    x_buf = y_buf = None
+    if spec.train.shuffle and batch < n:
+        # np.take(mode="clip") writes straight into these; the default mode
+        # would build a dataset-sized temporary first.
+        x_buf = np.empty((batch,) + train.x.shape[1:], dtype=train.x.dtype)
+        y_buf = np.empty((batch,) + train.y.shape[1:], dtype=train.y.dtype)
+    max_norm = spec.train.clip_grad_norm
+    task, loss_kind = spec.task, spec.loss.kind
+    stopped_early = False
+    epoch = start_epoch
+    t_run = time.perf_counter()
+
+    def diverged(what: str, epoch: int, step: int, lr: float, gnorm: float, where: str) -> TrainingError:
+        return TrainingError(
+            f"training diverged at epoch {epoch}, step {step}: {what} became non-finite "
+            f"({where}); lr {lr:.4g}, gradient norm {gnorm:.4g}. "
+            f"Nothing was saved from this epoch; {ckpt_path if ckpt_written else 'no checkpoint'} "
+            f"holds the last good state",
+            hint="lower the learning rate or set clip_grad_norm in the train block",
+        )
+
+    try:
+        with _SignalCatcher() as sig:
+            for epoch in range(start_epoch + 1, total_epochs + 1):
+                t0 = time.perf_counter()
+                lr = float(sched.lr)
+                order = shuffle_rng.permutation(n) if spec.train.shuffle else None
+                loss_sum, correct, gnorm = 0.0, 0, 0.0
+                for step, s in enumerate(range(0, n, batch), start=1):
+                    e = min(s + batch, n)
+                    b = e - s
+                    if order is None:
+                        xb, yb = train.x[s:e], train.y[s:e]
+                    elif x_buf is None:  # one batch of the whole set, permuted
+                        xb, yb = train.x[order], train.y[order]
+                    else:
+                        idx = order[s:e]
+                        xb = np.take(train.x, idx, axis=0, out=x_buf[:b], mode="clip")
+                        yb = np.take(train.y, idx, axis=0, out=y_buf[:b], mode="clip")
+                    outb = net.forward(xb, True, dropout_rng)
+                    value, g_out = loss_fn.value_and_grad(outb, yb)
+                    net.grad.fill(0.0)
+                    net.backward(g_out)
+                    value = float(value) + float(losses.regularization(net, spec.regularize))
+                    if not math.isfinite(value):
+                        raise diverged("the loss", epoch, step, lr, gnorm,
+                                       f"loss {value}; largest weights {_largest(net.params)}")
+                    bad = _first_nonfinite(net.grads)
+                    if bad is not None:
+                        raise diverged("the gradient", epoch, step, lr,
+                                       float(np.linalg.norm(net.grad.astype(np.float64))),
+                                       f"gradient of {bad}")
+                    if max_norm is not None:
+                        gnorm = float(optim.clip_grad_norm(net.grad, max_norm))
+                    else:
+                        gnorm = float(np.linalg.norm(net.grad))
+                    opt.step(net.theta, net.grad, lr)
+                    bad = _first_nonfinite(net.params)
+                    if bad is not None:
+                        raise diverged("the weights", epoch, step, lr, gnorm, f"weights of {bad}")
+                    loss_sum += value * b
+                    correct += _batch_correct(task, loss_kind, outb, yb)
+                    progress.step()
+                    if sig.signum is not None:
+                        break
+                if sig.signum is not None:
+                    # The epoch is incomplete: its steps are dropped; the checkpoint of
+                    # the last finished epoch (or the start state) is what resume uses.
+                    if not ckpt_written:
+                        fio.atomic_write_bytes(ckpt_path, pending_ckpt)
+                    code = 128 + int(sig.signum)
+                    name = "SIGINT" if sig.signum == signal.SIGINT else "SIGTERM"
+                    raise Interrupted(
+                        f"interrupted at epoch {epoch}; resume with: "
+                        f"fcspec run {spec.path} --resume {ckpt_path}",
+                        exit_code=code, epoch=epoch, checkpoint=str(ckpt_path),
+                    ) from None
+                m: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / n, "lr": lr}
+                if task in ("classification", "binary"):
+                    m["train_accuracy"] = correct / n
+                if val is not None and len(val.x):
+                    vout = net.predict(val.x, EVAL_BATCH)
+                    m.update(_eval_metrics(task, loss_kind, loss_fn, vout, val.y, "val"))
+                sched.step(m)
+                if stopper is not None:
+                    stopped_early = bool(stopper.update(epoch, m))
+                    if getattr(stopper, "best_epoch", None) == epoch:
+                        best_epoch = epoch
+                        if es_spec.restore_best:
+                            best_theta = net.theta.copy()
+                m["seconds"] = time.perf_counter() - t0
+                history.append(m)
+                fio.save_npz(out / "weights.npz", _weights_arrays(net))
+                fio.atomic_write_bytes(ckpt_path, fio.npz_bytes(checkpoint_arrays(epoch, stopped_early)))
+                ckpt_written = True
+                fio.atomic_write_jsonl(out / "metrics.jsonl", history)
+                progress.epoch(m, total_epochs)
+                if stopped_early:
+                    progress.message(f"early stopping after epoch {epoch} "
+                                     f"({es_spec.monitor} did not improve for {es_spec.patience} epochs)")
+                    break
+    finally:
+        progress.close()
+
+    if stopped_early and es_spec.restore_best and best_theta is not None:
+        net.theta[...] = best_theta
+    fio.save_npz(out / "weights.npz", _weights_arrays(net))
+
+    summary = _summary(spec, history, net, loss_fn, test, stopper, best_epoch, stopped_early,
+                       time.perf_counter() - t_run)
+    fio.atomic_write_json(out / "summary.json", summary)
+    if plot and history:
+        _plot(out / "curves.png", history)
+    return summary
+
+
+def _summary(spec, history, net, loss_fn, test, stopper, best_epoch, stopped_early, wall) -> dict:
+    last = history[-1] if history else {}
+    s: dict[str, Any] = {
+        "name": spec.name,
+        "spec": str(spec.path),
+        "spec_sha256": spec.sha256,
+        "epochs": last.get("epoch", 0),
+        "num_params": int(spec.model.num_params),
+        "stopped_early": stopped_early,
+        # the sum of the epochs' times, so a resumed run reports its whole training time
+        "seconds": float(sum(m["seconds"] for m in history)),
+    }
+    for k, v in last.items():
+        if k not in ("epoch", "seconds"):
+            s[k] = v
+    if best_epoch is None and history:
+        key = "val_loss" if "val_loss" in last else "train_loss"
+        finite = [m for m in history if math.isfinite(m[key])]
+        if finite:
+            best_epoch = min(finite, key=lambda m: m[key])["epoch"]
+    s["best_epoch"] = best_epoch
+    if test is not None and len(test.x):
+        tout = net.predict(test.x, EVAL_BATCH)
+        s.update(_eval_metrics(spec.task, spec.loss.kind, loss_fn, tout, test.y, "test"))
+    return s
+
+
+def evaluate(spec: ir.Spec, weights_path: str | os.PathLike,
+             base_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Loss and task figures of saved weights on the spec's test data.
+
+    Falls back to the validation split, then to the training set, when the
+    spec has no test data; the result's `split` says which one was used.
+    """
+    from . import data as fdata
+    from . import interpreter, losses
+
+    if spec.data is None or spec.data.train is None:
+        raise TrainingError(f"{spec.path}: the spec has no data to evaluate on")
+    base = Path(base_dir) if base_dir is not None else Path(spec.path).resolve().parent
+    prepared = fdata.prepare(spec, base)
+    net = interpreter.Network(spec.model, rng=np.random.default_rng(0))
+    net.load_params(fio.load_npz(weights_path, "weights"))
+    loss_fn = losses.make_loss(spec.loss)
+    for split_name, split in (("test", prepared.test), ("val", prepared.val),
+                              ("train", prepared.train)):
+        if split is not None and len(split.x):
+            out = net.predict(split.x, EVAL_BATCH)
+            m = _eval_metrics(spec.task, spec.loss.kind, loss_fn, out, split.y, split_name)
+            result: dict[str, Any] = {"split": split_name, "rows": int(len(split.x))}
+            # plain names (loss, accuracy, ...) plus the prefixed ones
+            result.update({k.split("_", 1)[1]: v for k, v in m.items()})
+            result.update(m)
+            return result
+    raise DataError(f"{spec.path}: no rows to evaluate on")
