@@ -1,0 +1,719 @@
+"""Data: reading what a spec's `data` section names, checking it, preprocessing it.
+
+Owns
+- the readers: `.npz`, `.csv` (header row, target column by name), IDX (the
+  MNIST format, any element type, gzipped or not, told apart by magic bytes),
+  the built-in `mnist(split)` (files found or fetched by `fcspec.mnist`) and the
+  embedded `dataset(name)` files in `fcspec/datasets/`;
+- `prepare(spec)`: inputs shaped to the model's `input`, targets shaped and
+  typed by task (see docs/architecture.md), the validation split and the
+  preprocessing fitted on the training split only;
+- `Preprocess`: `(x / scale - shift) / divisor` in float32, saved as
+  `preprocess.npz` beside the weights and baked into the ONNX graph by the
+  exporter in exactly that operation order, so both backends see the same bits;
+- every check on user data.  Anything wrong with a file is a `DataError` that
+  names the file and the problem; no other exception escapes this module.
+
+Raw loaders return arrays as stored (`load_source`, `load_file`); the checks
+and conversions live in `as_inputs` / `as_targets`, so `fcspec predict` and
+`fcspec evaluate` apply the same rules as training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import gzip
+import importlib.resources
+import math
+import os
+import struct
+import tempfile
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from . import ir
+from .errors import DataError
+
+DATASETS = ("digits", "iris", "breast_cancer", "diabetes")
+
+# ---------------------------------------------------------------------------
+# Resource sanity: refuse a file whose arrays cannot fit before reading it,
+# rather than letting the kernel's OOM killer end the run without a word.
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo in bytes, or None where that is unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # the kernel reports kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"  # pragma: no cover - the loop returns at GB
+
+
+def check_memory(nbytes: int, what: str) -> None:
+    avail = available_memory()
+    if avail is not None and nbytes > avail:
+        raise DataError(
+            f"{what}: loading it needs about {format_bytes(nbytes)} of memory, "
+            f"but only {format_bytes(avail)} is available"
+        )
+
+
+def _estimate(shape: tuple[int, ...], itemsize: int) -> int:
+    # The array as stored plus the float32 copy every consumer makes of it.
+    count = math.prod(shape)
+    return count * itemsize + count * 4
+
+
+# ---------------------------------------------------------------------------
+# IDX
+
+# The third magic byte names the element type; all are big-endian on disk.
+IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == _GZIP_MAGIC
+
+
+def _read_exact(f, n: int) -> bytes:
+    data = f.read(n)
+    return data if data is not None else b""
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """The array stored in an IDX file (gzipped or not), in native byte order."""
+    path = Path(path)
+    _require_file(path)
+    try:
+        gz = _is_gzip(path)
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+            magic = _read_exact(f, 4)
+            if len(magic) < 4 or magic[:2] != b"\0\0" or magic[2] not in IDX_DTYPES or magic[3] == 0:
+                raise DataError(
+                    f"{path}: not an IDX file (magic bytes {magic.hex() or 'missing'}; "
+                    "expected 0000 + a type code 08/09/0b/0c/0d/0e + the number of dimensions)"
+                )
+            ndim = magic[3]
+            raw_dims = _read_exact(f, 4 * ndim)
+            if len(raw_dims) < 4 * ndim:
+                raise DataError(f"{path}: truncated IDX header ({ndim} dimensions announced)")
+            dims = struct.unpack(f">{ndim}I", raw_dims)
+            dtype = np.dtype(IDX_DTYPES[magic[2]])
+            nbytes = math.prod(dims) * dtype.itemsize
+            check_memory(_estimate(dims, dtype.itemsize), f"{path} ({_shape_str(dims)} {dtype.name})")
+            body = _read_exact(f, nbytes)
+            if len(body) < nbytes:
+                raise DataError(
+                    f"{path}: truncated: the header announces {_shape_str(dims)} "
+                    f"({nbytes} bytes of data) but the file holds only {len(body)}"
+                )
+            if _read_exact(f, 1):
+                raise DataError(
+                    f"{path}: more data than the header's {_shape_str(dims)} announces "
+                    "(wrong header or two files joined?)"
+                )
+    except DataError:
+        raise
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise DataError(f"{path}: corrupt or truncated gzip data ({e})") from None
+    except MemoryError:
+        raise DataError(f"{path}: not enough memory to read it") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read it: {e.strerror or e}") from None
+    return np.frombuffer(body, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def _is_idx(path: Path) -> bool:
+    try:
+        with (gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")) as f:
+            magic = f.read(4)
+    except (OSError, EOFError, zlib.error):
+        return False
+    return len(magic) == 4 and magic[:2] == b"\0\0" and magic[2] in IDX_DTYPES and magic[3] > 0
+
+
+# ---------------------------------------------------------------------------
+# npz
+
+
+def read_npz(
+    path: str | os.PathLike, x_key: str = "x", y_key: str | None = "y", *, y_required: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Arrays `x_key` and `y_key` of an `.npz` file; y is None when `y_key` is None
+    or, with `y_required=False`, absent."""
+    path = Path(path)
+    _require_file(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+        if head == b"\x93NUMPY":
+            raise DataError(f"{path}: this is a single-array .npy file; save x and y with np.savez")
+        try:
+            zf = zipfile.ZipFile(path)
+        except zipfile.BadZipFile:
+            raise DataError(f"{path}: not a valid .npz file (truncated, or not a zip archive)") from None
+        with zf:
+            members = {i.filename[: -len(".npy")]: i for i in zf.infolist() if i.filename.endswith(".npy")}
+            present = ", ".join(repr(k) for k in members) or "no arrays"
+            if x_key not in members:
+                raise DataError(f"{path}: no array named {x_key!r}; the file holds {present}")
+            if y_key is not None and y_key not in members and y_required:
+                raise DataError(f"{path}: no array named {y_key!r}; the file holds {present}")
+            x = _npz_array(zf, members[x_key], path, x_key)
+            y = _npz_array(zf, members[y_key], path, y_key) if y_key in members else None
+    except DataError:
+        raise
+    except MemoryError:
+        raise DataError(f"{path}: not enough memory to read it") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read it: {e.strerror or e}") from None
+    return x, y
+
+
+def _npz_array(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, key: str) -> np.ndarray:
+    try:
+        with zf.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            else:  # a newer header: judge by the stored size
+                shape, dtype = (info.file_size,), np.dtype("u1")
+            check_memory(_estimate(shape, dtype.itemsize), f"{path}: array {key!r} ({_shape_str(shape)} {dtype})")
+        with zf.open(info) as f:
+            return np.lib.format.read_array(f, allow_pickle=False)
+    except DataError:
+        raise
+    except ValueError as e:  # object arrays (pickles), malformed headers
+        raise DataError(f"{path}: array {key!r} cannot be read: {e}") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+        raise DataError(f"{path}: array {key!r} is corrupt or truncated ({e})") from None
+
+
+# ---------------------------------------------------------------------------
+# CSV
+
+
+def read_csv(path: str | os.PathLike, target: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Feature matrix (every column but `target`) and target column, float64.
+    The first row names the columns."""
+    path = Path(path)
+    _require_file(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None or not any(h.strip() for h in header):
+                raise DataError(f"{path}: empty file (a header row naming the columns is expected)")
+            header = [h.strip() for h in header]
+            if target is not None and target not in header:
+                cols = ", ".join(repr(h) for h in header)
+                raise DataError(f"{path}: no column named {target!r}; the columns are {cols}")
+            rows, lines = [], []
+            for row in reader:
+                if not row or not any(c.strip() for c in row):
+                    continue  # blank lines, common at the end of hand-written files
+                if len(row) != len(header):
+                    raise DataError(
+                        f"{path}: line {reader.line_num} has {len(row)} cells but the header has {len(header)}"
+                    )
+                rows.append(row)
+                lines.append(reader.line_num)
+    except DataError:
+        raise
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a UTF-8 text file, so not a CSV file") from None
+    except csv.Error as e:
+        raise DataError(f"{path}: malformed CSV: {e}") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read it: {e.strerror or e}") from None
+    if not rows:
+        raise DataError(f"{path}: no data rows after the header")
+    try:
+        values = np.array(rows, dtype=np.float64)
+    except ValueError:
+        values = None
+    if values is None:  # find the first cell that is not a number, to say where it is
+        for row, line in zip(rows, lines):
+            for name, cell in zip(header, row):
+                try:
+                    float(cell)
+                except ValueError:
+                    raise DataError(
+                        f"{path}: line {line}, column {name!r}: {cell!r} is not a number"
+                    ) from None
+    if target is None:
+        return values, None
+    t = header.index(target)
+    return np.delete(values, t, axis=1), values[:, t]
+
+
+# ---------------------------------------------------------------------------
+# Sources named in a spec
+
+
+def _require_file(path: Path) -> None:
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if not path.is_file():
+        raise DataError(f"{path}: not a file")
+
+
+def _resolve(p: str | os.PathLike, base_dir: Path) -> Path:
+    p = Path(p).expanduser()
+    return p if p.is_absolute() else Path(base_dir) / p
+
+
+@dataclass(frozen=True, slots=True)
+class _Raw:
+    x: np.ndarray
+    y: np.ndarray | None
+    x_name: str  # what error messages call the inputs' file
+    y_name: str
+
+
+@contextlib.contextmanager
+def _located(src: ir.DataSource | None) -> Iterator[None]:
+    """Point a data error at the `.fc` line that named the source."""
+    try:
+        yield
+    except DataError as e:
+        if src is None or src.span is None or e.diagnostic.span is not None:
+            raise
+        raise DataError(e.diagnostic.message, span=src.span, hint=e.diagnostic.hint) from None
+
+
+def _load(src: ir.DataSource, base_dir: Path) -> _Raw:
+    a = src.args
+    kind = src.kind
+    if kind == "npz":
+        path = _resolve(a["path"], base_dir)
+        x, y = read_npz(path, a.get("x", "x") or "x", a.get("y", "y"))
+        return _Raw(x, y, str(path), str(path))
+    if kind == "csv":
+        path = _resolve(a["path"], base_dir)
+        x, y = read_csv(path, a.get("target"))
+        return _Raw(x, y, str(path), f"{path} column {a.get('target')!r}")
+    if kind == "idx":
+        images = _resolve(a["images"], base_dir)
+        labels = _resolve(a["labels"], base_dir) if a.get("labels") else None
+        return _read_idx_pair(images, labels)
+    if kind == "mnist":
+        from .mnist import mnist_files
+
+        images, labels = mnist_files(a.get("split", "train"))
+        return _read_idx_pair(images, labels)
+    if kind == "dataset":
+        name = a.get("name")
+        if name not in DATASETS:
+            known = ", ".join(repr(n) for n in DATASETS)
+            raise DataError(f"dataset {name!r} is not embedded in fcspec; the embedded ones are {known}")
+        res = importlib.resources.files("fcspec.datasets").joinpath(f"{name}.npz")
+        with importlib.resources.as_file(res) as path:
+            x, y = read_npz(path)
+        return _Raw(x, y, f"dataset {name!r}", f"dataset {name!r}")
+    raise DataError(f"unknown data source kind {kind!r} (expected npz, csv, idx, mnist or dataset)")
+
+
+def _read_idx_pair(images: Path, labels: Path | None) -> _Raw:
+    x = read_idx(images)
+    if x.ndim < 2:
+        raise DataError(
+            f"{images}: holds {_shape_str(x.shape)}, one value per sample; an images file has "
+            "a sample dimension and at least one more (labels and images swapped?)"
+        )
+    y = None
+    if labels is not None:
+        y = read_idx(labels)
+        if y.ndim != 1:
+            raise DataError(
+                f"{labels}: holds {_shape_str(y.shape)}; a labels file holds one value per sample "
+                "(labels and images swapped?)"
+            )
+    return _Raw(x, y, str(images), str(labels))
+
+
+def load_source(src: ir.DataSource, base_dir: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Raw (x, y) of one `data` source, as stored; y is None for unlabeled data.
+    Paths are relative to `base_dir`, the `.fc` file's folder."""
+    with _located(src):
+        raw = _load(src, Path(base_dir))
+        _check_rows(raw)
+    return raw.x, raw.y
+
+
+def load_file(
+    path: str | os.PathLike, *, target: str | None = None, labels: str | os.PathLike | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Raw (x, y | None) of a data file given on the command line (`fcspec predict`):
+    `.npz` with x and optional y, `.csv` with an optional target column, or an IDX
+    images file (gzipped or not) with an optional labels file beside it."""
+    path = Path(path)
+    _require_file(path)
+    suffix = path.suffix.lower()
+    if labels is not None and suffix in (".npz", ".csv"):
+        raise DataError(f"{path}: labels= only applies to IDX images files")
+    if suffix == ".npz":
+        raw = _Raw(*read_npz(path, "x", "y", y_required=False), str(path), str(path))
+    elif suffix == ".csv":
+        raw = _Raw(*read_csv(path, target), str(path), f"{path} column {target!r}")
+    elif _is_idx(path):
+        lab = None
+        if labels is not None:
+            lab = Path(labels).expanduser()
+            if not lab.is_absolute() and not lab.exists() and (path.parent / lab).exists():
+                lab = path.parent / lab  # a sibling of the images file
+        raw = _read_idx_pair(path, lab)
+    else:
+        raise DataError(f"{path}: unknown data format; expected a .npz, a .csv or an IDX file (gzipped or not)")
+    _check_rows(raw)
+    return raw.x, raw.y
+
+
+def _check_rows(raw: _Raw) -> None:
+    if raw.x.ndim == 0 or raw.x.shape[0] == 0:
+        raise DataError(f"{raw.x_name}: empty data (no samples)")
+    if raw.y is not None:
+        if raw.y.ndim == 0:
+            raise DataError(f"{raw.y_name}: the targets are a single value, not one per sample")
+        if raw.y.shape[0] != raw.x.shape[0]:
+            raise DataError(
+                f"{raw.y_name}: {raw.x.shape[0]} samples but {raw.y.shape[0]} targets; they must match row for row"
+            )
+
+
+# ---------------------------------------------------------------------------
+# Checks and conversions, shared by training and prediction
+
+
+def _shape_str(shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def as_inputs(spec: ir.Spec, x: np.ndarray, *, where: str = "inputs") -> np.ndarray:
+    """Raw samples as float32 `[N, *input_shape]` (flat rows are reshaped when the
+    element count matches, e.g. 784 -> [1, 28, 28]); no NaN or infinity allowed."""
+    x = np.asarray(x)
+    want = tuple(spec.model.input_shape)
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"{where}: samples of type {x.dtype} are not numbers")
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise DataError(f"{where}: empty data (no samples)")
+    n, sample = x.shape[0], x.shape[1:]
+    if tuple(sample) != want:
+        if math.prod(sample) != math.prod(want):
+            raise DataError(
+                f"{where}: each sample has shape {_shape_str(sample)} ({math.prod(sample)} values) "
+                f"but the model's input is {_shape_str(want)} ({math.prod(want)} values)"
+            )
+        x = x.reshape((n, *want))
+    out = x.astype(np.float32)  # also catches float64 values beyond float32's range below
+    bad = ~np.isfinite(out)
+    if bad.any():
+        rows = np.flatnonzero(bad.reshape(n, -1).any(axis=1))
+        raise DataError(
+            f"{where}: {int(bad.sum())} NaN or infinite input values in {len(rows)} samples "
+            f"(first in row {rows[0]}, counting from 0)"
+        )
+    return out
+
+
+def as_targets(spec: ir.Spec, y: np.ndarray | None, *, where: str = "targets") -> np.ndarray:
+    """Targets typed and shaped by the spec's task (docs/architecture.md)."""
+    if y is None:
+        raise DataError(f"{where}: no targets (labels) in this data, and {spec.task} training needs them")
+    y = np.asarray(y)
+    if y.dtype.kind not in "biuf":
+        raise DataError(f"{where}: targets of type {y.dtype} are not numbers")
+    n = y.shape[0]
+    out_shape = tuple(spec.model.output_shape)
+    if spec.task == "classification":
+        return _class_ids(y, spec.classes or 0, where)
+    if y.dtype.kind == "f":
+        bad = ~np.isfinite(y)
+        if bad.any():
+            row = int(np.flatnonzero(bad.reshape(n, -1).any(axis=1))[0])
+            raise DataError(f"{where}: {int(bad.sum())} NaN or infinite targets (first in row {row}, counting from 0)")
+    if y.ndim == 1 and math.prod(out_shape) == 1:
+        y = y.reshape((n, *out_shape))  # [N] is read as [N, 1] for a one-output model
+    if tuple(y.shape[1:]) != out_shape:
+        raise DataError(
+            f"{where}: each target has shape {_shape_str(y.shape[1:])} but the model outputs {_shape_str(out_shape)}"
+        )
+    y = y.astype(np.float32)
+    if spec.task == "binary":
+        bad = (y < 0) | (y > 1)
+        if bad.any():
+            i = int(np.flatnonzero(bad.reshape(n, -1).any(axis=1))[0])
+            raise DataError(
+                f"{where}: target {y[i].ravel()[bad[i].ravel()][0]:g} in row {i} is outside [0, 1]; "
+                f"{spec.loss.kind} takes 0/1 labels or probabilities"
+            )
+    elif spec.task == "distribution":
+        flat = y.reshape(n, -1)
+        neg = (flat < 0).any(axis=1)
+        off = np.abs(flat.astype(np.float64).sum(axis=1) - 1.0) > 1e-3
+        if neg.any() or off.any():
+            i = int(np.flatnonzero(neg | off)[0])
+            raise DataError(
+                f"{where}: target row {i} is not a probability distribution "
+                f"(entries must be >= 0 and sum to 1; it sums to {flat[i].sum():g})"
+            )
+    elif spec.task != "regression":
+        raise DataError(f"unknown task {spec.task!r}")
+    return y
+
+
+def _class_ids(y: np.ndarray, classes: int, where: str) -> np.ndarray:
+    n = y.shape[0]
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise DataError(
+            f"{where}: targets have shape {_shape_str(y.shape)}, but a classifier takes one class id "
+            f"per sample (shape [{n}])",
+            hint="for one-hot rows, store their argmax",
+        )
+    if y.dtype.kind == "f":
+        frac = ~np.isfinite(y) | (y != np.round(y))
+        if frac.any():
+            i = int(np.flatnonzero(frac)[0])
+            raise DataError(
+                f"{where}: label {y[i]:g} in row {i} is not a whole number; a classifier's targets "
+                "are integer class ids (float labels belong to a regression loss such as mse)"
+            )
+    y = y.astype(np.int64)
+    bad = (y < 0) | (y >= classes)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{where}: label {y[i]} in row {i} is outside [0, {classes}) "
+            f"({int(bad.sum())} such labels; the model has {classes} outputs)"
+        )
+    return y
+
+
+# ---------------------------------------------------------------------------
+# Preprocessing
+
+
+@dataclass(frozen=True, eq=False)
+class Preprocess:
+    """`(x / scale - shift) / divisor`, float32, per feature (`shift` and `divisor`
+    have the model's input shape).  Fitted on the training split only."""
+
+    scale: np.float32
+    shift: np.ndarray
+    divisor: np.ndarray
+    normalize: str = "none"
+
+    @classmethod
+    def identity(cls, input_shape: ir.Shape, scale: float = 1.0) -> Preprocess:
+        return cls(
+            np.float32(scale),
+            np.zeros(input_shape, np.float32),
+            np.ones(input_shape, np.float32),
+            "none",
+        )
+
+    @classmethod
+    def fit(cls, x: np.ndarray, *, scale: float = 1.0, normalize: str = "none") -> Preprocess:
+        """Statistics of `x` ([N, *input_shape], raw) after division by `scale`."""
+        s = np.float32(scale)
+        if not np.isfinite(s) or s == 0:
+            raise DataError(f"scale = {scale} cannot divide the inputs")
+        xs = np.asarray(x, np.float32) / s
+        if normalize == "none":
+            return cls.identity(xs.shape[1:], scale)
+        if normalize == "standard":
+            # float64 accumulation; population std (ddof 0), as sklearn's StandardScaler.
+            shift = xs.mean(axis=0, dtype=np.float64)
+            divisor = xs.std(axis=0, dtype=np.float64)
+        elif normalize == "minmax":
+            shift = xs.min(axis=0).astype(np.float64)
+            divisor = xs.max(axis=0).astype(np.float64) - shift
+        else:
+            raise DataError(f"unknown normalize {normalize!r} (expected none, standard or minmax)")
+        shift = shift.astype(np.float32)
+        divisor = divisor.astype(np.float32)
+        divisor[divisor == 0] = 1.0  # a constant feature is only shifted, not blown up
+        return cls(s, shift, divisor, normalize)
+
+    @property
+    def is_identity(self) -> bool:
+        return bool(self.scale == 1 and not self.shift.any() and (self.divisor == 1).all())
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Preprocessed float32 copy of `x` ([N, *input_shape])."""
+        return self._apply_inplace(np.array(x, dtype=np.float32, copy=True))
+
+    def _apply_inplace(self, x: np.ndarray) -> np.ndarray:
+        if tuple(x.shape[1:]) != self.shift.shape:
+            raise DataError(
+                f"preprocessing fitted for samples of shape {_shape_str(self.shift.shape)} "
+                f"got samples of shape {_shape_str(x.shape[1:])}"
+            )
+        # Same operations in the same order as the exported ONNX graph (Div, Sub, Div).
+        np.divide(x, self.scale, out=x)
+        np.subtract(x, self.shift, out=x)
+        np.divide(x, self.divisor, out=x)
+        return x
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write `preprocess.npz` atomically (a crash never leaves half a file)."""
+        path = Path(path)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    np.savez(
+                        f,
+                        scale=np.asarray(self.scale, np.float32),
+                        shift=self.shift,
+                        divisor=self.divisor,
+                        normalize=np.asarray(self.normalize),
+                    )
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+        except OSError as e:
+            raise DataError(f"{path}: cannot write it: {e.strerror or e}") from None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, input_shape: ir.Shape | None = None) -> Preprocess:
+        path = Path(path)
+        arrays = {}
+        _require_file(path)
+        try:
+            with zipfile.ZipFile(path) as zf:
+                keys = [n[: -len(".npy")] for n in zf.namelist() if n.endswith(".npy")]
+        except zipfile.BadZipFile:
+            raise DataError(f"{path}: not a valid .npz file (truncated, or not a zip archive)") from None
+        except OSError as e:
+            raise DataError(f"{path}: cannot read it: {e.strerror or e}") from None
+        for key in ("scale", "shift", "divisor"):
+            if key not in keys:
+                present = ", ".join(repr(k) for k in keys) or "no arrays"
+                raise DataError(f"{path}: no array named {key!r}; the file holds {present}")
+        for key in ("scale", "shift", "divisor", "normalize"):
+            if key in keys:
+                arrays[key] = read_npz(path, key, None)[0]
+        scale, shift, divisor = arrays["scale"], arrays["shift"], arrays["divisor"]
+        for key in ("scale", "shift", "divisor"):
+            a = arrays[key]
+            if a.dtype.kind not in "iuf" or not np.isfinite(a).all():
+                raise DataError(f"{path}: {key!r} must hold finite numbers")
+        if scale.shape != () or scale == 0:
+            raise DataError(f"{path}: 'scale' must be one non-zero number")
+        if shift.shape != divisor.shape:
+            raise DataError(
+                f"{path}: 'shift' has shape {_shape_str(shift.shape)} but 'divisor' {_shape_str(divisor.shape)}"
+            )
+        if (divisor == 0).any():
+            raise DataError(f"{path}: 'divisor' contains zeros")
+        if input_shape is not None and tuple(shift.shape) != tuple(input_shape):
+            raise DataError(
+                f"{path}: preprocessing for samples of shape {_shape_str(shift.shape)}, "
+                f"but the model's input is {_shape_str(input_shape)}"
+            )
+        normalize = str(arrays["normalize"]) if "normalize" in arrays else "none"
+        return cls(np.float32(scale), shift.astype(np.float32), divisor.astype(np.float32), normalize)
+
+
+# ---------------------------------------------------------------------------
+# The whole data section
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    x: np.ndarray  # float32 [N, *input_shape], preprocessed
+    y: np.ndarray | None  # by task, see as_targets
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    train: Split
+    val: Split | None
+    test: Split | None
+    preprocess: Preprocess
+
+
+def split_indices(n: int, fraction: float, seed: int, *, where: str = "train data") -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, validation rows): sklearn's `train_test_split(test_size=fraction,
+    random_state=seed)` indices, i.e. a RandomState permutation whose first
+    ceil(n * fraction) entries are held out."""
+    if isinstance(fraction, bool) or not 0 < fraction < 1:
+        raise DataError(f"validate = {fraction}: a fraction must lie strictly between 0 and 1")
+    n_val = math.ceil(fraction * n)
+    if n - n_val < 1:
+        raise DataError(
+            f"{where}: too few rows for validate = {fraction}: {n} rows leave {n - n_val} for training "
+            f"after holding out {n_val}"
+        )
+    # RandomState accepts 0 .. 2**32 - 1; wrap instead of failing on other seeds.
+    perm = np.random.RandomState(seed % 2**32).permutation(n)
+    return perm[n_val:], perm[:n_val]
+
+
+def _spec_dir(spec: ir.Spec) -> Path:
+    return Path(spec.path).parent if spec.path else Path.cwd()
+
+
+def _labeled(spec: ir.Spec, src: ir.DataSource, base_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    with _located(src):
+        raw = _load(src, base_dir)
+        _check_rows(raw)
+        return as_inputs(spec, raw.x, where=raw.x_name), as_targets(spec, raw.y, where=raw.y_name)
+
+
+def prepare(spec: ir.Spec, base_dir: Path | None = None) -> Prepared:
+    """Load, check, split and preprocess everything `spec.data` names."""
+    data = spec.data
+    if data is None or data.train is None:
+        raise DataError(f"{spec.path or spec.name}: the spec has no training data (data {{ train = ... }})")
+    base = Path(base_dir) if base_dir is not None else _spec_dir(spec)
+    x, y = _labeled(spec, data.train, base)
+    val = None
+    if isinstance(data.validate, ir.DataSource):
+        val = _labeled(spec, data.validate, base)
+    elif data.validate is not None:
+        with _located(data.train):
+            tr, va = split_indices(len(x), float(data.validate), spec.train.seed)
+        val = (x[va], y[va])
+        x, y = x[tr], y[tr]
+    test = _labeled(spec, data.test, base) if data.test is not None else None
+    pre = Preprocess.fit(x, scale=data.scale, normalize=data.normalize)
+    # The float32 arrays above are ours: preprocess them in place to spare a copy.
+    return Prepared(
+        train=Split(pre._apply_inplace(x), y),
+        val=Split(pre._apply_inplace(val[0]), val[1]) if val else None,
+        test=Split(pre._apply_inplace(test[0]), test[1]) if test else None,
+        preprocess=pre,
+    )
