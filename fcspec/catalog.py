@@ -1,0 +1,307 @@
+"""Every name the language knows, with its options, defaults and ranges.
+
+This is the one place a layer, loss, optimizer, schedule or data source is
+declared for the front end: `check.py` validates calls against it, `explain`
+and `docs/language.md` describe it.  Defaults are PyTorch's (torch.nn,
+torch.optim, torch.optim.lr_scheduler) so a spec means what the equivalent
+PyTorch program means.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+REQUIRED = object()  # marks an option without a default
+
+
+@dataclass(frozen=True)
+class Opt:
+    kind: str  # int, float, bool, str, choice, floats, ints, pair, source, number_or_source, int_or_full
+    default: Any = REQUIRED
+    check: Callable[[Any], str | None] | None = None  # returns what is wrong, or None
+    choices: tuple[str, ...] = ()
+    doc: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+
+@dataclass(frozen=True)
+class Sig:
+    """A callable name: its options in order, which may be given positionally, and a line of doc."""
+
+    opts: dict[str, Opt] = field(default_factory=dict)
+    positional: tuple[str, ...] = ()
+    doc: str = ""
+
+
+# ---- range checks: each returns a complaint or None -------------------------
+
+
+def gt(lo: float) -> Callable[[Any], str | None]:
+    return lambda v: None if v > lo else f"must be > {lo:g}"
+
+
+def ge(lo: float) -> Callable[[Any], str | None]:
+    return lambda v: None if v >= lo else f"must be >= {lo:g}"
+
+
+def in_closed_open(lo: float, hi: float) -> Callable[[Any], str | None]:
+    return lambda v: None if lo <= v < hi else f"must be in [{lo:g}, {hi:g})"
+
+
+def in_closed(lo: float, hi: float) -> Callable[[Any], str | None]:
+    return lambda v: None if lo <= v <= hi else f"must be in [{lo:g}, {hi:g}]"
+
+
+def in_open(lo: float, hi: float) -> Callable[[Any], str | None]:
+    return lambda v: None if lo < v < hi else f"must be in ({lo:g}, {hi:g})"
+
+
+def _betas(v: tuple[float, float]) -> str | None:
+    return None if all(0 <= b < 1 for b in v) else "each beta must be in [0, 1)"
+
+
+def _milestones(v: tuple[int, ...]) -> str | None:
+    if not v:
+        return "needs at least one epoch"
+    if any(m < 1 for m in v):
+        return "epochs must be >= 1"
+    if list(v) != sorted(set(v)):
+        return "must be strictly increasing"
+    return None
+
+
+def _weights(v: tuple[float, ...]) -> str | None:
+    return None if all(w >= 0 for w in v) else "class weights must be >= 0"
+
+
+# ---- layers ------------------------------------------------------------------
+
+INITS = ("default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "zeros")
+
+LAYERS: dict[str, Sig] = {
+    "linear": Sig(
+        {
+            "units": Opt("int", check=ge(1), doc="output features"),
+            "bias": Opt("bool", True, doc="learn an additive bias"),
+            "init": Opt("choice", "default", choices=INITS,
+                        doc="weight init; `default` is nn.Linear's U(-1/sqrt(in), 1/sqrt(in)) for weight "
+                            "and bias, the others leave the bias at zero"),
+        },
+        ("units",),
+        "fully connected: y = x W^T + b, W of shape [units, in]",
+    ),
+    "flatten": Sig(doc="reshape one sample to one dimension, like x.view(x.size(0), -1)"),
+    "dropout": Sig({"p": Opt("float", 0.5, in_closed_open(0, 1), doc="probability of zeroing")}, ("p",),
+                   "inverted dropout while training, identity at inference"),
+    "relu": Sig(doc="max(x, 0)"),
+    "leaky_relu": Sig({"negative_slope": Opt("float", 0.01, ge(0))}, ("negative_slope",),
+                      "x if x > 0 else negative_slope * x"),
+    "elu": Sig({"alpha": Opt("float", 1.0, gt(0))}, ("alpha",), "x if x > 0 else alpha (e^x - 1)"),
+    "selu": Sig(doc="scale (x if x > 0 else alpha (e^x - 1)), PyTorch's constants"),
+    "sigmoid": Sig(doc="1 / (1 + e^-x)"),
+    "tanh": Sig(doc="hyperbolic tangent"),
+    "gelu": Sig({"approximate": Opt("choice", "none", choices=("none", "tanh"))}, ("approximate",),
+                "x Phi(x); `tanh` uses the tanh approximation"),
+    "silu": Sig(doc="x sigmoid(x) (swish)"),
+    "softplus": Sig({"beta": Opt("float", 1.0, gt(0)), "threshold": Opt("float", 20.0, gt(0))},
+                    ("beta",), "log(1 + e^(beta x)) / beta, linear above threshold"),
+    "softmax": Sig(doc="probabilities over the last axis"),
+    "log_softmax": Sig(doc="log-probabilities over the last axis"),
+}
+
+ACTIVATIONS = tuple(k for k in LAYERS if k not in ("linear", "flatten", "dropout"))
+
+# ---- losses ------------------------------------------------------------------
+
+_REDUCTION = Opt("choice", "mean", choices=("mean", "sum"), doc="mean over the batch, or sum")
+
+LOSSES: dict[str, Sig] = {
+    "cross_entropy": Sig(
+        {
+            "label_smoothing": Opt("float", 0.0, in_closed(0, 1)),
+            "weight": Opt("floats", None, _weights, doc="one weight per class"),
+            "reduction": _REDUCTION,
+        },
+        doc="logits and class ids; applies log-softmax itself",
+    ),
+    "nll": Sig({"weight": Opt("floats", None, _weights), "reduction": _REDUCTION},
+               doc="log-probabilities (after log_softmax) and class ids"),
+    "mse": Sig({"reduction": _REDUCTION}, doc="mean squared error"),
+    "mae": Sig({"reduction": _REDUCTION}, doc="mean absolute error (alias l1)"),
+    "huber": Sig({"delta": Opt("float", 1.0, gt(0)), "reduction": _REDUCTION}, ("delta",),
+                 "squared below delta, linear above"),
+    "bce": Sig({"reduction": _REDUCTION}, doc="binary cross-entropy on probabilities (after sigmoid)"),
+    "bce_with_logits": Sig({"reduction": _REDUCTION}, doc="binary cross-entropy on logits (stable)"),
+    "kl_div": Sig({"reduction": _REDUCTION},
+                  doc="KL divergence: log-probabilities against target probabilities, batchmean"),
+}
+LOSS_ALIASES = {"l1": "mae", "crossentropy": "cross_entropy", "nll_loss": "nll", "mean_squared_error": "mse"}
+
+TASKS = {
+    "cross_entropy": "classification",
+    "nll": "classification",
+    "bce": "binary",
+    "bce_with_logits": "binary",
+    "mse": "regression",
+    "mae": "regression",
+    "huber": "regression",
+    "kl_div": "distribution",
+}
+
+# ---- optimizers --------------------------------------------------------------
+
+_LR = Opt("float", check=gt(0), doc="learning rate")
+_WD = Opt("float", 0.0, ge(0), doc="L2 penalty added to the gradient (PyTorch's weight_decay)")
+
+OPTIMIZERS: dict[str, Sig] = {
+    "sgd": Sig(
+        {
+            "lr": Opt("float", 1e-3, gt(0), doc="learning rate"),
+            "momentum": Opt("float", 0.0, ge(0)),
+            "dampening": Opt("float", 0.0, ge(0)),
+            "nesterov": Opt("bool", False),
+            "weight_decay": _WD,
+        },
+        ("lr",),
+        "stochastic gradient descent; batch size picks batch, mini-batch or stochastic",
+    ),
+    "adam": Sig(
+        {
+            "lr": Opt("float", 1e-3, gt(0)),
+            "betas": Opt("pair", (0.9, 0.999), _betas),
+            "eps": Opt("float", 1e-8, ge(0)),
+            "weight_decay": _WD,
+            "amsgrad": Opt("bool", False),
+        },
+        ("lr",),
+        "Adam (Kingma and Ba, 2014)",
+    ),
+    "adamw": Sig(
+        {
+            "lr": Opt("float", 1e-3, gt(0)),
+            "betas": Opt("pair", (0.9, 0.999), _betas),
+            "eps": Opt("float", 1e-8, ge(0)),
+            "weight_decay": Opt("float", 0.01, ge(0), doc="decoupled decay"),
+            "amsgrad": Opt("bool", False),
+        },
+        ("lr",),
+        "Adam with decoupled weight decay (Loshchilov and Hutter)",
+    ),
+    "rmsprop": Sig(
+        {
+            "lr": Opt("float", 1e-2, gt(0)),
+            "alpha": Opt("float", 0.99, ge(0)),
+            "eps": Opt("float", 1e-8, ge(0)),
+            "weight_decay": _WD,
+            "momentum": Opt("float", 0.0, ge(0)),
+            "centered": Opt("bool", False),
+        },
+        ("lr",),
+        "RMSprop (Hinton); eps outside the square root, as PyTorch",
+    ),
+    "adagrad": Sig(
+        {
+            "lr": Opt("float", 1e-2, gt(0)),
+            "lr_decay": Opt("float", 0.0, ge(0)),
+            "weight_decay": _WD,
+            "initial_accumulator_value": Opt("float", 0.0, ge(0)),
+            "eps": Opt("float", 1e-10, ge(0)),
+        },
+        ("lr",),
+        "Adagrad (Duchi et al.)",
+    ),
+}
+
+# ---- schedules ---------------------------------------------------------------
+
+_GAMMA = Opt("float", 0.1, gt(0), doc="multiplicative factor")
+
+SCHEDULES: dict[str, Sig] = {
+    "constant": Sig(doc="the optimizer's lr throughout"),
+    "step": Sig({"step_size": Opt("int", check=ge(1)), "gamma": _GAMMA}, ("step_size",),
+                "lr * gamma^floor(epoch / step_size)"),
+    "multistep": Sig({"milestones": Opt("ints", check=_milestones), "gamma": _GAMMA}, ("milestones",),
+                     "lr * gamma^(milestones passed)"),
+    "exponential": Sig({"gamma": Opt("float", check=gt(0))}, ("gamma",), "lr * gamma^epoch"),
+    "cosine": Sig({"t_max": Opt("int", None, ge(1), doc="defaults to the training epochs"),
+                   "eta_min": Opt("float", 0.0, ge(0))}, ("t_max",),
+                  "eta_min + (lr - eta_min)(1 + cos(pi epoch / t_max)) / 2"),
+    "polynomial": Sig({"total_iters": Opt("int", 5, ge(1)), "power": Opt("float", 1.0, gt(0))},
+                      ("total_iters",), "lr (1 - min(epoch, total_iters) / total_iters)^power"),
+    "plateau": Sig(
+        {
+            "monitor": Opt("str", None, doc="val_loss when there is validation data, else train_loss"),
+            "mode": Opt("choice", None, choices=("min", "max"), doc="from the monitor: max for accuracy"),
+            "factor": Opt("float", 0.1, in_open(0, 1)),
+            "patience": Opt("int", 10, ge(0)),
+            "threshold": Opt("float", 1e-4, ge(0)),
+            "threshold_mode": Opt("choice", "rel", choices=("rel", "abs")),
+            "cooldown": Opt("int", 0, ge(0)),
+            "min_lr": Opt("float", 0.0, ge(0)),
+            "eps": Opt("float", 1e-8, ge(0)),
+        },
+        (),
+        "ReduceLROnPlateau: lr * factor when the monitored metric stops improving",
+    ),
+}
+SCHEDULE_ALIASES = {"steplr": "step", "cosine_annealing": "cosine", "reduce_on_plateau": "plateau"}
+
+REGULARIZERS: dict[str, Sig] = {
+    "l1": Sig({"strength": Opt("float", check=ge(0))}, ("strength",), "adds strength * sum(|W|)"),
+    "l2": Sig({"strength": Opt("float", check=ge(0))}, ("strength",), "adds strength * sum(W^2)"),
+}
+
+# ---- data --------------------------------------------------------------------
+
+DATASETS = ("digits", "iris", "breast_cancer", "diabetes")
+
+SOURCES: dict[str, Sig] = {
+    "npz": Sig({"path": Opt("str"), "x": Opt("str", "x"), "y": Opt("str", "y")}, ("path",),
+               "NumPy .npz with arrays x and y"),
+    "csv": Sig({"path": Opt("str"), "target": Opt("str", doc="name of the label column")}, ("path",),
+               "CSV with a header row; every column but target is a feature"),
+    "idx": Sig({"images": Opt("str"), "labels": Opt("str")}, ("images", "labels"),
+               "the MNIST IDX format, gzipped or not"),
+    "mnist": Sig({"split": Opt("choice", "train", choices=("train", "test"))}, ("split",),
+                 "MNIST, from $FCSPEC_DATA/mnist, the cache, or downloaded once"),
+    "dataset": Sig({"name": Opt("choice", choices=DATASETS)}, ("name",), "a small embedded data set"),
+}
+
+DATA_KEYS: dict[str, Opt] = {
+    "train": Opt("source", doc="training data"),
+    "test": Opt("source", None, doc="test data, evaluated after training"),
+    "validate": Opt("number_or_source", None, doc="a fraction of train (0 < f < 1) or a source"),
+    "scale": Opt("float", 1.0, gt(0), doc="inputs are divided by this"),
+    "normalize": Opt("choice", "none", choices=("none", "standard", "minmax"),
+                     doc="per feature, statistics from the training split"),
+}
+
+MONITORS = ("val_loss", "val_accuracy", "train_loss", "train_accuracy", "val_mae", "val_rmse")
+
+TRAIN_KEYS: dict[str, Opt] = {
+    "epochs": Opt("int", 10, ge(1)),
+    "batch": Opt("int_or_full", 32, ge(1), doc="1 = stochastic GD, N = mini-batch, full = batch GD"),
+    "shuffle": Opt("bool", True, doc="a new seeded order every epoch"),
+    "seed": Opt("int", 0, ge(0), doc="same seed, same result, bit for bit"),
+    "clip_grad_norm": Opt("float", None, gt(0), doc="clip the global gradient norm"),
+    "metrics": Opt("names", None, doc="accuracy (classifiers), mae and rmse (regression)"),
+}
+
+EARLY_STOP = Sig(
+    {
+        "monitor": Opt("choice", "val_loss", choices=MONITORS),
+        "patience": Opt("int", 5, ge(0)),
+        "min_delta": Opt("float", 0.0, ge(0)),
+        "mode": Opt("choice", None, choices=("min", "max"), doc="from the monitor: max for accuracy"),
+        "restore_best": Opt("bool", False, doc="end with the best epoch's weights"),
+    },
+    (),
+    "stop when the monitored metric has not improved for `patience` epochs",
+)
+
+METRICS = {"classification": ("accuracy",), "binary": ("accuracy",), "regression": ("mae", "rmse"),
+           "distribution": ()}
