@@ -1,0 +1,433 @@
+"""torch.optim's update rules over one flat float32 parameter vector.
+
+This module owns the optimizers (sgd, adam, adamw, rmsprop, adagrad), their
+state for checkpoints, gradient-norm clipping and the readable statement of
+each update rule for `fcspec explain`.
+
+The interpreter keeps every parameter in one flat float32 vector `theta` and
+every gradient in one vector `grad` of the same size.  `Optimizer.step(theta,
+grad, lr)` updates `theta` in place and only reads `grad`; the learning rate
+is an argument because the schedule changes it between epochs.  Weight decay
+applies to every entry (biases too), like torch's default single param group.
+
+Float32 fidelity.  The formulas are those of /work/shared/design/semantics.md
+in the operation order of torch.optim's single-tensor (non-foreach) functions
+(torch 2.13), with every Python scalar rounded to float32 where torch's
+kernels round it (the "opmath" type of float32 is float32).  torch's
+vectorized CPU kernels evaluate `add(x, alpha=a)`, `lerp` and `addcmul` as
+fused multiply-adds, rounding once.  NumPy has no FMA, so `_fma` computes
+those in float64 (the product of two float32 numbers is exact there) and
+rounds once to float32.  Measured against torch 2.13 on an AVX512 CPU, SGD in
+every variant is bit-identical; adam, adamw, rmsprop and adagrad differ by an
+occasional unit in the last place, because torch's vectorized float32 `sqrt`
+is not correctly rounded (about one result in six is 1 ulp away from the
+exact `np.sqrt`), which is not worth emulating.
+
+No per-step allocation: state and scratch vectors are allocated once at
+construction, and every step works through `out=` ufuncs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+
+from . import catalog, ir
+from .errors import Diagnostic, SpecError, TrainingError
+
+F32 = np.float32
+F64 = np.float64
+
+
+# ---------------------------------------------------------------------------
+# torch's fused kernels, emulated
+
+# The one elementwise square root of the adaptive optimizers.  A module-level
+# name so that tests can swap in torch's own sqrt and check that everything
+# else (operation order, float32 scalars, fused multiply-adds) is bit-exact.
+_sqrt = np.sqrt
+
+
+def _fma(x: np.ndarray, alpha: Any, y: np.ndarray, out: np.ndarray, w: np.ndarray) -> None:
+    """`out = float32(x * alpha + y)` with a single rounding, like torch's fused CPU kernels.
+
+    `alpha` is a float32 scalar or a float32 vector; `w` is float64 scratch of
+    the vectors' size.  `out` may alias `x` or `y`.
+    """
+    np.multiply(x, alpha, out=w, dtype=F64)
+    np.add(w, y, out=w, dtype=F64)
+    np.copyto(out, w, casting="same_kind")
+
+
+def _lerp(start: np.ndarray, end: np.ndarray, weight: float, diff: np.ndarray, w: np.ndarray) -> None:
+    """torch's `start.lerp_(end, weight)`: start + weight (end - start), in place; `diff` is f32 scratch.
+
+    torch picks the form by the weight's size so that weight 1 returns `end`
+    exactly: `end - (1 - weight)(end - start)` for weights of at least 0.5.
+    """
+    wt = F32(weight)
+    np.subtract(end, start, out=diff)
+    if abs(wt) < 0.5:
+        _fma(diff, wt, start, start, w)
+    else:
+        _fma(diff, wt - F32(1), end, start, w)
+
+
+# ---------------------------------------------------------------------------
+# The optimizers
+
+
+class Optimizer:
+    """One flat parameter vector's torch.optim state and its update rule.
+
+    Subclasses name their state vectors in `buffers` (allocated here, zeros)
+    and implement `_update(theta, grad, lr)`.  `t` counts the steps taken
+    (torch's `state["step"]`): it is 1 during the first update.
+    """
+
+    kind = ""
+    buffers: tuple[str, ...] = ()
+
+    def __init__(self, options: Mapping[str, Any], size: int):
+        self.options = dict(options)
+        self.size = int(size)
+        self.t = 0
+        self.state: dict[str, np.ndarray] = {name: np.zeros(self.size, F32) for name in self.buffers}
+        # scratch: the decayed gradient, two more float32 vectors, float64 for _fma
+        self._g = np.empty(self.size, F32)
+        self._s = np.empty(self.size, F32)
+        self._u = np.empty(self.size, F32)
+        self._w = np.empty(self.size, F64)
+
+    def step(self, theta: np.ndarray, grad: np.ndarray, lr: float) -> None:
+        """Update `theta` in place from `grad` (read, not modified) at learning rate `lr`."""
+        if theta.shape != (self.size,) or grad.shape != (self.size,) or theta.dtype != F32 or grad.dtype != F32:
+            raise TrainingError(
+                f"{self.kind} was built for {self.size} float32 parameters, got theta "
+                f"{theta.dtype}{list(theta.shape)} and grad {grad.dtype}{list(grad.shape)}"
+            )
+        self.t += 1
+        self._update(theta, grad, float(lr))
+
+    def _update(self, theta: np.ndarray, grad: np.ndarray, lr: float) -> None:
+        raise NotImplementedError
+
+    def _with_decay(self, theta: np.ndarray, grad: np.ndarray, weight_decay: float) -> np.ndarray:
+        """torch's `grad = grad.add(param, alpha=weight_decay)`, into scratch; `grad` itself without decay."""
+        if weight_decay == 0:
+            return grad
+        _fma(theta, F32(weight_decay), grad, self._g, self._w)
+        return self._g
+
+    # -- checkpoints -------------------------------------------------------
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Everything a resumed run needs to continue bit for bit: arrays and 0-d arrays only."""
+        d = {"kind": np.array(self.kind), "step": np.array(self.t, np.int64)}
+        d.update({name: buf.copy() for name, buf in self.state.items()})
+        return d
+
+    def load_state_dict(self, d: Mapping[str, np.ndarray]) -> None:
+        kind = str(np.asarray(d["kind"])) if "kind" in d else "no"
+        if kind != self.kind:
+            raise TrainingError(f"the checkpoint holds {kind} optimizer state, the spec uses {self.kind}")
+        for name in ("step", *self.buffers):
+            if name not in d:
+                raise TrainingError(f"the checkpoint's {self.kind} state lacks {name!r}")
+            if name != "step" and np.shape(d[name]) != (self.size,):
+                raise TrainingError(
+                    f"the checkpoint's {self.kind} state {name!r} has shape {list(np.shape(d[name]))}, "
+                    f"the model has {self.size} parameters"
+                )
+        self.t = int(np.asarray(d["step"]))
+        for name in self.buffers:
+            np.copyto(self.state[name], np.asarray(d[name]), casting="same_kind")
+
+
+class SGD(Optimizer):
+    """torch.optim.SGD: momentum, dampening, nesterov, weight_decay."""
+
+    kind = "sgd"
+
+    def __init__(self, options: Mapping[str, Any], size: int):
+        self.momentum = float(options["momentum"])
+        self.dampening = float(options["dampening"])
+        self.nesterov = bool(options["nesterov"])
+        self.weight_decay = float(options["weight_decay"])
+        # torch keeps no buffer without momentum; with it, the first step copies the gradient
+        self.buffers = ("momentum_buffer",) if self.momentum != 0 else ()
+        super().__init__(options, size)
+
+    def _update(self, theta, grad, lr):
+        g = self._with_decay(theta, grad, self.weight_decay)
+        if self.momentum != 0:
+            buf = self.state["momentum_buffer"]
+            if self.t == 1:
+                np.copyto(buf, g)
+            else:
+                np.multiply(buf, F32(self.momentum), out=buf)
+                _fma(g, F32(1 - self.dampening), buf, buf, self._w)
+            if self.nesterov:
+                _fma(buf, F32(self.momentum), g, self._g, self._w)
+                g = self._g
+            else:
+                g = buf
+        _fma(g, F32(-lr), theta, theta, self._w)
+
+
+class Adam(Optimizer):
+    """torch.optim.Adam and, with `decoupled`, torch.optim.AdamW; amsgrad either way."""
+
+    kind = "adam"
+
+    def __init__(self, options: Mapping[str, Any], size: int, decoupled: bool = False):
+        self.kind = "adamw" if decoupled else "adam"
+        self.decoupled = decoupled
+        self.beta1, self.beta2 = (float(b) for b in options["betas"])
+        self.eps = float(options["eps"])
+        self.weight_decay = float(options["weight_decay"])
+        self.amsgrad = bool(options["amsgrad"])
+        self.buffers = ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if self.amsgrad else ())
+        super().__init__(options, size)
+
+    def _update(self, theta, grad, lr):
+        m, v = self.state["exp_avg"], self.state["exp_avg_sq"]
+        g = grad
+        if self.weight_decay != 0:
+            if self.decoupled:
+                np.multiply(theta, F32(1 - lr * self.weight_decay), out=theta)
+            else:
+                g = self._with_decay(theta, grad, self.weight_decay)
+        _lerp(m, g, 1 - self.beta1, self._s, self._w)
+        # exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2): fma(value * g, g, v)
+        np.multiply(v, F32(self.beta2), out=v)
+        np.multiply(g, F32(1 - self.beta2), out=self._s)
+        _fma(self._s, g, v, v, self._w)
+
+        step = float(self.t)  # torch keeps step as a float32 tensor and reads it with .item()
+        bias_correction1 = 1 - self.beta1**step
+        bias_correction2 = 1 - self.beta2**step
+        step_size = lr / bias_correction1
+        bias_correction2_sqrt = bias_correction2**0.5
+        if self.amsgrad:
+            vmax = self.state["max_exp_avg_sq"]
+            np.maximum(vmax, v, out=vmax)
+            v = vmax
+        denom = self._s
+        _sqrt(v, out=denom)
+        np.divide(denom, F32(bias_correction2_sqrt), out=denom)
+        np.add(denom, F32(self.eps), out=denom)
+        # param.addcdiv_(exp_avg, denom, value=-step_size): param + (value * exp_avg) / denom
+        upd = self._g  # the decayed gradient is spent by now
+        np.multiply(m, F32(-step_size), out=upd)
+        np.divide(upd, denom, out=upd)
+        np.add(theta, upd, out=theta)
+
+
+class RMSprop(Optimizer):
+    """torch.optim.RMSprop: alpha, eps (outside the square root), weight_decay, momentum, centered."""
+
+    kind = "rmsprop"
+
+    def __init__(self, options: Mapping[str, Any], size: int):
+        self.alpha = float(options["alpha"])
+        self.eps = float(options["eps"])
+        self.weight_decay = float(options["weight_decay"])
+        self.momentum = float(options["momentum"])
+        self.centered = bool(options["centered"])
+        self.buffers = (
+            ("square_avg",)
+            + (("momentum_buffer",) if self.momentum > 0 else ())
+            + (("grad_avg",) if self.centered else ())
+        )
+        super().__init__(options, size)
+
+    def _update(self, theta, grad, lr):
+        g = self._with_decay(theta, grad, self.weight_decay)
+        sq = self.state["square_avg"]
+        np.multiply(sq, F32(self.alpha), out=sq)
+        np.multiply(g, F32(1 - self.alpha), out=self._s)
+        _fma(self._s, g, sq, sq, self._w)
+        avg = self._s
+        if self.centered:
+            ga = self.state["grad_avg"]
+            _lerp(ga, g, 1 - self.alpha, self._s, self._w)
+            # square_avg.addcmul(grad_avg, grad_avg, value=-1): fma(-grad_avg, grad_avg, square_avg)
+            np.negative(ga, out=avg)
+            _fma(avg, ga, sq, avg, self._w)
+            _sqrt(avg, out=avg)
+        else:
+            _sqrt(sq, out=avg)
+        np.add(avg, F32(self.eps), out=avg)
+        if self.momentum > 0:
+            buf = self.state["momentum_buffer"]
+            np.multiply(buf, F32(self.momentum), out=buf)
+            # buf.addcdiv_(grad, avg): buf + grad / avg; then param.add_(buf, alpha=-lr)
+            np.divide(g, avg, out=avg)
+            np.add(buf, avg, out=buf)
+            _fma(buf, F32(-lr), theta, theta, self._w)
+        else:
+            # param.addcdiv_(grad, avg, value=-lr): param + (-lr * grad) / avg
+            upd = self._u
+            np.multiply(g, F32(-lr), out=upd)
+            np.divide(upd, avg, out=upd)
+            np.add(theta, upd, out=theta)
+
+
+class Adagrad(Optimizer):
+    """torch.optim.Adagrad: lr_decay, weight_decay, initial_accumulator_value, eps."""
+
+    kind = "adagrad"
+    buffers = ("sum",)
+
+    def __init__(self, options: Mapping[str, Any], size: int):
+        self.lr_decay = float(options["lr_decay"])
+        self.weight_decay = float(options["weight_decay"])
+        self.initial_accumulator_value = float(options["initial_accumulator_value"])
+        self.eps = float(options["eps"])
+        super().__init__(options, size)
+        self.state["sum"].fill(F32(self.initial_accumulator_value))
+
+    def _update(self, theta, grad, lr):
+        g = self._with_decay(theta, grad, self.weight_decay)
+        clr = lr / (1 + (float(self.t) - 1) * self.lr_decay)
+        s = self.state["sum"]
+        _fma(g, g, s, s, self._w)  # state_sum.addcmul_(grad, grad, value=1)
+        std = self._s
+        _sqrt(s, out=std)
+        np.add(std, F32(self.eps), out=std)
+        # param.addcdiv_(grad, std, value=-clr)
+        upd = self._u
+        np.multiply(g, F32(-clr), out=upd)
+        np.divide(upd, std, out=upd)
+        np.add(theta, upd, out=theta)
+
+
+_KINDS = {
+    "sgd": SGD,
+    "adam": Adam,
+    "adamw": lambda options, size: Adam(options, size, decoupled=True),
+    "rmsprop": RMSprop,
+    "adagrad": Adagrad,
+}
+
+
+def resolved_options(opt: ir.Optimizer) -> dict[str, Any]:
+    """The IR's options over the catalog's (torch's) defaults, so a hand-built IR may omit defaults."""
+    sig = catalog.OPTIMIZERS.get(opt.kind)
+    if sig is None or opt.kind not in _KINDS:
+        raise _spec_error(opt, f"unknown optimizer {opt.kind!r}", f"use one of: {', '.join(_KINDS)}")
+    unknown = sorted(set(opt.options) - set(sig.opts))
+    if unknown:
+        raise _spec_error(opt, f"{opt.kind} has no option {unknown[0]!r}", f"its options: {', '.join(sig.opts)}")
+    options = {name: o.default for name, o in sig.opts.items() if not o.required}
+    options.update(opt.options)
+    return options
+
+
+def _spec_error(opt: ir.Optimizer, message: str, hint: str | None = None) -> SpecError:
+    return SpecError([Diagnostic("error", message, opt.span, hint)])
+
+
+def _validate(opt: ir.Optimizer, o: Mapping[str, Any]) -> None:
+    """What torch.optim rejects at construction, so a spec fails before training, not during it."""
+    for name in ("lr", "eps", "weight_decay", "momentum", "dampening", "alpha", "lr_decay",
+                 "initial_accumulator_value"):
+        if name in o and not (isinstance(o[name], (int, float)) and math.isfinite(o[name]) and o[name] >= 0):
+            raise _spec_error(opt, f"{opt.kind}: {name} must be a finite number >= 0, got {o[name]!r}")
+    if "betas" in o:
+        betas = tuple(o["betas"])
+        if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
+            raise _spec_error(opt, f"{opt.kind}: betas must be two numbers in [0, 1), got {o['betas']!r}")
+    if opt.kind == "sgd" and o["nesterov"] and (o["momentum"] <= 0 or o["dampening"] != 0):
+        raise _spec_error(opt, "sgd: nesterov momentum requires momentum > 0 and dampening = 0",
+                          "set momentum, e.g. sgd(lr = 0.1, momentum = 0.9, nesterov = true)")
+
+
+def make_optimizer(opt: ir.Optimizer, size: int) -> Optimizer:
+    """The optimizer `opt` describes, for a flat parameter vector of `size` float32 entries."""
+    options = resolved_options(opt)
+    _validate(opt, options)
+    return _KINDS[opt.kind](options, size)
+
+
+# ---------------------------------------------------------------------------
+# Gradient clipping
+
+
+def clip_grad_norm(grad: np.ndarray, max_norm: float) -> float:
+    """torch.nn.utils.clip_grad_norm_ on the flat gradient, in place; returns the norm before clipping.
+
+    The 2-norm is accumulated in float64 and rounded to float32 (torch rounds
+    per tensor and then takes the norm of the norms; both are float32
+    round-off from the true norm).  The scale `max_norm / (norm + 1e-6)` is
+    float32 arithmetic as in torch, applied when it is below 1; a NaN norm
+    makes every gradient NaN, as in torch, so the trainer sees the divergence.
+    """
+    # einsum casts in small buffers: float64 accuracy without a float64 copy of the gradient
+    total = F32(math.sqrt(float(np.einsum("i,i->", grad, grad, dtype=F64))))
+    coef = F32(max_norm) / (total + F32(1e-6))
+    if coef < 1 or coef != coef:
+        np.multiply(grad, coef, out=grad)
+    return float(total)
+
+
+# ---------------------------------------------------------------------------
+# Readable update rules for `fcspec explain`
+
+
+def _n(x: Any) -> str:
+    if isinstance(x, bool):
+        return "true" if x else "false"
+    if isinstance(x, (tuple, list)):
+        return "(" + ", ".join(_n(v) for v in x) + ")"
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def describe(opt: ir.Optimizer) -> str:
+    """The update rule with the resolved numbers filled in, one statement a line."""
+    o = resolved_options(opt)
+    head = f"{opt.kind}(" + ", ".join(f"{k} = {_n(v)}" for k, v in o.items()) + ")"
+    lines = [head, f"  each step t = 1, 2, ... with gradient g of every parameter p (biases too), "
+                   f"lr = {_n(o['lr'])} unless the schedule changes it:"]
+    add = lines.append
+    wd = o["weight_decay"]
+    if opt.kind != "adamw" and wd != 0:
+        add(f"    g = g + {_n(wd)} * p")
+    if opt.kind == "sgd":
+        mu, tau = o["momentum"], o["dampening"]
+        if mu != 0:
+            add(f"    b = g  (t = 1);  b = {_n(mu)} * b + {_n(1 - tau)} * g  (t > 1)")
+            add(f"    g = g + {_n(mu)} * b" if o["nesterov"] else "    g = b")
+        add("    p = p - lr * g")
+    elif opt.kind in ("adam", "adamw"):
+        b1, b2 = (float(b) for b in o["betas"])
+        if opt.kind == "adamw" and wd != 0:
+            add(f"    p = p * (1 - lr * {_n(wd)})   (decoupled weight decay)")
+        add(f"    m = {_n(b1)} * m + {_n(1 - b1)} * g")
+        add(f"    v = {_n(b2)} * v + {_n(1 - b2)} * g^2")
+        if o["amsgrad"]:
+            add("    v_max = max(v_max, v)   (amsgrad)")
+            add(f"    p = p - lr / (1 - {_n(b1)}^t) * m / (sqrt(v_max / (1 - {_n(b2)}^t)) + {_n(o['eps'])})")
+        else:
+            add(f"    p = p - lr / (1 - {_n(b1)}^t) * m / (sqrt(v / (1 - {_n(b2)}^t)) + {_n(o['eps'])})")
+    elif opt.kind == "rmsprop":
+        a, mom = o["alpha"], o["momentum"]
+        add(f"    v = {_n(a)} * v + {_n(1 - a)} * g^2")
+        den = "sqrt(v)"
+        if o["centered"]:
+            add(f"    gm = {_n(a)} * gm + {_n(1 - a)} * g   (centered)")
+            den = "sqrt(v - gm^2)"
+        if mom > 0:
+            add(f"    b = {_n(mom)} * b + g / ({den} + {_n(o['eps'])})")
+            add("    p = p - lr * b")
+        else:
+            add(f"    p = p - lr * g / ({den} + {_n(o['eps'])})")
+    elif opt.kind == "adagrad":
+        s0 = o["initial_accumulator_value"]
+        add(f"    s = s + g^2   (s starts at {_n(s0)})")
+        clr = f"lr / (1 + (t - 1) * {_n(o['lr_decay'])})" if o["lr_decay"] != 0 else "lr"
+        add(f"    p = p - {clr} * g / (sqrt(s) + {_n(o['eps'])})")
+    return "\n".join(lines)
