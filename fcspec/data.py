@@ -41,6 +41,7 @@ from . import ir
 from .errors import DataError
 
 DATASETS = ("digits", "iris", "breast_cancer", "diabetes")
+MEMINFO = "/proc/meminfo"  # Linux only; elsewhere the memory check is skipped
 
 # ---------------------------------------------------------------------------
 # Resource sanity: refuse a file whose arrays cannot fit before reading it,
@@ -50,7 +51,7 @@ DATASETS = ("digits", "iris", "breast_cancer", "diabetes")
 def available_memory() -> int | None:
     """MemAvailable from /proc/meminfo in bytes, or None where that is unknown."""
     try:
-        with open("/proc/meminfo", encoding="ascii") as f:
+        with open(MEMINFO, encoding="ascii") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024  # the kernel reports kB
@@ -428,7 +429,8 @@ def as_inputs(spec: ir.Spec, x: np.ndarray, *, where: str = "inputs") -> np.ndar
                 f"but the model's input is {_shape_str(want)} ({math.prod(want)} values)"
             )
         x = x.reshape((n, *want))
-    out = x.astype(np.float32)  # also catches float64 values beyond float32's range below
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = x.astype(np.float32)  # float64 values beyond float32's range become inf: caught below
     bad = ~np.isfinite(out)
     if bad.any():
         rows = np.flatnonzero(bad.reshape(n, -1).any(axis=1))
@@ -565,8 +567,12 @@ class Preprocess:
         return bool(self.scale == 1 and not self.shift.any() and (self.divisor == 1).all())
 
     def apply(self, x: np.ndarray) -> np.ndarray:
-        """Preprocessed float32 copy of `x` ([N, *input_shape])."""
-        return self._apply_inplace(np.array(x, dtype=np.float32, copy=True))
+        """Preprocessed float32 copy of `x` ([N, *input_shape]; flat rows of the
+        same element count are reshaped to the input shape)."""
+        x = np.array(x, dtype=np.float32, copy=True)
+        if x.ndim >= 1 and tuple(x.shape[1:]) != self.shift.shape and math.prod(x.shape[1:]) == self.shift.size:
+            x = x.reshape((x.shape[0], *self.shift.shape))
+        return self._apply_inplace(x)
 
     def _apply_inplace(self, x: np.ndarray) -> np.ndarray:
         if tuple(x.shape[1:]) != self.shift.shape:
