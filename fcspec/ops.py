@@ -1,0 +1,653 @@
+"""The one op table: layer op name -> forward, backward and ONNX emitter.
+
+Both backends read `OPS`.  The NumPy interpreter calls `forward` / `backward`;
+`onnx_export.py` calls `onnx`.  Adding an activation means adding one row here:
+its forward, the derivative written right beside it, and the ONNX nodes.
+
+The formulas are PyTorch's CPU kernels (`torch.nn.functional`), operation for
+operation where that matters for float32 round-off (e.g. sigmoid is
+`1 / (1 + exp(-x))`, elu uses `expm1`, softplus has PyTorch's threshold).
+
+Calling convention (kept allocation-free for the training hot path):
+
+- `forward(c, x) -> y`: `c` is the layer's `Context` (attrs, parameter views,
+  cached buffers).  The result is usually a buffer owned by `c` and is
+  overwritten by the next call; `flatten` and inactive `dropout` return a view
+  of / `x` itself.
+- `backward(c, x, y, gy, need_gx) -> gx | None`: `x`, `y` are the input and
+  output of the matching forward, `gy` the gradient of the output.  It
+  OVERWRITES the parameter gradients in `c.g` and returns the gradient of the
+  input when `need_gx` (the interpreter skips it below the first layer with
+  parameters, as autograd does for an input that does not require grad).
+- `onnx(g, layer, x) -> str`: the builder protocol of docs/architecture.md.
+
+Every op works in the dtype of its input, so tests can run them in float64.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from . import ir
+
+
+class Context:
+    """Per-layer state for one batch size: parameter/gradient views and scratch buffers.
+
+    Buffers are cached by name and reallocated only when the shape or dtype
+    changes, so a training loop at a fixed batch size allocates nothing.
+    """
+
+    __slots__ = ("layer", "attrs", "p", "g", "training", "rng", "_bufs")
+
+    def __init__(
+        self,
+        layer: ir.Layer,
+        params: dict[str, np.ndarray] | None = None,
+        grads: dict[str, np.ndarray] | None = None,
+    ):
+        self.layer = layer
+        self.attrs = layer.attrs
+        self.p = params if params is not None else {}  # "weight" -> array
+        self.g = grads if grads is not None else {}  # same keys, same shapes
+        self.training = False
+        self.rng: np.random.Generator | None = None
+        self._bufs: dict[str, np.ndarray] = {}
+
+    def buf(self, name: str, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
+        b = self._bufs.get(name)
+        if b is None or b.shape != shape or b.dtype != dtype:
+            b = np.empty(shape, dtype)
+            self._bufs[name] = b
+        return b
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    name: str
+    forward: Callable[[Context, np.ndarray], np.ndarray]
+    backward: Callable[..., np.ndarray | None]
+    onnx: Callable[[Any, ir.Layer, str], str]
+
+
+OPS: dict[str, Op] = {}
+
+
+def _row(name: str, forward, backward, onnx) -> None:
+    OPS[name] = Op(name, forward, backward, onnx)
+
+
+def _f32(value: float) -> np.ndarray:
+    return np.array(value, dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------
+# linear: y = x W^T + b, W is [out, in] (PyTorch layout, ONNX Gemm transB=1)
+
+
+def _linear_forward(c: Context, x):
+    w = c.p["weight"]
+    y = c.buf("y", (x.shape[0], w.shape[0]), x.dtype)
+    np.matmul(x, w.T, out=y)
+    b = c.p.get("bias")
+    if b is not None:
+        np.add(y, b, out=y)
+    return y
+
+
+def _linear_backward(c: Context, x, y, gy, need_gx):
+    np.matmul(gy.T, x, out=c.g["weight"])
+    gb = c.g.get("bias")
+    if gb is not None:
+        np.sum(gy, axis=0, out=gb)
+    if not need_gx:
+        return None
+    gx = c.buf("gx", x.shape, x.dtype)
+    np.matmul(gy, c.p["weight"], out=gx)
+    return gx
+
+
+def _linear_onnx(g, layer: ir.Layer, x: str) -> str:
+    inputs = [x, g.param(layer, "weight")]
+    if "bias" in layer.params:  # Gemm without C when bias = false
+        inputs.append(g.param(layer, "bias"))
+    return g.node("Gemm", inputs, transB=1)
+
+
+_row("linear", _linear_forward, _linear_backward, _linear_onnx)
+
+
+# ---------------------------------------------------------------------------
+# flatten: x.view(N, -1); no copy either way
+
+
+def _flatten_forward(c: Context, x):
+    return x.reshape(x.shape[0], -1)
+
+
+def _flatten_backward(c: Context, x, y, gy, need_gx):
+    return gy.reshape(x.shape) if need_gx else None
+
+
+def _flatten_onnx(g, layer: ir.Layer, x: str) -> str:
+    return g.node("Flatten", [x], axis=1)
+
+
+_row("flatten", _flatten_forward, _flatten_backward, _flatten_onnx)
+
+
+# ---------------------------------------------------------------------------
+# dropout: inverted dropout while training (PyTorch: noise = bernoulli(1 - p) / (1 - p),
+# y = x * noise), the identity otherwise.  The mask comes from c.rng.
+
+
+def _dropout_forward(c: Context, x):
+    p = c.attrs["p"]
+    if not c.training or p == 0:
+        return x  # backward recognises `y is x`
+    if c.rng is None:
+        raise ValueError("dropout in training mode needs a random generator")
+    u = c.buf("u", x.shape, np.float32)
+    c.rng.random(out=u, dtype=np.float32)
+    keep = c.buf("keep", x.shape, np.bool_)
+    np.greater_equal(u, p, out=keep)  # P(keep) = 1 - p
+    noise = c.buf("noise", x.shape, x.dtype)
+    np.divide(keep, 1.0 - p, out=noise, casting="unsafe")
+    y = c.buf("y", x.shape, x.dtype)
+    np.multiply(x, noise, out=y)
+    return y
+
+
+def _dropout_backward(c: Context, x, y, gy, need_gx):
+    if not need_gx:
+        return None
+    if y is x:
+        return gy
+    gx = c.buf("gx", x.shape, x.dtype)
+    np.multiply(gy, c.buf("noise", x.shape, x.dtype), out=gx)
+    return gx
+
+
+def _dropout_onnx(g, layer: ir.Layer, x: str) -> str:
+    return x  # no inference effect
+
+
+_row("dropout", _dropout_forward, _dropout_backward, _dropout_onnx)
+
+
+# ---------------------------------------------------------------------------
+# relu: max(x, 0); PyTorch's backward masks with the result (y > 0)
+
+
+def _relu_forward(c: Context, x):
+    y = c.buf("y", x.shape, x.dtype)
+    np.maximum(x, 0, out=y)
+    return y
+
+
+def _relu_backward(c: Context, x, y, gy, need_gx):
+    if not need_gx:
+        return None
+    m = c.buf("m", x.shape, np.bool_)
+    np.greater(y, 0, out=m)
+    gx = c.buf("gx", x.shape, x.dtype)
+    np.multiply(gy, m, out=gx)
+    return gx
+
+
+def _relu_onnx(g, layer: ir.Layer, x: str) -> str:
+    return g.node("Relu", [x])
+
+
+_row("relu", _relu_forward, _relu_backward, _relu_onnx)
+
+
+# ---------------------------------------------------------------------------
+# leaky_relu(negative_slope): x > 0 ? x : x * slope (slope may be any real)
+
+
+def _leaky_relu_forward(c: Context, x):
+    m = c.buf("m", x.shape, np.bool_)
+    np.greater(x, 0, out=m)
+    y = c.buf("y", x.shape, x.dtype)
+    np.multiply(x, c.attrs["negative_slope"], out=y)
+    np.copyto(y, x, where=m)
+    return y
+
+
+def _leaky_relu_backward(c: Context, x, y, gy, need_gx):
+    if not need_gx:
+        return None
+    m = c.buf("m", x.shape, np.bool_)
+    np.greater(x, 0, out=m)
+    gx = c.buf("gx", x.shape, x.dtype)
+    np.multiply(gy, c.attrs["negative_slope"], out=gx)
+    np.copyto(gx, gy, where=m)
+    return gx
+
+
+def _leaky_relu_onnx(g, layer: ir.Layer, x: str) -> str:
+    return g.node("LeakyRelu", [x], alpha=float(layer.attrs["negative_slope"]))
+
+
+_row("leaky_relu", _leaky_relu_forward, _leaky_relu_backward, _leaky_relu_onnx)
+
+
+# ---------------------------------------------------------------------------
+# elu(alpha) and selu share PyTorch's elu kernel:
+#   forward  scale * (x > 0 ? x : alpha * expm1(x))
+#   backward x > 0 ? g * scale : g * scale * alpha * exp(x)
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def _elu_forward_impl(c: Context, x, alpha: float, scale: float):
+    m = c.buf("m", x.shape, np.bool_)
+    np.greater(x, 0, out=m)
+    y = c.buf("y", x.shape, x.dtype)
+    np.minimum(x, 0, out=y)  # exp only of non-positive values: no overflow
+    np.expm1(y, out=y)
+    np.multiply(y, alpha, out=y)
+    np.copyto(y, x, where=m)
+    if scale != 1.0:
+        np.multiply(y, scale, out=y)
+    return y
+
+
+def _elu_backward_impl(c: Context, x, gy, alpha: float, scale: float):
+    m = c.buf("m", x.shape, np.bool_)
+    np.greater(x, 0, out=m)
+    gx = c.buf("gx", x.shape, x.dtype)
+    np.minimum(x, 0, out=gx)
+    np.exp(gx, out=gx)
+    np.multiply(gx, scale * alpha, out=gx)
+    np.multiply(gx, gy, out=gx)
+    if scale != 1.0:
+        t = c.buf("t", x.shape, x.dtype)
+        np.multiply(gy, scale, out=t)
+        np.copyto(gx, t, where=m)
+    else:
+        np.copyto(gx, gy, where=m)
+    return gx
+
+
+def _elu_forward(c: Context, x):
+    return _elu_forward_impl(c, x, c.attrs["alpha"], 1.0)
+
+
+def _elu_backward(c: Context, x, y, gy, need_gx):
+    return _elu_backward_impl(c, x, gy, c.attrs["alpha"], 1.0) if need_gx else None
+
+
+def _elu_onnx(g, layer: ir.Layer, x: str) -> str:
+    return g.node("Elu", [x], alpha=float(layer.attrs["alpha"]))
+
+
+_row("elu", _elu_forward, _elu_backward, _elu_onnx)
+
+
+def _selu_forward(c: Context, x):
+    return _elu_forward_impl(c, x, SELU_ALPHA, SELU_SCALE)
+
+
+def _selu_backward(c: Context, x, y, gy, need_gx):
+    return _elu_backward_impl(c, x, gy, SELU_ALPHA, SELU_SCALE) if need_gx else None
+
+
+def _selu_onnx(g, layer: ir.Layer, x: str) -> str:
+    return g.node("Selu", [x])  # ONNX's default alpha/gamma are these constants in float32
+
+
+_row("selu", _selu_forward, _selu_backward, _selu_onnx)
+
+
+# ---------------------------------------------------------------------------
+# sigmoid: 1 / (1 + exp(-x)) as PyTorch's CPU kernel; backward g * (1 - y) * y
+
+
+def _sigmoid_into(x, y):
+    np.negative(x, out=y)
+    with np.errstate(over="ignore"):  # exp(-x) = inf for x < -88 gives the right 0
+        np.exp(y, out=y)
+    np.add(y, 1, out=y)
+    np.reciprocal(y, out=y)
+    return y
+
+
+def _sigmoid_forward(c: Context, x):
+    return _sigmoid_into(x, c.buf("y", x.shape, x.dtype))
+
+
+def _sigmoid_backward(c: Context, x, y, gy, need_gx):
+    if not need_gx:
+        return None
+    gx = c.buf("gx", x.shape, x.dtype)
+    np.subtract(1, y, out=gx)
+    np.multiply(gx, y, out=gx)
+    np.multiply(gx, gy, out=gx)
+    return gx
+
+
+def _sigmoid_onnx(g, layer: ir.Layer, x: str) -> str:
+    return g.node("Sigmoid", [x])
+
+
+_row("sigmoid", _sigmoid_forward, _sigmoid_backward, _sigmoid_onnx)
+
+
+# ---------------------------------------------------------------------------
+# tanh; backward g * (1 - y^2)
+
+
+def _tanh_forward(c: Context, x):
+    y = c.buf("y", x.shape, x.dtype)
+    np.tanh(x, out=y)
+    return y
+
+
+def _tanh_backward(c: Context, x, y, gy, need_gx):
+    if not need_gx:
+        return None
+    gx = c.buf("gx", x.shape, x.dtype)
+    np.multiply(y, y, out=gx)
+    np.subtract(1, gx, out=gx)
+    np.multiply(gx, gy, out=gx)
+    return gx
+
+
+def _tanh_onnx(g, layer: ir.Layer, x: str) -> str:
+    return g.node("Tanh", [x])
+
+
+_row("tanh", _tanh_forward, _tanh_backward, _tanh_onnx)
+
+
+# ---------------------------------------------------------------------------
+# gelu(approximate = "none" | "tanh")
+#
+# NumPy has no erf.  `erf_into` is Abramowitz & Stegun 7.1.26 (absolute error
+# <= 1.5e-7, about one float32 ulp of 1), the very polynomial PyTorch's
+# vectorized CPU erf evaluates (ATen/cpu/vec/vec256/vec256_float.h), so the
+# interpreter and torch agree to float32 round-off.
+
+_ERF_P = 0.3275911
+_ERF_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+_SQRT1_2 = 1.0 / math.sqrt(2.0)
+_GELU_PDF = 1.0 / math.sqrt(2.0 * math.pi)  # PyTorch's kBeta = M_2_SQRTPI * M_SQRT1_2 * 0.5
+_TANH_BETA = math.sqrt(2.0 / math.pi)  # M_SQRT2 * M_2_SQRTPI * 0.5
+_TANH_KAPPA = 0.044715
+
+
+def erf_into(x, out, t, r):
+    """erf(x) into `out`, using the scratch arrays `t` and `r` (all of x's shape)."""
+    a1, a2, a3, a4, a5 = _ERF_A
+    np.abs(x, out=t)
+    np.multiply(t, _ERF_P, out=t)
+    np.add(t, 1, out=t)
+    np.reciprocal(t, out=t)  # t = 1 / (1 + p |x|)
+    np.multiply(t, a5, out=r)  # Horner: r = (((a5 t + a4) t + a3) t + a2) t + a1
+    for a in (a4, a3, a2):
+        np.add(r, a, out=r)
+        np.multiply(r, t, out=r)
+    np.add(r, a1, out=r)
+    np.multiply(r, t, out=r)
+    np.multiply(x, x, out=out)
+    np.negative(out, out=out)
+    np.exp(out, out=out)
+    np.multiply(out, r, out=out)
+    np.subtract(1, out, out=out)  # erf(|x|) = 1 - t r exp(-x^2)
+    np.copysign(out, x, out=out)
+    return out
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x)
+    return erf_into(x, np.empty_like(x), np.empty_like(x), np.empty_like(x))
+
+
+def _gelu_forward(c: Context, x):
+    y = c.buf("y", x.shape, x.dtype)
+    t = c.buf("t", x.shape, x.dtype)
+    if c.attrs["approximate"] == "tanh":
+        # 0.5 x (1 + tanh(beta (x + kappa x^3)))
+        np.multiply(x, x, out=t)
+        np.multiply(t, x, out=t)
+        np.multiply(t, _TANH_KAPPA, out=t)
+        np.add(t, x, out=t)
+        np.multiply(t, _TANH_BETA, out=t)
+        np.tanh(t, out=t)
+    else:
+        # 0.5 x (1 + erf(x / sqrt 2))
+        h = c.buf("h", x.shape, x.dtype)
+        np.multiply(x, _SQRT1_2, out=h)
+        erf_into(h, t, y, c.buf("r", x.shape, x.dtype))
+    np.add(t, 1, out=t)
+    np.multiply(x, 0.5, out=y)
+    np.multiply(y, t, out=y)
+    return y
+
+
+def _gelu_backward(c: Context, x, y, gy, need_gx):
+    if not need_gx:
+        return None
+    gx = c.buf("gx", x.shape, x.dtype)
+    t = c.buf("t", x.shape, x.dtype)
+    s = c.buf("s", x.shape, x.dtype)
+    if c.attrs["approximate"] == "tanh":
+        # d/dx = 0.5 (1 + th) + 0.5 x (1 - th^2) beta (1 + 3 kappa x^2)
+        np.multiply(x, x, out=s)  # s = x^2
+        np.multiply(s, x, out=t)
+        np.multiply(t, _TANH_KAPPA, out=t)
+        np.add(t, x, out=t)
+        np.multiply(t, _TANH_BETA, out=t)
+        np.tanh(t, out=t)  # t = th
+        np.multiply(s, 3 * _TANH_KAPPA, out=s)
+        np.add(s, 1, out=s)
+        np.multiply(s, _TANH_BETA, out=s)  # s = beta (1 + 3 kappa x^2)
+        np.multiply(t, t, out=gx)
+        np.subtract(1, gx, out=gx)
+        np.multiply(gx, s, out=gx)
+        np.multiply(gx, x, out=gx)
+        np.multiply(gx, 0.5, out=gx)  # right derivative
+        np.add(t, 1, out=t)
+        np.multiply(t, 0.5, out=t)  # left derivative
+        np.add(gx, t, out=gx)
+    else:
+        # d/dx = cdf + x pdf,  cdf = 0.5 (1 + erf(x / sqrt 2)),  pdf = exp(-x^2 / 2) / sqrt(2 pi)
+        np.multiply(x, _SQRT1_2, out=s)
+        erf_into(s, t, gx, c.buf("r", x.shape, x.dtype))
+        np.add(t, 1, out=t)
+        np.multiply(t, 0.5, out=t)  # t = cdf
+        np.multiply(x, x, out=gx)
+        np.multiply(gx, -0.5, out=gx)
+        np.exp(gx, out=gx)
+        np.multiply(gx, _GELU_PDF, out=gx)
+        np.multiply(gx, x, out=gx)
+        np.add(gx, t, out=gx)
+    np.multiply(gx, gy, out=gx)
+    return gx
+
+
+def _gelu_onnx(g, layer: ir.Layer, x: str) -> str:
+    approximate = layer.attrs["approximate"]
+    if g.opset >= 20:
+        return g.node("Gelu", [x], approximate=approximate)
+    if approximate == "tanh":
+        x3 = g.node("Mul", [g.node("Mul", [x, x]), x])
+        inner = g.node("Add", [x, g.node("Mul", [x3, g.const(_f32(_TANH_KAPPA))])])
+        th = g.node("Tanh", [g.node("Mul", [inner, g.const(_f32(_TANH_BETA))])])
+    else:
+        th = g.node("Erf", [g.node("Mul", [x, g.const(_f32(_SQRT1_2))])])
+    half_x = g.node("Mul", [x, g.const(_f32(0.5))])
+    return g.node("Mul", [half_x, g.node("Add", [th, g.const(_f32(1.0))])])
+
+
+_row("gelu", _gelu_forward, _gelu_backward, _gelu_onnx)
+
+
+# ---------------------------------------------------------------------------
+# silu: x / (1 + exp(-x)); backward g * s * (1 + x (1 - s)), s = sigmoid(x)
+
+
+def _silu_forward(c: Context, x):
+    y = c.buf("y", x.shape, x.dtype)
+    _sigmoid_into(x, y)
+    np.multiply(y, x, out=y)
+    return y
+
+
+def _silu_backward(c: Context, x, y, gy, need_gx):
+    if not need_gx:
+        return None
+    s = _sigmoid_into(x, c.buf("s", x.shape, x.dtype))
+    gx = c.buf("gx", x.shape, x.dtype)
+    np.subtract(1, s, out=gx)
+    np.multiply(gx, x, out=gx)
+    np.add(gx, 1, out=gx)
+    np.multiply(gx, s, out=gx)
+    np.multiply(gx, gy, out=gx)
+    return gx
+
+
+def _silu_onnx(g, layer: ir.Layer, x: str) -> str:
+    return g.node("Mul", [x, g.node("Sigmoid", [x])])
+
+
+_row("silu", _silu_forward, _silu_backward, _silu_onnx)
+
+
+# ---------------------------------------------------------------------------
+# softplus(beta, threshold): x beta > threshold ? x : log1p(exp(beta x)) / beta
+# backward: x beta > threshold ? g : g z / (z + 1), z = exp(beta x)
+
+
+def _softplus_forward(c: Context, x):
+    beta, threshold = c.attrs["beta"], c.attrs["threshold"]
+    m = c.buf("m", x.shape, np.bool_)
+    y = c.buf("y", x.shape, x.dtype)
+    np.multiply(x, beta, out=y)
+    np.greater(y, threshold, out=m)
+    np.minimum(y, threshold, out=y)  # the linear region is replaced below; avoid exp overflow
+    with np.errstate(over="ignore"):
+        np.exp(y, out=y)
+    np.log1p(y, out=y)
+    if beta != 1:
+        np.divide(y, beta, out=y)
+    np.copyto(y, x, where=m)
+    return y
+
+
+def _softplus_backward(c: Context, x, y, gy, need_gx):
+    if not need_gx:
+        return None
+    beta, threshold = c.attrs["beta"], c.attrs["threshold"]
+    m = c.buf("m", x.shape, np.bool_)
+    gx = c.buf("gx", x.shape, x.dtype)
+    t = c.buf("t", x.shape, x.dtype)
+    np.multiply(x, beta, out=gx)
+    np.greater(gx, threshold, out=m)
+    np.minimum(gx, threshold, out=gx)
+    with np.errstate(over="ignore", invalid="ignore"):
+        np.exp(gx, out=gx)  # z
+        np.add(gx, 1, out=t)
+        np.divide(gx, t, out=gx)  # z / (z + 1)
+    np.multiply(gx, gy, out=gx)
+    np.copyto(gx, gy, where=m)
+    return gx
+
+
+def _softplus_onnx(g, layer: ir.Layer, x: str) -> str:
+    # ONNX Softplus is log(1 + exp(x)) without PyTorch's threshold; beyond the
+    # threshold both are x to within float32 round-off, so inference agrees.
+    beta = float(layer.attrs["beta"])
+    if beta == 1.0:
+        return g.node("Softplus", [x])
+    scaled = g.node("Softplus", [g.node("Mul", [x, g.const(_f32(beta))])])
+    return g.node("Div", [scaled, g.const(_f32(beta))])
+
+
+_row("softplus", _softplus_forward, _softplus_backward, _softplus_onnx)
+
+
+# ---------------------------------------------------------------------------
+# softmax over the last axis: exp(x - max) / sum; backward y (g - sum(g y))
+
+
+def _softmax_forward(c: Context, x):
+    red = x.shape[:-1] + (1,)
+    s = c.buf("s", red, x.dtype)
+    y = c.buf("y", x.shape, x.dtype)
+    np.max(x, axis=-1, keepdims=True, out=s)
+    np.subtract(x, s, out=y)
+    np.exp(y, out=y)
+    np.sum(y, axis=-1, keepdims=True, out=s)
+    np.divide(y, s, out=y)
+    return y
+
+
+def _softmax_backward(c: Context, x, y, gy, need_gx):
+    if not need_gx:
+        return None
+    s = c.buf("s", x.shape[:-1] + (1,), x.dtype)
+    gx = c.buf("gx", x.shape, x.dtype)
+    np.multiply(gy, y, out=gx)
+    np.sum(gx, axis=-1, keepdims=True, out=s)
+    np.subtract(gy, s, out=gx)
+    np.multiply(gx, y, out=gx)
+    return gx
+
+
+def _softmax_onnx(g, layer: ir.Layer, x: str) -> str:
+    return g.node("Softmax", [x], axis=-1)
+
+
+_row("softmax", _softmax_forward, _softmax_backward, _softmax_onnx)
+
+
+# ---------------------------------------------------------------------------
+# log_softmax over the last axis: (x - max) - log(sum(exp(x - max)));
+# backward g - exp(y) sum(g)
+
+
+def log_softmax_into(x, y, s, t):
+    """log_softmax(x) into `y`; `s` is a [..., 1] and `t` an x-shaped scratch array."""
+    np.max(x, axis=-1, keepdims=True, out=s)
+    np.subtract(x, s, out=y)
+    np.exp(y, out=t)
+    np.sum(t, axis=-1, keepdims=True, out=s)
+    np.log(s, out=s)
+    np.subtract(y, s, out=y)
+    return y
+
+
+def _log_softmax_forward(c: Context, x):
+    return log_softmax_into(
+        x,
+        c.buf("y", x.shape, x.dtype),
+        c.buf("s", x.shape[:-1] + (1,), x.dtype),
+        c.buf("t", x.shape, x.dtype),
+    )
+
+
+def _log_softmax_backward(c: Context, x, y, gy, need_gx):
+    if not need_gx:
+        return None
+    s = c.buf("s", x.shape[:-1] + (1,), x.dtype)
+    gx = c.buf("gx", x.shape, x.dtype)
+    np.sum(gy, axis=-1, keepdims=True, out=s)
+    np.exp(y, out=gx)
+    np.multiply(gx, s, out=gx)
+    np.subtract(gy, gx, out=gx)
+    return gx
+
+
+def _log_softmax_onnx(g, layer: ir.Layer, x: str) -> str:
+    return g.node("LogSoftmax", [x], axis=-1)
+
+
+_row("log_softmax", _log_softmax_forward, _log_softmax_backward, _log_softmax_onnx)
