@@ -172,7 +172,7 @@ def estimate_memory(spec: ir.Spec, batch: int, eval_batch: int = EVAL_BATCH) -> 
     es = spec.train.early_stop
     best_copy = 1 if es is not None and es.restore_best else 0
     params = 4 * p * (2 + best_copy)  # theta, grad (+ best theta)
-    optimizer = 4 * p * slots
+    optimizer = 4 * p * (slots + 4)  # + optim.py's scratch: two float32 and one float64 vector
     sample_in = math.prod(spec.model.input_shape)
     widths = sum(math.prod(l.out_shape) for l in spec.model.layers)
     buffers = 4 * batch * (sample_in + max(1, math.prod(spec.model.output_shape)))
@@ -572,7 +572,9 @@ def run(
         )
 
     try:
-        with _SignalCatcher() as sig:
+        # Overflow in a diverging run is detected and explained below; numpy's
+        # RuntimeWarnings would only print noise ahead of the diagnosis.
+        with _SignalCatcher() as sig, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for epoch in range(start_epoch + 1, total_epochs + 1):
                 t0 = time.perf_counter()
                 lr = float(sched.lr)
@@ -591,8 +593,7 @@ def run(
                         yb = np.take(train.y, idx, axis=0, out=y_buf[:b], mode="clip")
                     outb = net.forward(xb, True, dropout_rng)
                     value, g_out = loss_fn.value_and_grad(outb, yb)
-                    net.grad.fill(0.0)
-                    net.backward(g_out)
+                    net.backward(g_out)  # overwrites net.grad
                     value = float(value) + float(losses.regularization(net, spec.regularize))
                     if not math.isfinite(value):
                         raise diverged("the loss", epoch, step, lr, gnorm,
