@@ -563,11 +563,14 @@ def run(
     t_run = time.perf_counter()
 
     def diverged(what: str, epoch: int, step: int, lr: float, gnorm: float, where: str) -> TrainingError:
+        if ckpt_written:
+            kept = f"{ckpt_path} and weights.npz still hold epoch {epoch - 1}"
+        else:
+            kept = "no epoch finished, so no weights or checkpoint were written"
         return TrainingError(
             f"training diverged at epoch {epoch}, step {step}: {what} became non-finite "
-            f"({where}); lr {lr:.4g}, gradient norm {gnorm:.4g}. "
-            f"Nothing was saved from this epoch; {ckpt_path if ckpt_written else 'no checkpoint'} "
-            f"holds the last good state",
+            f"({where}); lr {lr:.4g}, gradient norm {gnorm:.4g}. Nothing of this epoch "
+            f"was saved: {kept}",
             hint="lower the learning rate or set clip_grad_norm in the train block",
         )
 
