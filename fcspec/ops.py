@@ -562,13 +562,21 @@ def _softplus_backward(c: Context, x, y, gy, need_gx):
 
 
 def _softplus_onnx(g, layer: ir.Layer, x: str) -> str:
-    # ONNX Softplus is log(1 + exp(x)) without PyTorch's threshold; beyond the
-    # threshold both are x to within float32 round-off, so inference agrees.
+    # ONNX Softplus is log(1 + exp(x)) without PyTorch's threshold.  Above the
+    # threshold t the two differ by log1p(exp(-beta x)) / beta < exp(-t) / beta,
+    # below float32's resolution of x when exp(-t) <= t * 2^-24 (t >= ~15, so the
+    # default 20): then plain Softplus agrees.  A smaller, user-set threshold
+    # changes the function, so it is written out with Where.
     beta = float(layer.attrs["beta"])
-    if beta == 1.0:
-        return g.node("Softplus", [x])
-    scaled = g.node("Softplus", [g.node("Mul", [x, g.const(_f32(beta))])])
-    return g.node("Div", [scaled, g.const(_f32(beta))])
+    threshold = float(layer.attrs["threshold"])
+    scaled_x = x if beta == 1.0 else g.node("Mul", [x, g.const(_f32(beta))])
+    y = g.node("Softplus", [scaled_x])
+    if beta != 1.0:
+        y = g.node("Div", [y, g.const(_f32(beta))])
+    if math.exp(-threshold) > threshold * 2.0**-24:
+        above = g.node("Greater", [scaled_x, g.const(_f32(threshold))])
+        y = g.node("Where", [above, x, y])
+    return y
 
 
 _row("softplus", _softplus_forward, _softplus_backward, _softplus_onnx)
