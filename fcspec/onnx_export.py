@@ -334,16 +334,25 @@ def _source_text(spec: ir.Spec, source: str | None) -> str:
     text = getattr(spec, "source", None)
     if isinstance(text, str):
         return text
-    # The IR records the file and its hash: use the file only if it is unchanged.
+    # The IR records the file and a hash: use the file only if it still says the
+    # same thing (the hash of its bytes, or of its meaning as the checker computes it).
     try:
         raw = Path(spec.path).read_bytes()
+        text = raw.decode("utf-8").removeprefix("\ufeff")  # the checker drops a BOM too
     except (OSError, TypeError, ValueError):
         return ""
     import hashlib
 
-    if hashlib.sha256(raw).hexdigest() != spec.sha256:
-        return ""
-    return raw.decode("utf-8", errors="replace")
+    if hashlib.sha256(raw).hexdigest() == spec.sha256:
+        return text
+    try:
+        from . import check
+
+        if check.compile_source(text, spec.path).sha256 == spec.sha256:
+            return text
+    except Exception:  # an edited or broken file is simply not the source any more
+        pass
+    return ""
 
 
 def export(
