@@ -31,9 +31,9 @@ import struct
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -107,9 +107,14 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     _require_file(path)
     try:
         gz = _is_gzip(path)
-        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+        with gzip.open(path, "rb") if gz else open(path, "rb") as f:
             magic = _read_exact(f, 4)
-            if len(magic) < 4 or magic[:2] != b"\0\0" or magic[2] not in IDX_DTYPES or magic[3] == 0:
+            if (
+                len(magic) < 4
+                or magic[:2] != b"\0\0"
+                or magic[2] not in IDX_DTYPES
+                or magic[3] == 0
+            ):
                 raise DataError(
                     f"{path}: not an IDX file (magic bytes {magic.hex() or 'missing'}; "
                     "expected 0000 + a type code 08/09/0b/0c/0d/0e + the number of dimensions)"
@@ -121,7 +126,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             dims = struct.unpack(f">{ndim}I", raw_dims)
             dtype = np.dtype(IDX_DTYPES[magic[2]])
             nbytes = math.prod(dims) * dtype.itemsize
-            check_memory(_estimate(dims, dtype.itemsize), f"{path} ({_shape_str(dims)} {dtype.name})")
+            check_memory(
+                _estimate(dims, dtype.itemsize), f"{path} ({_shape_str(dims)} {dtype.name})"
+            )
             body = _read_exact(f, nbytes)
             if len(body) < nbytes:
                 raise DataError(
@@ -146,7 +153,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 def _is_idx(path: Path) -> bool:
     try:
-        with (gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")) as f:
+        with gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb") as f:
             magic = f.read(4)
     except (OSError, EOFError, zlib.error):
         return False
@@ -172,9 +179,13 @@ def read_npz(
         try:
             zf = zipfile.ZipFile(path)
         except zipfile.BadZipFile:
-            raise DataError(f"{path}: not a valid .npz file (truncated, or not a zip archive)") from None
+            raise DataError(
+                f"{path}: not a valid .npz file (truncated, or not a zip archive)"
+            ) from None
         with zf:
-            members = {i.filename[: -len(".npy")]: i for i in zf.infolist() if i.filename.endswith(".npy")}
+            members = {
+                i.filename[: -len(".npy")]: i for i in zf.infolist() if i.filename.endswith(".npy")
+            }
             present = ", ".join(repr(k) for k in members) or "no arrays"
             if x_key not in members:
                 raise DataError(f"{path}: no array named {x_key!r}; the file holds {present}")
@@ -201,7 +212,10 @@ def _npz_array(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, key: str)
                 shape, _, dtype = np.lib.format.read_array_header_2_0(f)
             else:  # a newer header: judge by the stored size
                 shape, dtype = (info.file_size,), np.dtype("u1")
-            check_memory(_estimate(shape, dtype.itemsize), f"{path}: array {key!r} ({_shape_str(shape)} {dtype})")
+            check_memory(
+                _estimate(shape, dtype.itemsize),
+                f"{path}: array {key!r} ({_shape_str(shape)} {dtype})",
+            )
         with zf.open(info) as f:
             return np.lib.format.read_array(f, allow_pickle=False)
     except DataError:
@@ -216,7 +230,9 @@ def _npz_array(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, key: str)
 # CSV
 
 
-def read_csv(path: str | os.PathLike, target: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def read_csv(
+    path: str | os.PathLike, target: str | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Feature matrix (every column but `target`) and target column, float64.
     The first row names the columns."""
     path = Path(path)
@@ -329,7 +345,9 @@ def _load(src: ir.DataSource, base_dir: Path) -> _Raw:
         name = a.get("name")
         if name not in DATASETS:
             known = ", ".join(repr(n) for n in DATASETS)
-            raise DataError(f"dataset {name!r} is not embedded in fcspec; the embedded ones are {known}")
+            raise DataError(
+                f"dataset {name!r} is not embedded in fcspec; the embedded ones are {known}"
+            )
         res = importlib.resources.files("fcspec.datasets").joinpath(f"{name}.npz")
         with importlib.resources.as_file(res) as path:
             x, y = read_npz(path)
@@ -387,7 +405,9 @@ def load_file(
                 lab = path.parent / lab  # a sibling of the images file
         raw = _read_idx_pair(path, lab)
     else:
-        raise DataError(f"{path}: unknown data format; expected a .npz, a .csv or an IDX file (gzipped or not)")
+        raise DataError(
+            f"{path}: unknown data format; expected a .npz, a .csv or an IDX file (gzipped or not)"
+        )
     _check_rows(raw)
     return raw.x, raw.y
 
@@ -444,7 +464,9 @@ def as_inputs(spec: ir.Spec, x: np.ndarray, *, where: str = "inputs") -> np.ndar
 def as_targets(spec: ir.Spec, y: np.ndarray | None, *, where: str = "targets") -> np.ndarray:
     """Targets typed and shaped by the spec's task (docs/architecture.md)."""
     if y is None:
-        raise DataError(f"{where}: no targets (labels) in this data, and {spec.task} training needs them")
+        raise DataError(
+            f"{where}: no targets (labels) in this data, and {spec.task} training needs them"
+        )
     y = np.asarray(y)
     if y.dtype.kind not in "biuf":
         raise DataError(f"{where}: targets of type {y.dtype} are not numbers")
@@ -456,7 +478,9 @@ def as_targets(spec: ir.Spec, y: np.ndarray | None, *, where: str = "targets") -
         bad = ~np.isfinite(y)
         if bad.any():
             row = int(np.flatnonzero(bad.reshape(n, -1).any(axis=1))[0])
-            raise DataError(f"{where}: {int(bad.sum())} NaN or infinite targets (first in row {row}, counting from 0)")
+            raise DataError(
+                f"{where}: {int(bad.sum())} NaN or infinite targets (first in row {row}, counting from 0)"
+            )
     if y.ndim == 1 and math.prod(out_shape) == 1:
         y = y.reshape((n, *out_shape))  # [N] is read as [N, 1] for a one-output model
     if tuple(y.shape[1:]) != out_shape:
@@ -570,7 +594,11 @@ class Preprocess:
         """Preprocessed float32 copy of `x` ([N, *input_shape]; flat rows of the
         same element count are reshaped to the input shape)."""
         x = np.array(x, dtype=np.float32, copy=True)
-        if x.ndim >= 1 and tuple(x.shape[1:]) != self.shift.shape and math.prod(x.shape[1:]) == self.shift.size:
+        if (
+            x.ndim >= 1
+            and tuple(x.shape[1:]) != self.shift.shape
+            and math.prod(x.shape[1:]) == self.shift.size
+        ):
             x = x.reshape((x.shape[0], *self.shift.shape))
         return self._apply_inplace(x)
 
@@ -618,7 +646,9 @@ class Preprocess:
             with zipfile.ZipFile(path) as zf:
                 keys = [n[: -len(".npy")] for n in zf.namelist() if n.endswith(".npy")]
         except zipfile.BadZipFile:
-            raise DataError(f"{path}: not a valid .npz file (truncated, or not a zip archive)") from None
+            raise DataError(
+                f"{path}: not a valid .npz file (truncated, or not a zip archive)"
+            ) from None
         except OSError as e:
             raise DataError(f"{path}: cannot read it: {e.strerror or e}") from None
         for key in ("scale", "shift", "divisor"):
@@ -647,7 +677,9 @@ class Preprocess:
                 f"but the model's input is {_shape_str(input_shape)}"
             )
         normalize = str(arrays["normalize"]) if "normalize" in arrays else "none"
-        return cls(np.float32(scale), shift.astype(np.float32), divisor.astype(np.float32), normalize)
+        return cls(
+            np.float32(scale), shift.astype(np.float32), divisor.astype(np.float32), normalize
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -671,7 +703,9 @@ class Prepared:
     preprocess: Preprocess
 
 
-def split_indices(n: int, fraction: float, seed: int, *, where: str = "train data") -> tuple[np.ndarray, np.ndarray]:
+def split_indices(
+    n: int, fraction: float, seed: int, *, where: str = "train data"
+) -> tuple[np.ndarray, np.ndarray]:
     """(train rows, validation rows): sklearn's `train_test_split(test_size=fraction,
     random_state=seed)` indices, i.e. a RandomState permutation whose first
     ceil(n * fraction) entries are held out."""
@@ -703,7 +737,9 @@ def prepare(spec: ir.Spec, base_dir: Path | None = None) -> Prepared:
     """Load, check, split and preprocess everything `spec.data` names."""
     data = spec.data
     if data is None or data.train is None:
-        raise DataError(f"{spec.path or spec.name}: the spec has no training data (data {{ train = ... }})")
+        raise DataError(
+            f"{spec.path or spec.name}: the spec has no training data (data {{ train = ... }})"
+        )
     base = Path(base_dir) if base_dir is not None else _spec_dir(spec)
     x, y = _labeled(spec, data.train, base)
     val = None

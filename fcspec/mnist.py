@@ -192,7 +192,9 @@ def _fetch(url: str, dest: Path, md5: str) -> Path:
         _fsync_dir(dest.parent)
         return dest
     except OSError as e:  # writing failed: disk full, permissions
-        raise DataError(f"mnist: cannot write {dest}: {e.strerror or e}", hint=_where_to_put(dest.name)) from None
+        raise DataError(
+            f"mnist: cannot write {dest}: {e.strerror or e}", hint=_where_to_put(dest.name)
+        ) from None
     finally:
         if tmp is not None:
             with contextlib.suppress(FileNotFoundError):

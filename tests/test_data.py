@@ -86,8 +86,14 @@ def npz_src(path, **kw):
     return ir.DataSource("npz", {"path": str(path), "x": "x", "y": "y", **kw})
 
 
-IDX_CODES = {np.dtype("u1"): 0x08, np.dtype("i1"): 0x09, np.dtype("i2"): 0x0B,
-             np.dtype("i4"): 0x0C, np.dtype("f4"): 0x0D, np.dtype("f8"): 0x0E}
+IDX_CODES = {
+    np.dtype("u1"): 0x08,
+    np.dtype("i1"): 0x09,
+    np.dtype("i2"): 0x0B,
+    np.dtype("i4"): 0x0C,
+    np.dtype("f4"): 0x0D,
+    np.dtype("f8"): 0x0E,
+}
 
 
 def idx_bytes(a: np.ndarray) -> bytes:
@@ -184,9 +190,11 @@ def test_mnist_source_real_files(monkeypatch):
 def test_prepare_mnist_reshapes_to_channels_and_scales(monkeypatch):
     monkeypatch.setenv("FCSPEC_DATA", str(SHARED))
     spec = make_spec(
-        (1, 28, 28), 10,
+        (1, 28, 28),
+        10,
         train=ir.DataSource("mnist", {"split": "test"}),  # the small split keeps the test fast
-        validate=0.1, scale=255.0,
+        validate=0.1,
+        scale=255.0,
     )
     p = data.prepare(spec, Path("."))
     assert p.train.x.shape == (9000, 1, 28, 28) and p.train.x.dtype == np.float32
@@ -272,7 +280,11 @@ def test_csv_target_by_name_other_columns_are_features(tmp_path):
 
 def test_csv_errors(tmp_path):
     files = {
-        "cell.csv": ("a,b,label\n1,2,0\n3,oops,1\n", "label", "line 3, column 'b': 'oops' is not a number"),
+        "cell.csv": (
+            "a,b,label\n1,2,0\n3,oops,1\n",
+            "label",
+            "line 3, column 'b': 'oops' is not a number",
+        ),
         "empty.csv": ("", "label", "empty file"),
         "header.csv": ("a,label\n", "label", "no data rows"),
         "ragged.csv": ("a,label\n1,0\n1,2,3\n", "label", "line 3 has 3 cells but the header has 2"),
@@ -294,7 +306,8 @@ def test_csv_errors(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name,rows,width", [("digits", 1797, 64), ("iris", 150, 4), ("breast_cancer", 569, 30), ("diabetes", 442, 10)]
+    "name,rows,width",
+    [("digits", 1797, 64), ("iris", 150, 4), ("breast_cancer", 569, 30), ("diabetes", 442, 10)],
 )
 def test_embedded_datasets(name, rows, width):
     x, y = data.load_source(ir.DataSource("dataset", {"name": name}), Path("/nonexistent"))
@@ -325,10 +338,16 @@ def test_memory_estimate_refuses_before_reading(tmp_path, monkeypatch):
     with pytest.raises(DataError) as e:
         data.read_idx(tmp_path / "img")
     # 784000 bytes stored + 3136000 for the float32 copy
-    assert "img" in message(e) and "about 3.9 MB" in message(e) and "only 2.0 MB is available" in message(e)
+    assert (
+        "img" in message(e)
+        and "about 3.9 MB" in message(e)
+        and "only 2.0 MB is available" in message(e)
+    )
     monkeypatch.setattr(data, "available_memory", lambda: 1_000_000)
     # 800000 bytes of float64 + 400000 for the float32 copy
-    with pytest.raises(DataError, match=r"d\.npz: array 'x' .*about 1.2 MB of memory, but only 1.0 MB"):
+    with pytest.raises(
+        DataError, match=r"d\.npz: array 'x' .*about 1.2 MB of memory, but only 1.0 MB"
+    ):
         data.load_source(npz_src("d.npz"), tmp_path)
 
 
@@ -357,9 +376,11 @@ def save(tmp_path, name="d.npz", **arrays):
 def test_flat_rows_reshaped_to_input_shape():
     spec = make_spec((1, 8, 8), 10, train=ir.DataSource("dataset", {"name": "digits"}), scale=16.0)
     p = data.prepare(spec, Path("."))
-    raw, labels = data.load_source(ir.DataSource("dataset", {"name": "digits"}), Path("."))
+    raw, _ = data.load_source(ir.DataSource("dataset", {"name": "digits"}), Path("."))
     assert p.train.x.shape == (1797, 1, 8, 8) and p.train.x.dtype == np.float32
-    np.testing.assert_array_equal(p.train.x.reshape(1797, 64), raw.astype(np.float32) / np.float32(16))
+    np.testing.assert_array_equal(
+        p.train.x.reshape(1797, 64), raw.astype(np.float32) / np.float32(16)
+    )
     assert p.train.y.dtype == np.int64 and p.val is None and p.test is None
 
 
@@ -379,7 +400,9 @@ def test_nan_and_inf_inputs(tmp_path):
     src = save(tmp_path, x=x, y=np.zeros(6, int))
     with pytest.raises(DataError) as e:
         data.prepare(make_spec((2,), 2, train=src), tmp_path)
-    assert "d.npz" in message(e) and "3 NaN or infinite input values in 2 samples (first in row 3" in message(e)
+    assert "d.npz" in message(
+        e
+    ) and "3 NaN or infinite input values in 2 samples (first in row 3" in message(e)
 
 
 def test_class_labels_checked(tmp_path):
@@ -405,7 +428,7 @@ def test_class_labels_checked(tmp_path):
 
 def test_binary_targets(tmp_path):
     x = np.zeros((3, 2))
-    spec = lambda src: make_spec((2,), 1, "binary", "bce", train=src)  # noqa: E731
+    spec = lambda src: make_spec((2,), 1, "binary", "bce", train=src)
     p = data.prepare(spec(save(tmp_path, x=x, y=np.array([0, 1, 1]))), tmp_path)
     assert p.train.y.dtype == np.float32 and p.train.y.shape == (3, 1)
     with pytest.raises(DataError, match=r"target 2 in row 1 is outside \[0, 1\]"):
@@ -414,32 +437,53 @@ def test_binary_targets(tmp_path):
 
 def test_regression_targets(tmp_path):
     x = np.zeros((3, 2))
-    p = data.prepare(make_spec((2,), 1, "regression", "mse", train=save(tmp_path, x=x, y=np.arange(3.0))), tmp_path)
+    p = data.prepare(
+        make_spec((2,), 1, "regression", "mse", train=save(tmp_path, x=x, y=np.arange(3.0))),
+        tmp_path,
+    )
     assert p.train.y.shape == (3, 1) and p.train.y.dtype == np.float32
-    p = data.prepare(make_spec((2,), 2, "regression", "mse", train=save(tmp_path, x=x, y=np.ones((3, 2)))), tmp_path)
+    p = data.prepare(
+        make_spec((2,), 2, "regression", "mse", train=save(tmp_path, x=x, y=np.ones((3, 2)))),
+        tmp_path,
+    )
     assert p.train.y.shape == (3, 2)
     with pytest.raises(DataError, match=r"each target has shape \[\] but the model outputs \[2\]"):
-        data.prepare(make_spec((2,), 2, "regression", "mse", train=save(tmp_path, x=x, y=np.ones(3))), tmp_path)
+        data.prepare(
+            make_spec((2,), 2, "regression", "mse", train=save(tmp_path, x=x, y=np.ones(3))),
+            tmp_path,
+        )
     with pytest.raises(DataError, match=r"1 NaN or infinite targets \(first in row 2"):
         y = np.array([1.0, 2.0, np.inf])
-        data.prepare(make_spec((2,), 1, "regression", "mse", train=save(tmp_path, x=x, y=y)), tmp_path)
+        data.prepare(
+            make_spec((2,), 1, "regression", "mse", train=save(tmp_path, x=x, y=y)), tmp_path
+        )
 
 
 def test_distribution_targets(tmp_path):
     x = np.zeros((2, 2))
     good = np.array([[0.25, 0.75], [1.0, 0.0]])
-    p = data.prepare(make_spec((2,), 2, "distribution", "kl_div", train=save(tmp_path, x=x, y=good)), tmp_path)
+    p = data.prepare(
+        make_spec((2,), 2, "distribution", "kl_div", train=save(tmp_path, x=x, y=good)), tmp_path
+    )
     assert p.train.y.dtype == np.float32 and p.train.y.shape == (2, 2)
-    with pytest.raises(DataError, match="target row 1 is not a probability distribution.*sums to 1.5"):
+    with pytest.raises(
+        DataError, match="target row 1 is not a probability distribution.*sums to 1.5"
+    ):
         y = np.array([[0.5, 0.5], [1.0, 0.5]])
-        data.prepare(make_spec((2,), 2, "distribution", "kl_div", train=save(tmp_path, x=x, y=y)), tmp_path)
+        data.prepare(
+            make_spec((2,), 2, "distribution", "kl_div", train=save(tmp_path, x=x, y=y)), tmp_path
+        )
 
 
 def test_row_count_mismatch_and_empty(tmp_path):
     with pytest.raises(DataError, match=r"d\.npz: 4 samples but 3 targets"):
-        data.prepare(make_spec((2,), 2, train=save(tmp_path, x=np.zeros((4, 2)), y=np.zeros(3))), tmp_path)
+        data.prepare(
+            make_spec((2,), 2, train=save(tmp_path, x=np.zeros((4, 2)), y=np.zeros(3))), tmp_path
+        )
     with pytest.raises(DataError, match=r"d\.npz: empty data"):
-        data.prepare(make_spec((2,), 2, train=save(tmp_path, x=np.zeros((0, 2)), y=np.zeros(0))), tmp_path)
+        data.prepare(
+            make_spec((2,), 2, train=save(tmp_path, x=np.zeros((0, 2)), y=np.zeros(0))), tmp_path
+        )
 
 
 def test_training_needs_targets(tmp_path):
@@ -519,11 +563,15 @@ def test_standard_statistics_from_train_only(tmp_path):
     x[va] += 1000.0  # the held-out rows would move every statistic a lot
     src = save(tmp_path, x=x, y=np.zeros(n, int))
     te = save(tmp_path, "te.npz", x=x[:7] * 100, y=np.zeros(7, int))
-    spec = make_spec((3,), 2, train=src, test=te, validate=0.25, scale=2.0, normalize="standard", seed=3)
+    spec = make_spec(
+        (3,), 2, train=src, test=te, validate=0.25, scale=2.0, normalize="standard", seed=3
+    )
     p = data.prepare(spec, tmp_path)
     xs = x[tr].astype(np.float32) / np.float32(2)
     np.testing.assert_allclose(p.preprocess.shift, xs.astype(np.float64).mean(0), rtol=1e-6)
-    np.testing.assert_allclose(p.preprocess.divisor[:2], xs.astype(np.float64).std(0)[:2], rtol=1e-6)
+    np.testing.assert_allclose(
+        p.preprocess.divisor[:2], xs.astype(np.float64).std(0)[:2], rtol=1e-6
+    )
     assert p.preprocess.divisor[2] == 1.0  # std 0 -> 1
     full = x.astype(np.float32) / np.float32(2)
     assert (np.abs(p.preprocess.shift - full.mean(0)) > 100).all()  # the whole file would differ
@@ -598,7 +646,8 @@ def test_preprocess_matches_onnxruntime_bit_for_bit():
         helper.make_node("Div", ["b", "divisor"], ["y"]),
     ]
     graph = helper.make_graph(
-        nodes, "pre",
+        nodes,
+        "pre",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])],
         inits,
@@ -652,3 +701,33 @@ def test_inputs_for_prediction_use_the_same_checks():
     assert got.shape == (2, 1, 2, 2) and got.dtype == np.float32
     with pytest.raises(DataError, match=r"p\.npz: each sample has shape \[3\]"):
         data.as_inputs(spec, np.zeros((2, 3)), where="p.npz")
+
+
+# ---------------------------------------------------------------------------
+# Through the real front end: a .fc file naming files beside it
+
+
+def test_prepare_from_a_spec_file(tmp_path):
+    check = pytest.importorskip("fcspec.check")
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(40, 3))
+    y = rng.integers(0, 4, size=40)
+    np.savez(tmp_path / "train.npz", feats=x, labels=y)
+    lines = ["f0,f1,f2,label"] + [",".join(map(str, [*r, c])) for r, c in zip(x[:6], y[:6])]
+    (tmp_path / "test.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "net.fc").write_text(
+        "model Net {\n    input [3]\n    out = linear(4)\n}\n"
+        "loss cross_entropy\noptimizer sgd(lr = 0.1)\n"
+        'data {\n    train = npz("train.npz", x = "feats", y = "labels")\n'
+        '    test = csv("test.csv", target = "label")\n'
+        "    validate = 0.25\n    normalize = minmax\n}\n"
+    )
+    spec = check.load_spec(tmp_path / "net.fc")
+    p = data.prepare(spec, tmp_path)
+    assert (len(p.train), len(p.val), len(p.test)) == (30, 10, 6)
+    np.testing.assert_array_equal(p.test.y, y[:6])
+    np.testing.assert_allclose(p.test.x, p.preprocess.apply(x[:6]), rtol=1e-6)
+    (tmp_path / "train.npz").unlink()
+    with pytest.raises(DataError) as e:
+        data.prepare(spec, tmp_path)
+    assert "net.fc:8:13: error:" in message(e) and "train.npz: no such file" in message(e)

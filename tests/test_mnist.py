@@ -63,7 +63,7 @@ def server(tmp_path):
     httpd = http.server.ThreadingHTTPServer(
         ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(www))
     )
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -140,7 +140,9 @@ def test_all_mirrors_down(monkeypatch, tmp_path, server):
     assert "could not download t10k-images-idx3-ubyte.gz" in m
     assert dead + "t10k-images-idx3-ubyte.gz: unreachable" in m
     assert f"{server}/missing/t10k-images-idx3-ubyte.gz: HTTP 404" in m
-    assert str(tmp_path / "mydata" / "mnist") in m and str(cache(tmp_path)) in m  # where to put them
+    assert (
+        str(tmp_path / "mydata" / "mnist") in m and str(cache(tmp_path)) in m
+    )  # where to put them
 
 
 def test_unwritable_cache(monkeypatch, tmp_path):
