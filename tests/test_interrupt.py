@@ -29,21 +29,6 @@ from test_train import assert_same_weights, metrics, strip_time, weights, write_
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 
-# What the CLI does with train.run's exceptions (fcspec/cli.py owns the real one).
-DRIVER = """
-import sys
-from fcspec import train
-from fcspec.check import load_spec
-epochs = int(sys.argv[4]) if len(sys.argv) > 4 else None
-resume = sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] != "-" else None
-try:
-    train.run(load_spec(sys.argv[1]), out_dir=sys.argv[2], resume=resume, epochs=epochs)
-except train.Interrupted as e:
-    print(e, file=sys.stderr)
-    sys.exit(e.exit_code)
-"""
-
-
 def checkpoint_meta(path: Path) -> dict:
     arrays = fio.load_npz(path, "checkpoint")
     return json.loads(str(arrays["meta"][()]))
@@ -96,11 +81,11 @@ def test_signal_in_process_checkpoints_and_resumes_exactly(tmp_path, monkeypatch
     assert strip_time(metrics(tmp_path / "full")) == strip_time(metrics(tmp_path / "cut"))
 
 
-def _start(tmp_path: Path, spec_path: Path, out: Path, resume: str = "-", epochs: int | None = None):
-    (tmp_path / "driver.py").write_text(DRIVER)
-    args = [sys.executable, str(tmp_path / "driver.py"), str(spec_path), str(out), resume]
-    if epochs is not None:
-        args.append(str(epochs))
+def _start(tmp_path: Path, spec_path: Path, out: Path, resume: str | None = None):
+    """`fcspec run` in a real process, the way a user starts it."""
+    args = [sys.executable, "-m", "fcspec.cli", "run", str(spec_path), "--out", str(out)]
+    if resume is not None:
+        args += ["--resume", resume]
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -150,7 +135,7 @@ def test_sigkill_at_random_moments_leaves_a_loadable_checkpoint(tmp_path):
     out = tmp_path / "run"
     last = 0
     for round_ in range(3):
-        resume = str(out / "checkpoint.npz") if round_ else "-"
+        resume = str(out / "checkpoint.npz") if round_ else None
         proc = _start(tmp_path, spec_path, out, resume)
         try:
             _wait_for_epochs(proc, out, last + 1)
