@@ -97,40 +97,43 @@ def mnist_files(split: str) -> tuple[Path, Path]:
     """(images, labels) paths for `split` ("train" or "test"), downloading if needed."""
     if split not in FILES:
         raise DataError(f"mnist: unknown split {split!r}; expected 'train' or 'test'")
-    return tuple(find_file(name) or download(name) for name in FILES[split])  # type: ignore[return-value]
+    names = FILES[split]
+    return tuple(find_file(name) or download(name, hint_names=names) for name in names)  # type: ignore[return-value]
 
 
-def _where_to_put(name: str) -> str:
+def _where_to_put(names: tuple[str, ...] | list[str]) -> str:
     folders = [str(d) for d in search_dirs()]
     if data_dir() is None:
         folders.insert(0, "$FCSPEC_DATA/mnist (when FCSPEC_DATA is set)")
-    return f"put {name} (from any MNIST mirror) into one of: " + ", ".join(folders)
+    return f"put {' and '.join(names)} (from any MNIST mirror) into one of: " + ", ".join(folders)
 
 
-def download(name: str) -> Path:
+def download(name: str, *, hint_names: tuple[str, ...] | None = None) -> Path:
     """Fetch one canonical file into the cache from the first mirror that serves
-    it with the right checksum; return its path."""
+    it with the right checksum; return its path.  `hint_names`: the files the
+    error's hint tells the user to fetch by hand (both files of a split)."""
     if name not in MD5:
         raise DataError(f"mnist: {name!r} is not one of the MNIST files")
+    hint = _where_to_put(hint_names or (name,))
     folder = cache_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(
             f"mnist: cannot create the download folder {folder}: {e.strerror or e}",
-            hint=_where_to_put(name),
+            hint=hint,
         ) from None
     failures = []
     for base in mirrors():
         url = base + name
         try:
-            return _fetch(url, folder / name, MD5[name])
+            return _fetch(url, folder / name, MD5[name], hint)
         except _FetchError as e:
             failures.append(f"{url}: {e}")
     tried = "\n  ".join(failures)
     raise DataError(
         f"mnist: could not download {name}; tried:\n  {tried}",
-        hint=_where_to_put(name) + " (or set FCSPEC_MNIST_MIRRORS to a working mirror)",
+        hint=hint + " (or set FCSPEC_MNIST_MIRRORS to a working mirror)",
     )
 
 
@@ -138,7 +141,7 @@ class _FetchError(Exception):
     """One mirror failed; the caller moves on to the next."""
 
 
-def _fetch(url: str, dest: Path, md5: str) -> Path:
+def _fetch(url: str, dest: Path, md5: str, hint: str) -> Path:
     from tqdm import tqdm  # imported here: most runs never download
 
     tmp: Path | None = None
@@ -192,9 +195,7 @@ def _fetch(url: str, dest: Path, md5: str) -> Path:
         _fsync_dir(dest.parent)
         return dest
     except OSError as e:  # writing failed: disk full, permissions
-        raise DataError(
-            f"mnist: cannot write {dest}: {e.strerror or e}", hint=_where_to_put(dest.name)
-        ) from None
+        raise DataError(f"mnist: cannot write {dest}: {e.strerror or e}", hint=hint) from None
     finally:
         if tmp is not None:
             with contextlib.suppress(FileNotFoundError):

@@ -49,6 +49,16 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):  # keep pytest's output clean
         pass
 
+    def do_GET(self):
+        if self.path.startswith("/short/"):  # promises 1000 bytes, sends 10, hangs up
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b"\x1f\x8b" + b"\0" * 8)
+            self.close_connection = True
+            return
+        super().do_GET()
+
 
 @pytest.fixture
 def server(tmp_path):
@@ -128,6 +138,29 @@ def test_corrupt_mirror_then_good_mirror(monkeypatch, tmp_path, server):
     monkeypatch.setenv("FCSPEC_MNIST_MIRRORS", f"{server}/bad/,{server}/good/")
     images, _ = mnist.mnist_files("test")
     assert images.read_bytes() == (MNIST / images.name).read_bytes()
+
+
+def test_connection_dropped_mid_file(monkeypatch, tmp_path, server):
+    monkeypatch.setenv("FCSPEC_MNIST_MIRRORS", f"{server}/short/")
+    with pytest.raises(DataError) as e:
+        mnist.mnist_files("test")
+    m = str(e.value)
+    url = f"{server}/short/t10k-images-idx3-ubyte.gz"
+    # http.client reports the cut either as an error or as a short read; both are named
+    assert f"{url}: truncated: got 10 of 1000 bytes" in m or f"{url}: connection broken after" in m
+    assert list(cache(tmp_path).iterdir()) == []
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch, tmp_path, server, capsys):
+    monkeypatch.setenv("FCSPEC_MNIST_MIRRORS", f"{server}/good/")
+    mnist.mnist_files("test")
+    assert capsys.readouterr().err == ""  # stderr is not a TTY under pytest
+    for p in cache(tmp_path).iterdir():
+        p.unlink()
+    monkeypatch.setattr(mnist, "_stderr_is_tty", lambda: True)
+    mnist.mnist_files("test")
+    err = capsys.readouterr().err
+    assert "t10k-images-idx3-ubyte.gz" in err and "1.65M" in err
 
 
 def test_all_mirrors_down(monkeypatch, tmp_path, server):
