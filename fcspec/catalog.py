@@ -61,7 +61,7 @@ def in_open(lo: float, hi: float) -> Callable[[Any], str | None]:
 
 
 def _betas(v: tuple[float, float]) -> str | None:
-    return None if all(0 <= b < 1 for b in v) else "each beta must be in [0, 1)"
+    return None if all(0 <= b < 1 for b in v) else "must both be in [0, 1)"
 
 
 def _milestones(v: tuple[int, ...]) -> str | None:

@@ -7,8 +7,8 @@ at the source it is about; `compile_source` raises them together as one
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,8 +89,7 @@ def check_source(text: str, path: str = "<string>", raw: bytes | None = None) ->
         program = parse(text, path)
     except SpecError as e:
         return Result(None, e.diagnostics, text)
-    raw = raw if raw is not None else text.encode("utf-8")
-    checker = _Checker(program, path, hashlib.sha256(raw).hexdigest())
+    checker = _Checker(program, path)
     spec = checker.run()
     errors = [d for d in checker.diagnostics if d.severity == "error"]
     return Result(None if errors else spec, checker.diagnostics, text)
@@ -155,10 +154,9 @@ class _Invalid(Exception):
 
 
 class _Checker:
-    def __init__(self, program: ast.Program, path: str, sha256: str):
+    def __init__(self, program: ast.Program, path: str):
         self.program = program
         self.path = path
-        self.sha256 = sha256
         self.diagnostics: list[Diagnostic] = []
 
     # ---- reporting -------------------------------------------------------
@@ -320,6 +318,11 @@ class _Checker:
 
     # ---- sections --------------------------------------------------------
     def run(self) -> ir.Spec | None:
+        if not self.program.sections:
+            self.error("the spec is empty", Span(self.path, 1, 1, 1, 1),
+                       "a spec needs at least a model, a loss and an optimizer, e.g. "
+                       "`model Net { input [4]  out = linear(3) }  loss cross_entropy  optimizer adam`")
+            return None
         seen: dict[str, ast.Section] = {}
         for section in self.program.sections:
             kw = section.keyword if not isinstance(section, ast.ModelSection) else "model"
@@ -341,10 +344,10 @@ class _Checker:
         self.cross_checks(optimizer, reg)
         if None in (model, loss, optimizer, reg, train, schedule) or data is False:
             return None
-        return ir.Spec(
+        spec = ir.Spec(
             name=model.name,
             path=self.path,
-            sha256=self.sha256,
+            sha256="",
             task=task,
             model=model,
             loss=loss,
@@ -354,6 +357,9 @@ class _Checker:
             data=data,
             train=train,
         )
+        # The hash is of the meaning (canonical IR), not the bytes: reformatting a spec or editing
+        # its comments keeps its checkpoints and exports valid.
+        return dataclasses.replace(spec, sha256=ir.semantic_hash(spec))
 
     def _single_call(self, section: ast.CallSection) -> ast.Call | None:
         if len(section.calls) > 1:

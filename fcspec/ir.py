@@ -11,6 +11,7 @@ present, so a backend reads `opt.options["momentum"]` without a fallback.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -132,7 +133,7 @@ class Train:
 class Spec:
     name: str  # the model's name
     path: str  # the .fc file as given
-    sha256: str  # of the source bytes: checkpoints and exports record it
+    sha256: str  # of the canonical IR (the meaning, not the bytes): checkpoints and exports record it
     task: str  # classification | binary | regression | distribution (from the loss)
     model: Model
     loss: Loss
@@ -160,7 +161,7 @@ def to_data(obj: Any) -> Any:
     if is_dataclass(obj):
         out = {}
         for f in fields(obj):
-            if f.name == "span":
+            if f.name == "span" or (isinstance(obj, Spec) and f.name == "path"):
                 continue
             out[f.name] = to_data(getattr(obj, f.name))
         if isinstance(obj, Layer):
@@ -173,6 +174,13 @@ def to_data(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [to_data(v) for v in obj]
     return obj
+
+
+def semantic_hash(spec: Spec) -> str:
+    """sha256 of the canonical JSON without the hash itself: equal for equal meaning."""
+    data = to_data(spec)
+    data.pop("sha256", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
 def to_json(spec: Spec) -> str:

@@ -199,7 +199,9 @@ def _describe_expected(parser: Lark, names: set[str]) -> list[str]:
             words.add(f"`{by_name[n].pattern.value}`")
         else:
             words.add(n.lower())
-    # Keywords of sections read better together.
+    value_starts = {"`(`", "`[`", "a name", "a number", "a string"}
+    if value_starts <= words:
+        words = (words - value_starts) | {"a value"}
     return sorted(words, key=lambda w: (not w.startswith("`"), w))
 
 
@@ -300,6 +302,11 @@ def _syntax_diagnostic(e: UnexpectedInput, text: str, file: str) -> Diagnostic:
         if tok.type == "RBRACE":
             hint = "this `}` closes no block"
         return Diagnostic("error", message, tok_span, hint)
+    if "RBRACE" in expected and str(tok) in SECTIONS and tok.type != "NAME":
+        opened = _open_block(text, tok.start_pos)
+        what = f"the `{opened[0]}` block opened at line {opened[1]}" if opened and opened[0] else "the block"
+        return Diagnostic("error", f"expected `}}` to close {what}, found `{tok}`", tok_span,
+                          "add the missing `}`")
     if "EQUAL" in expected and "LPAR" in expected and tok.type in ("NUMBER", "STRING", "LSQB", "LPAR"):
         prev = _previous_name(text, tok)
         message = f"expected `=` after `{prev}`, found {found}" if prev else f"expected `=`, found {found}"

@@ -1,0 +1,286 @@
+"""The `fcspec` command.  Thin: each command calls one library function.
+
+Every `FcspecError` becomes its message on stderr and exit 1 (an interrupted
+run exits 130 / 143); click keeps exit 2 for usage errors.  Heavy modules
+(numpy's trainer, onnx, onnxruntime) are imported inside the commands that use
+them, so `fcspec check` starts fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import FcspecError
+
+EPILOG = """\b
+Examples:
+  fcspec check specs/*.fc              static checks, no data read
+  fcspec show specs/mnist.fc           layer table: shapes and parameters
+  fcspec explain specs/mnist.fc        every default, the update rule, lr per epoch
+  fcspec run specs/digits.fc           train; writes runs/Digits/
+  fcspec export specs/digits.fc --onnx runs/Digits/Digits.onnx for onnxruntime
+"""
+
+
+def _echo_err(text: str) -> None:
+    click.echo(text, err=True)
+
+
+def _fails_cleanly(f):
+    """Turn fcspec's own errors into a message and an exit code, never a traceback."""
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        try:
+            return f(*args, **kwargs)
+        except FcspecError as e:
+            _echo_err(str(e))
+            sys.exit(getattr(e, "exit_code", 1))
+        except KeyboardInterrupt:
+            _echo_err("interrupted")
+            sys.exit(130)
+        except MemoryError:
+            _echo_err("error: out of memory (try a smaller batch, or fewer units)")
+            sys.exit(1)
+
+    return wrapper
+
+
+def _load(path: str, quiet: bool = False):
+    """Check a spec, print its warnings, and return the IR (or raise its errors)."""
+    from .check import check_file
+    from .errors import SpecError
+
+    result = check_file(path)
+    if result.errors:
+        raise SpecError(result.diagnostics, result.source)
+    if not quiet:
+        for w in result.warnings:
+            _echo_err(w.render(result.source))
+    return result.spec
+
+
+@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="fcspec")
+def main() -> None:
+    """Declare, check, train and export fully connected neural networks.
+
+    A .fc file declares a model (linear layers and activations), its loss,
+    optimizer, learning-rate schedule, data and training loop. fcspec checks it
+    with located errors, trains it in NumPy with PyTorch's exact numerics, and
+    exports it to ONNX for onnxruntime.
+    """
+
+
+SPEC = click.argument("file", type=click.Path(dir_okay=False, path_type=str))
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=str))
+@_fails_cleanly
+def check(files: tuple[str, ...]) -> None:
+    """Check .fc files without reading any data: names, types, ranges, shapes,
+    and the loss against the model's output. Errors exit 1; warnings don't."""
+    from .check import check_file
+
+    failed = 0
+    for path in files:
+        result = check_file(path)
+        for d in result.diagnostics:
+            _echo_err(d.render(result.source))
+        if result.errors:
+            failed += 1
+            n = len(result.errors)
+            _echo_err(f"{path}: {n} error{'s' if n != 1 else ''}")
+        else:
+            spec = result.spec
+            click.echo(f"{path}: ok ({spec.name}, {spec.model.num_params:,} parameters)")
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@SPEC
+@_fails_cleanly
+def show(file: str) -> None:
+    """Print the layer table: name, op, output shape and parameters, with totals."""
+    from .describe import show as show_table
+
+    click.echo(show_table(_load(file)), nl=False)
+
+
+@main.command(name="ir")
+@SPEC
+@_fails_cleanly
+def ir_command(file: str) -> None:
+    """Print the checked IR as canonical JSON (stable key order)."""
+    from .ir import to_json
+
+    click.echo(to_json(_load(file, quiet=True)), nl=False)
+
+
+@main.command()
+@SPEC
+@_fails_cleanly
+def explain(file: str) -> None:
+    """Explain a spec: every resolved default, the optimizer's update rule and the
+    learning rate of every epoch under the schedule."""
+    from .describe import explain as explain_text
+
+    click.echo(explain_text(_load(file)), nl=False)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
+@click.option("--write", "-w", is_flag=True, help="Rewrite the files in place (atomically).")
+@click.option("--check", "check_only", is_flag=True,
+              help="Write nothing; exit 1 if any file is not formatted.")
+@_fails_cleanly
+def fmt(files: tuple[str, ...], write: bool, check_only: bool) -> None:
+    """Print .fc files in canonical form (comments kept). The formatted spec
+    means exactly the same: `fcspec ir` of both is equal."""
+    from .check import read_source
+    from .fmt import format_source
+
+    unformatted = []
+    for path in files:
+        text, _ = read_source(path)
+        out = format_source(text, path)
+        if check_only:
+            if out != text:
+                unformatted.append(path)
+                _echo_err(f"{path}: would reformat")
+        elif write:
+            if out != text:
+                from .io import atomic_write_text
+
+                atomic_write_text(path, out)
+                _echo_err(f"{path}: reformatted")
+        else:
+            click.echo(out, nl=False)
+    if unformatted:
+        sys.exit(1)
+
+
+@main.command()
+@SPEC
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=str),
+              help="Run folder [default: runs/<model name>/].")
+@click.option("--epochs", type=click.IntRange(min=1), help="Override the spec's epochs (with --resume: the total).")
+@click.option("--seed", type=click.IntRange(min=0), help="Override the spec's seed.")
+@click.option("--init", type=click.Path(dir_okay=False, path_type=str),
+              help="Start from these weights (.npz with NAME.weight / NAME.bias).")
+@click.option("--resume", type=click.Path(path_type=str),
+              help="Continue an interrupted run from its checkpoint.npz (or its run folder).")
+@click.option("--quiet", "-q", is_flag=True, help="Print only errors.")
+@click.option("--plot", is_flag=True, help="Also write curves.png (needs matplotlib: pip install 'fcspec[plot]').")
+@_fails_cleanly
+def run(file: str, out_dir, epochs, seed, init, resume, quiet, plot) -> None:
+    """Train FILE with the NumPy interpreter.
+
+    \b
+    Writes to the run folder:
+      weights.npz      NAME.weight [out, in] and NAME.bias (torch load_state_dict keys)
+      preprocess.npz   the input scaling/normalization fitted on the training split
+      checkpoint.npz   everything needed to resume, after every epoch (atomic)
+      metrics.jsonl    one line per epoch: train_loss, val_loss, val_accuracy, lr, seconds
+      summary.json     final and test figures
+    Ctrl-C writes a checkpoint; continue with --resume.
+    """
+    from . import train
+
+    spec = _load(file, quiet=quiet)
+    train.run(spec, out_dir=out_dir, epochs=epochs, seed=seed, init=init, resume=resume,
+              quiet=quiet, plot=plot, echo=None if not quiet else (lambda _s: None))
+
+
+@main.command(name="eval")
+@SPEC
+@click.option("--weights", required=True, type=click.Path(dir_okay=False, path_type=str),
+              help="Trained weights (.npz), e.g. runs/<name>/weights.npz.")
+@_fails_cleanly
+def eval_command(file: str, weights: str) -> None:
+    """Loss and metrics of trained weights on the spec's test data (or, without
+    test data, its validation split)."""
+    from . import train
+
+    result = train.evaluate(_load(file), weights)
+    split = result.pop("split", "test")
+    rows = result.pop("rows", None)
+    head = f"{split} split" + (f" ({rows:,} rows)" if rows else "")
+    click.echo(head)
+    for key, value in result.items():
+        if key.startswith(("test_", "val_", "train_")):
+            continue
+        click.echo(f"  {key:<10} {value:.6g}" if isinstance(value, float) else f"  {key:<10} {value}")
+
+
+@main.command()
+@SPEC
+@click.option("--onnx", "as_onnx", is_flag=True, required=True, help="Export as an ONNX model (the format).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str),
+              help="Output file [default: next to the weights, <name>.onnx].")
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=str),
+              help="Trained weights [default: runs/<name>/weights.npz].")
+@click.option("--opset", type=int, default=None, help="ONNX opset [default: fcspec's pinned default].")
+@click.option("--probabilities", is_flag=True,
+              help="Append the softmax (or sigmoid) a model trained on logits leaves out.")
+@_fails_cleanly
+def export(file: str, as_onnx: bool, output, weights, opset, probabilities) -> None:
+    """Export FILE with trained weights as an ONNX inference graph. The data
+    preprocessing (scale, normalize) is baked in, so the model takes raw inputs."""
+    from . import onnx_export
+
+    spec = _load(file)
+    kwargs = {} if opset is None else {"opset": opset}
+    path = onnx_export.export_file(spec, output, weights, probabilities=probabilities, **kwargs)
+    click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("data", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--output", type=click.Path(dir_okay=False, path_type=str),
+              help="Write predictions: .npz (keys output, class) or .csv.")
+@click.option("--batch", type=click.IntRange(min=1), help="Rows per onnxruntime call.")
+@click.option("--target", help="Label column of a CSV file.")
+@_fails_cleanly
+def predict(model: str, data: str, output, batch, target) -> None:
+    """Run an exported MODEL.onnx over DATA (.npz, .csv or IDX) with onnxruntime;
+    prints accuracy when DATA has labels."""
+    from . import onnx_export
+
+    result = onnx_export.predict(model, data, output=output, batch=batch, target=target)
+    click.echo(f"{result['rows']:,} rows -> output {list(result['output_shape'])}")
+    for key in ("accuracy", "mse", "mae"):
+        if key in result:
+            click.echo(f"  {key:<10} {result[key]:.6g}")
+    if result.get("output_path"):
+        click.echo(f"wrote {result['output_path']}")
+
+
+@main.command()
+@SPEC
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=str),
+              help="Trained weights [default: runs/<name>/weights.npz].")
+@_fails_cleanly
+def verify(file: str, weights) -> None:
+    """Run the NumPy interpreter, onnxruntime and onnx.reference on the same
+    inputs (batch 1 and batch N); exit 1 if they differ beyond tolerance."""
+    from . import onnx_export
+
+    spec = _load(file)
+    params, preprocess, _ = onnx_export.load_weights(spec, weights)
+    result = onnx_export.verify(spec, params, preprocess)
+    click.echo(onnx_export.format_verify(result) if hasattr(onnx_export, "format_verify") else str(result))
+    if not result["ok"]:
+        raise FcspecError("the runtimes disagree beyond tolerance")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Human views of the IR: the `show` layer table and the `explain` walk-through.
+
+Both read only the IR (and, for explain, the optimizer's and schedule's own
+descriptions), so what they print is what will run.
+"""
+
+from __future__ import annotations
+
+import math
+
+from . import catalog, ir
+
+LOSS_FORMULAS = {
+    "cross_entropy": "l_n = -w[y_n] log_softmax(x_n)[y_n]; mean = sum(l_n) / sum(w[y_n])",
+    "nll": "l_n = -w[y_n] x_n[y_n] (x = log-probabilities); mean = sum(l_n) / sum(w[y_n])",
+    "mse": "mean((x - y)^2)",
+    "mae": "mean(|x - y|)",
+    "huber": "0.5 d^2 if |d| < delta else delta (|d| - 0.5 delta), d = x - y; mean",
+    "bce": "-[y log x + (1 - y) log(1 - x)], each log clamped to >= -100; mean",
+    "bce_with_logits": "max(x, 0) - x y + log(1 + exp(-|x|)); mean",
+    "kl_div": "sum(y (log y - x)) / N  (x = log-probabilities; PyTorch's batchmean)",
+}
+
+
+def _shape(s: tuple[int, ...]) -> str:
+    return "[" + ", ".join(map(str, s)) + "]"
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} B"
+
+
+def show(spec: ir.Spec) -> str:
+    """A layer table like Keras' `model.summary()`."""
+    rows = [("Layer (op)", "Output shape", "Param #")]
+    rows.append(("input", _shape(spec.model.input_shape), "0"))
+    for layer in spec.model.layers:
+        rows.append((f"{layer.name} ({layer.op})", _shape(layer.out_shape), f"{layer.num_params:,}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    widths[0] = max(widths[0], 28)
+    widths[1] = max(widths[1], 14)
+    widths[2] = max(widths[2], 9)
+    total_width = sum(widths) + 4
+
+    def line(r):
+        return f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}".rstrip()
+
+    n = spec.model.num_params
+    out = [f"Model: {spec.name}  ({spec.path})", "=" * total_width, line(rows[0]), "-" * total_width]
+    out += [line(r) for r in rows[1:]]
+    out.append("=" * total_width)
+    out.append(f"Total params: {n:,} ({_bytes(n * 4)} as float32)")
+    out.append(f"Trainable params: {n:,}")
+    out.append(f"Loss: {spec.loss.kind} ({spec.task})   Optimizer: {spec.optimizer.kind}"
+               f"(lr = {spec.optimizer.lr:g})")
+    return "\n".join(out) + "\n"
+
+
+def _value(v) -> str:
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (tuple, list)):
+        return "(" + ", ".join(_value(i) for i in v) + ")"
+    if isinstance(v, str):
+        return v
+    return str(v)
+
+
+def _options(options: dict) -> str:
+    return ", ".join(f"{k} = {_value(v)}" for k, v in options.items())
+
+
+def explain(spec: ir.Spec) -> str:
+    """Every resolved default, the optimizer's update rule and the learning rate per epoch."""
+    from . import optim, schedules  # the numerics modules describe their own rules
+
+    out: list[str] = [f"{spec.name}  ({spec.path})", ""]
+    m = spec.model
+    out.append(f"Model: input {_shape(m.input_shape)}, {len(m.layers)} layers, {m.num_params:,} parameters")
+    for layer in m.layers:
+        attrs = f"({_options(layer.attrs)})" if layer.attrs else ""
+        line = f"  {layer.name} = {layer.op}{attrs}: {_shape(layer.in_shape)} -> {_shape(layer.out_shape)}"
+        out.append(line)
+        if layer.op == "linear":
+            fan_in = layer.in_shape[0]
+            bound = 1 / math.sqrt(fan_in)
+            init = layer.attrs["init"]
+            if init == "default":
+                out.append(f"      weight {_shape(layer.params['weight'])} and bias ~ U(-{bound:.4g}, {bound:.4g})"
+                           f"  (nn.Linear's default: 1/sqrt(in), in = {fan_in})")
+            else:
+                out.append(f"      weight {_shape(layer.params['weight'])} ~ {init}, bias = 0")
+        elif layer.op == "dropout":
+            out.append(f"      training: x * mask / (1 - {layer.attrs['p']:g}); inference: identity")
+        elif layer.op in catalog.LAYERS:
+            out.append(f"      {catalog.LAYERS[layer.op].doc}")
+    out.append("")
+    out.append(f"Loss: {spec.loss.kind}({_options(spec.loss.options)})   task: {spec.task}")
+    formula = LOSS_FORMULAS[spec.loss.kind]
+    if spec.loss.options.get("reduction") == "sum":
+        formula = formula.replace("mean", "sum")
+    out.append(f"  {formula}")
+    if spec.regularize.l1 or spec.regularize.l2:
+        terms = []
+        if spec.regularize.l1:
+            terms.append(f"{spec.regularize.l1:g} * sum(|W|)")
+        if spec.regularize.l2:
+            terms.append(f"{spec.regularize.l2:g} * sum(W^2)")
+        out.append(f"  + {' + '.join(terms)} over every linear weight (not biases)")
+    out.append("")
+    out.append("Optimizer:")
+    out += ["  " + l for l in optim.describe(spec.optimizer).splitlines()]
+    out.append("")
+    s = spec.schedule
+    epochs = spec.train.epochs
+    out.append("Schedule (stepped after each epoch):")
+    out += ["  " + l for l in schedules.describe(s).splitlines()]
+    table = schedules.lr_table(s, spec.optimizer.lr, epochs)
+    if table is not None:
+        shown = list(enumerate(table, start=1))
+        if len(shown) > 24:
+            shown = shown[:12] + [None] + shown[-6:]
+        out.append("  learning rate per epoch:")
+        for item in shown:
+            out.append("    ..." if item is None else f"    epoch {item[0]:>4}: {item[1]:.6g}")
+    out.append("")
+    d = spec.data
+    if d is None:
+        out.append("Data: none (fcspec run needs a `data` section)")
+    else:
+        out.append("Data:")
+        for key in ("train", "test"):
+            src = getattr(d, key)
+            if src is not None:
+                out.append(f"  {key} = {src.kind}({_options(src.args)})")
+        if isinstance(d.validate, float):
+            out.append(f"  validate = {d.validate:g}: a seeded random {d.validate:.0%} of train is held out")
+        elif d.validate is not None:
+            out.append(f"  validate = {d.validate.kind}({_options(d.validate.args)})")
+        out.append(f"  inputs: x / {d.scale:g}" + {
+            "none": "",
+            "standard": ", then (x - mean) / std per feature, from the training split",
+            "minmax": ", then (x - min) / (max - min) per feature, from the training split",
+        }[d.normalize])
+    out.append("")
+    t = spec.train
+    batch = "full (batch gradient descent: one step per epoch)" if t.batch is None else (
+        "1 (stochastic gradient descent: one step per sample)" if t.batch == 1
+        else f"{t.batch} (mini-batch gradient descent)")
+    out.append("Train:")
+    out.append(f"  epochs = {t.epochs}, batch = {batch}")
+    out.append(f"  shuffle = {_value(t.shuffle)} (seed {t.seed}: the same seed gives the same weights, bit for bit)")
+    if t.clip_grad_norm is not None:
+        out.append(f"  clip_grad_norm = {t.clip_grad_norm:g}: gradients scaled so their global norm is at most that")
+    if t.early_stop is not None:
+        e = t.early_stop
+        out.append(f"  early_stop: stop when {e.monitor} has not improved ({e.mode}, by more than "
+                   f"{e.min_delta:g}) for {e.patience} epochs; restore_best = {_value(e.restore_best)}")
+    out.append(f"  metrics = [{', '.join(t.metrics)}]")
+    return "\n".join(out) + "\n"

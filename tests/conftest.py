@@ -1,0 +1,46 @@
+"""Shared test fixtures: the golden-file mechanism and repository paths.
+
+Golden files hold text (IR dumps, layer tables, error messages, ONNX graphs).
+They are compared exactly; `pytest --update-golden` rewrites them, and the
+diff of that rewrite is the review.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = ROOT / "tests" / "golden"
+SPECS = sorted((ROOT / "specs").glob("*.fc"))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite tests/golden/ from the current output (then read the diff)")
+
+
+@pytest.fixture
+def golden(request):
+    """golden(relative_path, text): compare text with the file, or rewrite it with --update-golden."""
+    update = request.config.getoption("--update-golden")
+
+    def check(rel: str, text: str) -> None:
+        path = GOLDEN / rel
+        if update:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            return
+        assert path.exists(), f"missing golden file {path}; run pytest --update-golden and review the diff"
+        expected = path.read_text(encoding="utf-8")
+        assert text == expected, f"output differs from {path} (pytest --update-golden rewrites it)"
+
+    return check
+
+
+@pytest.fixture
+def in_root(monkeypatch):
+    """Run from the repository root, so paths in messages read `specs/x.fc`."""
+    monkeypatch.chdir(ROOT)
+    return ROOT
