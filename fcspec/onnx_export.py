@@ -413,7 +413,7 @@ def export(
         ir_version=IR_VERSION_FOR_OPSET[opset],
         producer_name="fcspec",
         producer_version=__version__,
-        doc_string=f"{spec.name}: fully connected network exported by fcspec {__version__}",
+        doc_string=f"{spec.name}: fully connected network exported by fcspec",
     )
     meta = {
         "fcspec_version": __version__,
@@ -424,11 +424,11 @@ def export(
         "output": kind,
         "input_shape": json.dumps(list(spec.model.input_shape)),
         "output_shape": json.dumps(list(spec.model.output_shape)),
-        "preprocess": json.dumps(
-            {"scale": pre.scale.tolist() if pre.scale.size == 1 else "per-feature",
-             "shift": pre.shift.tolist() if pre.shift.size == 1 else "per-feature",
-             "divisor": pre.divisor.tolist() if pre.divisor.size == 1 else "per-feature"}
-        ),
+        "preprocess": json.dumps({
+            "normalize": str(getattr(preprocess, "normalize", None) or (spec.data.normalize if spec.data else "none")),
+            **{k: (v.item() if v.size == 1 else f"per-feature {list(v.shape)}")
+               for k, v in (("scale", pre.scale), ("shift", pre.shift), ("divisor", pre.divisor))},
+        }),
     }
     if spec.classes is not None:
         meta["classes"] = str(spec.classes)
@@ -498,18 +498,23 @@ def export_file(
 def graph_text(model: onnx.ModelProto) -> str:
     """`onnx.printer.to_text` of `model` with the initializers' data stripped.
 
-    Shapes stay visible (`<float[128,784] "fc1.weight" = []>`), values do not: a
-    64x64 weight would print as 43 KB of digits.  Constants of at most 16 values
-    (scale, Gelu's 1/sqrt(2), ...) are graph logic, not weights, and are kept.
-    `fcspec_version` is dropped from the metadata so goldens survive a release.
+    Shapes stay visible (`<float[128,784] "fc1.weight" = []>`), values do not:
+    a 64x64 weight would print as 43 KB of digits, and trained numbers do not
+    belong in a golden file.  What stays is graph logic: the constants emitters
+    add (`gelu_1/const`: 1/sqrt(2), ...) and the input scale, when small.
+    Data statistics (`preprocess.shift` / `divisor`) are stripped like weights.
+    The fcspec version (`producer_version`, metadata `fcspec_version`) is dropped
+    so goldens survive a release.
     """
     m = onnx.ModelProto()
     m.CopyFrom(model)
     for t in m.graph.initializer:
-        if math.prod(t.dims) > 16:
+        logic = "/" in t.name or t.name == "preprocess.scale"  # see GraphBuilder.const's names
+        if not logic or math.prod(t.dims) > 16:
             for f in ("raw_data", "float_data", "int64_data", "int32_data", "double_data"):
                 t.ClearField(f)
             t.data_location = TensorProto.EXTERNAL
+    m.ClearField("producer_version")
     keep = [p for p in m.metadata_props if p.key != "fcspec_version"]
     del m.metadata_props[:]
     m.metadata_props.extend(keep)
@@ -779,6 +784,19 @@ def verify(
     result.update(worst)
     result["ok"] = bool(worst["error"] <= TOLERANCE)
     return result
+
+
+def format_verify(result: dict[str, Any]) -> str:
+    """verify's result as the lines `fcspec verify` prints."""
+    lines = [f"{'run':<24} {'max abs':>10} {'max rel':>10} {'error':>10}"]
+    for name, c in result["runs"].items():
+        lines.append(f"{name:<24} {c['max_abs']:>10.3g} {c['max_rel']:>10.3g} {c['error']:>10.3g}")
+    verdict = "ok" if result["ok"] else "FAILED"
+    lines.append(
+        f"{verdict}: largest |onnx - numpy| / max(1, |numpy|) = {result['error']:.3g} "
+        f"(tolerance {result['tolerance']:g}, opset {result['opset']}, {result['n']} samples)"
+    )
+    return "\n".join(lines)
 
 
 def _preprocess_for_interpreter(preprocess: Any, pre: _Pre, raw: np.ndarray) -> np.ndarray:

@@ -119,6 +119,19 @@ def test_op_matches_interpreter_in_onnxruntime_and_reference(case, opset):
     assert report["error"] <= TOL
 
 
+def test_verify_reports_a_wrong_model():
+    spec = op_spec("tanh", {})
+    params = random_params(spec)
+    good = onnx_export.verify(spec, params, n=8, rng=0)
+    assert good["ok"] and "ok:" in onnx_export.format_verify(good)
+    # the same graph with one weight nudged by 1e-3: every runtime must now disagree
+    wrong = onnx_export.export(spec, params | {"fc2.bias": params["fc2.bias"] + np.float32(1e-3)})
+    bad = onnx_export.verify(spec, params, n=8, rng=0, model=wrong)
+    assert not bad["ok"] and bad["max_abs"] == pytest.approx(1e-3, rel=1e-2)
+    assert all(c["error"] > TOL for c in bad["runs"].values())
+    assert onnx_export.format_verify(bad).splitlines()[-1].startswith("FAILED")
+
+
 def op_types(model: onnx.ModelProto) -> list[str]:
     return [n.op_type for n in model.graph.node]
 
@@ -309,9 +322,13 @@ def test_graph_text_strips_weights_but_keeps_the_graph():
     spec = mnist_like(data_=ir.Data(None, scale=255.0))
     params = random_params(spec)
     text = onnx_export.graph_text(onnx_export.export(spec, params))
+    gelu = op_spec("gelu", {"approximate": "none"})
+    gelu_text = onnx_export.graph_text(onnx_export.export(gelu, random_params(gelu), opset=17))
+    assert "Erf" in gelu_text and "0.70710677" in gelu_text  # the expansion's constant is graph logic
     assert '"fc1.weight"' in text and "float[12,16]" in text and "Gemm" in text
     # no weight value appears in the text; the tiny scale constant does
-    assert repr(float(params["fc1.weight"][0, 0]))[:8] not in text
+    for name in ("fc1.weight", "fc3.bias"):  # fc3.bias is tiny (5 values) but trained
+        assert repr(float(params[name].flat[0]))[:8] not in text
     assert "255" in text
     assert "fcspec_version" not in text
     assert len(text) < 3000
@@ -473,6 +490,24 @@ def test_spec_from_the_front_end_exports_with_its_source(tmp_path):
     assert model.graph.doc_string == text
     assert op_types(model)[:2] == ["Div", "Flatten"]
     assert onnx_export.verify(spec, params, None, n=5, rng=0)["ok"]
+
+
+SPECS = sorted((ROOT / "specs").glob("*.fc"))
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+def test_golden_onnx_graph(path, in_root, golden):
+    """Every shipped spec's graph as text (weights stripped); --update-golden rewrites."""
+    check = pytest.importorskip("fcspec.check")
+    spec = check.load_spec(path.relative_to(ROOT))
+    params = interpreter.init_params(spec.model, np.random.default_rng(0))
+    pre = None
+    if spec.data is not None and spec.data.normalize != "none":
+        # statistics of stand-in data: their values are stripped, the nodes they need are not
+        raw = np.random.default_rng(1).uniform(0, 2, (32, *spec.model.input_shape))
+        pre = data.Preprocess.fit(raw, scale=spec.data.scale, normalize=spec.data.normalize)
+    model = onnx_export.export(spec, params, pre)
+    golden(f"{path.stem}.onnx.txt", onnx_export.graph_text(model))
 
 
 # ---------------------------------------------------------------------------
