@@ -324,7 +324,7 @@ def resolved_options(opt: ir.Optimizer) -> dict[str, Any]:
         raise _spec_error(opt, f"{opt.kind} has no option {unknown[0]!r}", f"its options: {', '.join(sig.opts)}")
     options = {name: o.default for name, o in sig.opts.items() if not o.required}
     options.update(opt.options)
-    return options
+    return {name: options[name] for name in sig.opts if name in options}  # the catalog's order
 
 
 def _spec_error(opt: ir.Optimizer, message: str, hint: str | None = None) -> SpecError:
