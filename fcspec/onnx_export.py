@@ -503,8 +503,9 @@ def graph_text(model: onnx.ModelProto) -> str:
     belong in a golden file.  What stays is graph logic: the constants emitters
     add (`gelu_1/const`: 1/sqrt(2), ...) and the input scale, when small.
     Data statistics (`preprocess.shift` / `divisor`) are stripped like weights.
-    The fcspec version (`producer_version`, metadata `fcspec_version`) is dropped
-    so goldens survive a release.
+    The fcspec version (`producer_version`, metadata `fcspec_version`) and the
+    spec hash are dropped: goldens survive a release, and a change to a spec's
+    training or data sections (which changes its hash, not its graph).
     """
     m = onnx.ModelProto()
     m.CopyFrom(model)
@@ -515,7 +516,7 @@ def graph_text(model: onnx.ModelProto) -> str:
                 t.ClearField(f)
             t.data_location = TensorProto.EXTERNAL
     m.ClearField("producer_version")
-    keep = [p for p in m.metadata_props if p.key != "fcspec_version"]
+    keep = [p for p in m.metadata_props if p.key not in ("fcspec_version", "spec_sha256")]
     del m.metadata_props[:]
     m.metadata_props.extend(keep)
     return onnx.printer.to_text(m).rstrip() + "\n"
