@@ -30,7 +30,8 @@ construction, and every step works through `out=` ufuncs.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -369,7 +370,7 @@ def clip_grad_norm(grad: np.ndarray, max_norm: float) -> float:
     # einsum casts in small buffers: float64 accuracy without a float64 copy of the gradient
     total = F32(math.sqrt(float(np.einsum("i,i->", grad, grad, dtype=F64))))
     coef = F32(max_norm) / (total + F32(1e-6))
-    if coef < 1 or coef != coef:
+    if coef < 1 or np.isnan(coef):
         np.multiply(grad, coef, out=grad)
     return float(total)
 
@@ -390,8 +391,8 @@ def describe(opt: ir.Optimizer) -> str:
     """The update rule with the resolved numbers filled in, one statement a line."""
     o = resolved_options(opt)
     head = f"{opt.kind}(" + ", ".join(f"{k} = {_n(v)}" for k, v in o.items()) + ")"
-    lines = [head, f"  each step t = 1, 2, ... with gradient g of every parameter p (biases too), "
-                   f"lr = {_n(o['lr'])} unless the schedule changes it:"]
+    lines = [head, (f"  each step t = 1, 2, ... with gradient g of every parameter p (biases too), "
+                    f"lr = {_n(o['lr'])} unless the schedule changes it:")]
     add = lines.append
     wd = o["weight_decay"]
     if opt.kind != "adamw" and wd != 0:
@@ -399,7 +400,8 @@ def describe(opt: ir.Optimizer) -> str:
     if opt.kind == "sgd":
         mu, tau = o["momentum"], o["dampening"]
         if mu != 0:
-            add(f"    b = g  (t = 1);  b = {_n(mu)} * b + {_n(1 - tau)} * g  (t > 1)")
+            damped = "g" if tau == 0 else f"{_n(1 - tau)} * g"
+            add(f"    b = g  (t = 1);  b = {_n(mu)} * b + {damped}  (t > 1)")
             add(f"    g = g + {_n(mu)} * b" if o["nesterov"] else "    g = b")
         add("    p = p - lr * g")
     elif opt.kind in ("adam", "adamw"):

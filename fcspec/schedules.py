@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -316,8 +317,9 @@ def describe(s: ir.Schedule, base_lr: float | None = None) -> str:
         rule = f"lr = {base} * {_n(o['gamma'])}^e"
     elif kind == "cosine":
         eta = _n(o["eta_min"])
-        rule = (f"lr = {eta} + ({base} - {eta}) * (1 + cos(pi * e / {o['t_max']})) / 2"
-                f"   (lowest at e = {o['t_max']}; rises again after, as in PyTorch)")
+        wave = f"(1 + cos(pi * e / {o['t_max']})) / 2"
+        rule = (f"lr = {eta} + ({base} - {eta}) * {wave}" if o["eta_min"] else f"lr = {base} * {wave}")
+        rule += f"   (lowest at e = {o['t_max']}; rises again after, as in PyTorch)"
     elif kind == "polynomial":
         rule = (f"lr = {base} * (1 - min(e, {o['total_iters']}) / {o['total_iters']})^{_n(o['power'])}"
                 f"   (0 from epoch {o['total_iters'] + 1} on)")

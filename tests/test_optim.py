@@ -206,10 +206,9 @@ def test_wrong_vector_is_a_training_error():
 
 def test_defaults_are_torchs():
     """An IR that leaves options out gets torch.optim's defaults (from the catalog)."""
-    theta, grads = problem(4)
-    for kind in TORCH:
+    for kind, cls in TORCH.items():
         opt = optim.make_optimizer(ir.Optimizer(kind, {"lr": 0.01}), N)
-        torch_defaults = getattr(torch.optim, TORCH[kind])([torch.zeros(1, requires_grad=True)], lr=0.01).defaults
+        torch_defaults = getattr(torch.optim, cls)([torch.zeros(1, requires_grad=True)], lr=0.01).defaults
         for name, value in opt.options.items():
             assert torch_defaults[name] == value, (kind, name)
 
@@ -271,7 +270,8 @@ def test_clip_grad_norm_non_finite_spreads_like_torch():
     ("kind", "opts", "lines"),
     [
         ("sgd", {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
-         ["g = g + 0.0005 * p", "b = 0.9 * b + 1 * g  (t > 1)", "g = g + 0.9 * b", "p = p - lr * g"]),
+         ["g = g + 0.0005 * p", "b = 0.9 * b + g  (t > 1)", "g = g + 0.9 * b", "p = p - lr * g"]),
+        ("sgd", {"lr": 0.1, "momentum": 0.9, "dampening": 0.25}, ["b = 0.9 * b + 0.75 * g  (t > 1)", "g = b"]),
         ("sgd", {"lr": 0.1}, ["p = p - lr * g"]),
         ("adam", {"lr": 1e-3, "amsgrad": True},
          ["m = 0.9 * m + 0.1 * g", "v_max = max(v_max, v)", "(1 - 0.999^t)", "+ 1e-08"]),

@@ -182,6 +182,7 @@ def test_bad_options_are_spec_errors(kind, options, message):
         ("step", {"step_size": 10, "gamma": 0.5}, "lr = 0.1 * 0.5^floor(e / 10)"),
         ("multistep", {"milestones": [30, 60]}, "milestones [30, 60]"),
         ("exponential", {"gamma": 0.95}, "lr = 0.1 * 0.95^e"),
+        ("cosine", {"t_max": 50}, "lr = 0.1 * (1 + cos(pi * e / 50)) / 2"),
         ("cosine", {"t_max": 50, "eta_min": 1e-4}, "lr = 0.0001 + (0.1 - 0.0001) * (1 + cos(pi * e / 50)) / 2"),
         ("polynomial", {"total_iters": 8, "power": 2.0}, "(1 - min(e, 8) / 8)^2"),
         ("plateau", {"monitor": "val_accuracy", "patience": 3, "factor": 0.5},
