@@ -233,6 +233,11 @@ def _batch_correct(task: str, loss_kind: str, out: np.ndarray, y: np.ndarray) ->
     return 0
 
 
+def _sumsq(v: np.ndarray) -> float:
+    # einsum casts in small blocks: float64 accuracy without a float64 copy of v
+    return float(np.einsum("i,i->", v, v, dtype=np.float64))
+
+
 def _first_nonfinite(arrays: dict[str, np.ndarray]) -> str | None:
     for name, a in arrays.items():
         if not np.isfinite(a).all():
@@ -307,21 +312,25 @@ class _Progress:
     def epoch(self, m: dict[str, Any], total_epochs: int) -> None:
         if self.quiet:
             return
-        if self.bar is not None:
-            post = {"epoch": f"{m['epoch']}/{total_epochs}", "loss": f"{m['train_loss']:.4g}"}
-            for k in ("val_loss", "val_accuracy", "train_accuracy", "val_mae"):
-                if k in m:
-                    post[k] = f"{m[k]:.4g}"
-            post["lr"] = f"{m['lr']:.3g}"
-            self.bar.set_postfix(post, refresh=True)
-            return
         parts = [f"epoch {m['epoch']}/{total_epochs}", f"train_loss {m['train_loss']:.4f}"]
         for k in ("train_accuracy", "val_loss", "val_accuracy", "val_mae", "val_rmse"):
             if k in m:
                 parts.append(f"{k} {m[k]:.4f}")
         parts.append(f"lr {m['lr']:.4g}")
         parts.append(f"{m['seconds']:.1f}s")
-        self.echo("  ".join(parts))
+        line = "  ".join(parts)
+        if self.bar is None:
+            self.echo(line)
+            return
+        # The bar keeps a short live summary (the ETA is tqdm's own); the full
+        # line of every finished epoch stays printed above it.
+        self.bar.write(line, file=sys.stderr)
+        post = {"epoch": f"{m['epoch']}/{total_epochs}", "loss": f"{m['train_loss']:.4g}"}
+        acc = m.get("val_accuracy", m.get("train_accuracy"))
+        if acc is not None:
+            post["acc"] = f"{acc:.4f}"
+        post["lr"] = f"{m['lr']:.3g}"
+        self.bar.set_postfix(post, refresh=True)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -574,11 +583,24 @@ def run(
             hint="lower the learning rate or set clip_grad_norm in the train block",
         )
 
+    def interrupted(signum: int, epoch: int) -> None:
+        # The current epoch is incomplete: its steps are dropped, and the checkpoint
+        # of the last finished epoch (or of the start state) is what resume uses.
+        if not ckpt_written:
+            fio.atomic_write_bytes(ckpt_path, pending_ckpt)
+        raise Interrupted(
+            f"interrupted at epoch {epoch}; resume with: "
+            f"fcspec run {spec.path} --resume {ckpt_path}",
+            exit_code=128 + int(signum), epoch=epoch, checkpoint=str(ckpt_path),
+        )
+
     try:
         # Overflow in a diverging run is detected and explained below; numpy's
         # RuntimeWarnings would only print noise ahead of the diagnosis.
         with _SignalCatcher() as sig, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for epoch in range(start_epoch + 1, total_epochs + 1):
+                if sig.signum is not None:  # arrived during the last epoch's bookkeeping
+                    interrupted(sig.signum, epoch)
                 t0 = time.perf_counter()
                 lr = float(sched.lr)
                 order = shuffle_rng.permutation(n) if spec.train.shuffle else None
@@ -601,36 +623,25 @@ def run(
                     if not math.isfinite(value):
                         raise diverged("the loss", epoch, step, lr, gnorm,
                                        f"loss {value}; largest weights {_largest(net.params)}")
-                    bad = _first_nonfinite(net.grads)
-                    if bad is not None:
-                        raise diverged("the gradient", epoch, step, lr,
-                                       float(np.linalg.norm(net.grad.astype(np.float64))),
-                                       f"gradient of {bad}")
+                    # One float64 pass gives the norm and finiteness at once: a float32
+                    # square cannot overflow float64, so the sum is finite iff every entry is.
+                    gnorm = math.sqrt(_sumsq(net.grad))
+                    if not math.isfinite(gnorm):
+                        raise diverged("the gradient", epoch, step, lr, gnorm,
+                                       f"gradient of {_first_nonfinite(net.grads)}")
                     if max_norm is not None:
-                        gnorm = float(optim.clip_grad_norm(net.grad, max_norm))
-                    else:
-                        gnorm = float(np.linalg.norm(net.grad))
+                        optim.clip_grad_norm(net.grad, max_norm)
                     opt.step(net.theta, net.grad, lr)
-                    bad = _first_nonfinite(net.params)
-                    if bad is not None:
-                        raise diverged("the weights", epoch, step, lr, gnorm, f"weights of {bad}")
+                    if not math.isfinite(_sumsq(net.theta)):
+                        raise diverged("the weights", epoch, step, lr, gnorm,
+                                       f"weights of {_first_nonfinite(net.params)}")
                     loss_sum += value * b
                     correct += _batch_correct(task, loss_kind, outb, yb)
                     progress.step()
                     if sig.signum is not None:
                         break
                 if sig.signum is not None:
-                    # The epoch is incomplete: its steps are dropped; the checkpoint of
-                    # the last finished epoch (or the start state) is what resume uses.
-                    if not ckpt_written:
-                        fio.atomic_write_bytes(ckpt_path, pending_ckpt)
-                    code = 128 + int(sig.signum)
-                    name = "SIGINT" if sig.signum == signal.SIGINT else "SIGTERM"
-                    raise Interrupted(
-                        f"interrupted at epoch {epoch}; resume with: "
-                        f"fcspec run {spec.path} --resume {ckpt_path}",
-                        exit_code=code, epoch=epoch, checkpoint=str(ckpt_path),
-                    ) from None
+                    interrupted(sig.signum, epoch)
                 m: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / n, "lr": lr}
                 if task in ("classification", "binary"):
                     m["train_accuracy"] = correct / n
