@@ -271,6 +271,45 @@ def test_metrics_and_summary_match_the_loss_recomputed_on_the_data(tmp_path):
     assert ev["accuracy"] == summary["test_accuracy"]
 
 
+TASKS = {
+    "regression": ("diabetes", "h = linear(8) -> tanh  out = linear(1)", "mse"),
+    "binary_probabilities": ("breast_cancer", "out = linear(1) -> sigmoid", "bce"),
+    "binary_logits": ("breast_cancer", "out = linear(1)", "bce_with_logits"),
+}
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_task_figures_match_recomputation(tmp_path, task):
+    """Regression reports mae / rmse, binary tasks accuracy at p = 0.5 (logit 0)."""
+    from fcspec import data, interpreter, losses
+
+    name, layers, loss_kind = TASKS[task]
+    (tmp_path / "t.fc").write_text(
+        f"model T {{ input [{10 if name == 'diabetes' else 30}]  {layers} }}\n"
+        f"loss {loss_kind}\noptimizer sgd(lr = 0.1)\n"
+        f'data {{ train = dataset("{name}")  validate = 0.25  normalize = standard }}\n'
+        "train { epochs = 1  batch = 64  shuffle = false }\n")
+    spec = load_spec(tmp_path / "t.fc")
+    spec = replace(spec, optimizer=replace(spec.optimizer, options={**spec.optimizer.options, "lr": 0.0}))
+    train.run(spec, out_dir=tmp_path / "run", quiet=True)
+    (row,) = metrics(tmp_path / "run")
+    prep = data.prepare(spec, tmp_path)
+    net = interpreter.Network(spec.model)
+    net.load_params(weights(tmp_path / "run/weights.npz"))
+    loss = losses.make_loss(spec.loss)
+    out, y = net.predict(prep.val.x).astype(np.float64), prep.val.y.astype(np.float64)
+    assert row["train_loss"] == pytest.approx(loss.value(net.predict(prep.train.x), prep.train.y), rel=1e-5)
+    assert row["val_loss"] == pytest.approx(loss.value(out.astype(np.float32), prep.val.y), rel=1e-6)
+    if task == "regression":
+        assert "val_accuracy" not in row and "train_accuracy" not in row
+        assert row["val_mae"] == pytest.approx(np.abs(out - y).mean(), rel=1e-9)
+        assert row["val_rmse"] == pytest.approx(np.sqrt(((out - y) ** 2).mean()), rel=1e-9)
+    else:
+        threshold = 0.5 if loss_kind == "bce" else 0.0
+        assert row["val_accuracy"] == np.mean((out > threshold) == (y > 0.5))
+        assert 0 <= row["train_accuracy"] <= 1 and "val_mae" not in row
+
+
 def test_weights_are_a_torch_state_dict_layout(tmp_path):
     spec = load_spec(write_spec(tmp_path, epochs=1))
     train.run(spec, out_dir=tmp_path / "run", quiet=True)
@@ -287,6 +326,38 @@ def test_plain_progress_line_per_epoch(tmp_path):
     for word in ("val_loss", "val_accuracy", "lr"):
         assert f"  {word} " in lines[1]
     assert lines[1].endswith("s")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pty behaviour differs")
+def test_a_terminal_gets_a_progress_bar(tmp_path):
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    spec_path = write_spec(tmp_path, epochs=2)
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: `fcspec run` on a 120-column terminal
+        try:
+            fcntl.ioctl(2, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+            os.execv(sys.executable, [sys.executable, "-m", "fcspec.cli", "run", str(spec_path),
+                                      "--out", str(tmp_path / "run")])
+        finally:
+            os._exit(127)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    text = out.decode("utf-8", "replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert "100%" in text and "step/s" in text and "acc=" in text and "lr=" in text
+    assert "epoch 1/2  train_loss" in text and "epoch 2/2  train_loss" in text
 
 
 def test_quiet_prints_nothing(tmp_path, capsys):
