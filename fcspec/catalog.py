@@ -273,7 +273,8 @@ SOURCES: dict[str, Sig] = {
 
 DATA_KEYS: dict[str, Opt] = {
     "train": Opt("source", doc="training data"),
-    "test": Opt("source", None, doc="test data, evaluated after training"),
+    "test": Opt("number_or_source", None, doc="test data, evaluated after training: a source, or a "
+                                            "fraction of train held out before validation"),
     "validate": Opt("number_or_source", None, doc="a fraction of train (0 < f < 1) or a source"),
     "scale": Opt("float", 1.0, gt(0), doc="inputs are divided by this"),
     "normalize": Opt("choice", "none", choices=("none", "standard", "minmax"),

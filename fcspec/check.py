@@ -734,7 +734,7 @@ class _Checker:
                     if isinstance(value, ast.Number):
                         frac = float(value.value)
                         if not 0 <= frac < 1:
-                            self.error(f"`validate` is the fraction of train held out and must be in [0, 1), "
+                            self.error(f"`{key}` is the fraction of train held out and must be in [0, 1), "
                                        f"got {value.text}", value.span)
                             raise _Invalid
                         out[key] = frac or None

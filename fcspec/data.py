@@ -704,17 +704,17 @@ class Prepared:
 
 
 def split_indices(
-    n: int, fraction: float, seed: int, *, where: str = "train data"
+    n: int, fraction: float, seed: int, *, where: str = "train data", name: str = "validate"
 ) -> tuple[np.ndarray, np.ndarray]:
     """(train rows, validation rows): sklearn's `train_test_split(test_size=fraction,
     random_state=seed)` indices, i.e. a RandomState permutation whose first
     ceil(n * fraction) entries are held out."""
     if isinstance(fraction, bool) or not 0 < fraction < 1:
-        raise DataError(f"validate = {fraction}: a fraction must lie strictly between 0 and 1")
+        raise DataError(f"{name} = {fraction}: a fraction must lie strictly between 0 and 1")
     n_val = math.ceil(fraction * n)
     if n - n_val < 1:
         raise DataError(
-            f"{where}: too few rows for validate = {fraction}: {n} rows leave {n - n_val} for training "
+            f"{where}: too few rows for {name} = {fraction}: {n} rows leave {n - n_val} for training "
             f"after holding out {n_val}"
         )
     # RandomState accepts 0 .. 2**32 - 1; wrap instead of failing on other seeds.
@@ -742,6 +742,15 @@ def prepare(spec: ir.Spec, base_dir: Path | None = None) -> Prepared:
         )
     base = Path(base_dir) if base_dir is not None else _spec_dir(spec)
     x, y = _labeled(spec, data.train, base)
+    test = None
+    if isinstance(data.test, ir.DataSource):
+        test = _labeled(spec, data.test, base)
+    elif data.test is not None:
+        # A test fraction is held out first, so the validation split never sees those rows.
+        with _located(data.train):
+            tr, te = split_indices(len(x), float(data.test), spec.train.seed, name="test")
+        test = (x[te], y[te])
+        x, y = x[tr], y[tr]
     val = None
     if isinstance(data.validate, ir.DataSource):
         val = _labeled(spec, data.validate, base)
@@ -750,7 +759,6 @@ def prepare(spec: ir.Spec, base_dir: Path | None = None) -> Prepared:
             tr, va = split_indices(len(x), float(data.validate), spec.train.seed)
         val = (x[va], y[va])
         x, y = x[tr], y[tr]
-    test = _labeled(spec, data.test, base) if data.test is not None else None
     pre = Preprocess.fit(x, scale=data.scale, normalize=data.normalize)
     # The float32 arrays above are ours: preprocess them in place to spare a copy.
     return Prepared(

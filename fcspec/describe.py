@@ -136,10 +136,11 @@ def explain(spec: ir.Spec) -> str:
         out.append("Data: none (fcspec run needs a `data` section)")
     else:
         out.append("Data:")
-        for key in ("train", "test"):
-            src = getattr(d, key)
-            if src is not None:
-                out.append(f"  {key} = {src.kind}({_options(src.args)})")
+        out.append(f"  train = {d.train.kind}({_options(d.train.args)})")
+        if isinstance(d.test, float):
+            out.append(f"  test = {d.test:g}: a seeded random {d.test:.0%} of train is held out for testing")
+        elif d.test is not None:
+            out.append(f"  test = {d.test.kind}({_options(d.test.args)})")
         if isinstance(d.validate, float):
             out.append(f"  validate = {d.validate:g}: a seeded random {d.validate:.0%} of train is held out")
         elif d.validate is not None:

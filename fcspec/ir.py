@@ -100,7 +100,7 @@ class DataSource:
 @dataclass(frozen=True, slots=True)
 class Data:
     train: DataSource | None
-    test: DataSource | None = None
+    test: float | DataSource | None = None  # a source, or a fraction of train held out first
     validate: float | DataSource | None = None  # a fraction of train, or a source
     scale: float = 1.0  # inputs are divided by this
     normalize: str = "none"  # none | standard | minmax, statistics from train only

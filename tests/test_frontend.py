@@ -322,7 +322,7 @@ def test_cli_ir_is_canonical_json(in_root):
     r = cli("ir", "specs/digits.fc")
     data = json.loads(r.output)
     assert list(data) == sorted(data)
-    assert data["model"]["num_params"] == 17_226
+    assert data["model"]["num_params"] == 64 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10
 
 
 def test_cli_explain(in_root):
