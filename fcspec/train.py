@@ -396,6 +396,10 @@ def _load_checkpoint(path: Path, spec: ir.Spec) -> tuple[dict[str, Any], dict[st
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise DataError(f"checkpoint {path} has format {meta.get('format')!r}, "
                         f"this fcspec reads format {CHECKPOINT_FORMAT}")
+    missing = [k for k in ("spec_sha256", "epoch", "seed", "n_train", "history", "optimizer",
+                           "schedule") if k not in meta]
+    if missing:
+        raise DataError(f"checkpoint {path} is damaged: its record lacks {missing[0]!r}")
     if meta.get("spec_sha256") != spec.sha256:
         raise TrainingError(
             f"checkpoint {path} was written for another spec "
@@ -463,7 +467,7 @@ def run(
     if seed != spec.train.seed:  # data.py reads the seed (validation split) from the spec
         spec = replace(spec, train=replace(spec.train, seed=seed))
     out = Path(out_dir) if out_dir is not None else Path("runs") / spec.name
-    base = Path(base_dir) if base_dir is not None else Path(spec.path).resolve().parent
+    base = Path(base_dir) if base_dir is not None else None  # None: data.py uses the spec's folder
 
     if meta is not None and (meta["epoch"] >= total_epochs or meta.get("stopped_early")):
         why = "stopped early" if meta.get("stopped_early") else f"finished {meta['epoch']} epochs"
@@ -512,17 +516,23 @@ def run(
                 f"checkpoint {ckpt_in} was trained on {meta.get('n_train')} rows, "
                 f"the data now has {n}", hint="the data files changed since the checkpoint")
         net.load_params(_prefixed(ck_arrays, "weights/"))
-        opt.load_state_dict(_unpack(meta["optimizer"], ck_arrays))
-        sched.load_state_dict(_unpack(meta["schedule"], ck_arrays))
-        if stopper is not None and meta.get("early_stop") is not None:
-            stopper.load_state_dict(_unpack(meta["early_stop"], ck_arrays))
-        shuffle_rng = _rng_from_array(ck_arrays["rng/shuffle"])
-        dropout_rng = _rng_from_array(ck_arrays["rng/dropout"])
-        history = list(meta["history"])
-        start_epoch = int(meta["epoch"])
-        best_epoch = meta.get("best_epoch")
-        if "best_theta" in ck_arrays:
-            best_theta = ck_arrays["best_theta"].copy()
+        try:
+            opt.load_state_dict(_unpack(meta["optimizer"], ck_arrays))
+            sched.load_state_dict(_unpack(meta["schedule"], ck_arrays))
+            if stopper is not None and meta.get("early_stop") is not None:
+                stopper.load_state_dict(_unpack(meta["early_stop"], ck_arrays))
+            shuffle_rng = _rng_from_array(ck_arrays["rng/shuffle"])
+            dropout_rng = _rng_from_array(ck_arrays["rng/dropout"])
+            history = list(meta["history"])
+            start_epoch = int(meta["epoch"])
+            best_epoch = meta.get("best_epoch")
+            if "best_theta" in ck_arrays:
+                best_theta = ck_arrays["best_theta"].astype(np.float32, copy=True)
+                if best_theta.shape != net.theta.shape:
+                    raise ValueError(f"best_theta has shape {best_theta.shape}")
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            # written by fcspec itself, so this means damage or a foreign file
+            raise DataError(f"checkpoint {ckpt_in} is damaged: {type(e).__name__}: {e}") from None
 
     if prepared.preprocess is not None:
         prepared.preprocess.save(out / "preprocess.npz")
@@ -720,7 +730,7 @@ def evaluate(spec: ir.Spec, weights_path: str | os.PathLike,
 
     if spec.data is None or spec.data.train is None:
         raise TrainingError(f"{spec.path}: the spec has no data to evaluate on")
-    base = Path(base_dir) if base_dir is not None else Path(spec.path).resolve().parent
+    base = Path(base_dir) if base_dir is not None else None  # None: data.py uses the spec's folder
     prepared = fdata.prepare(spec, base)
     net = interpreter.Network(spec.model, rng=np.random.default_rng(0))
     net.load_params(fio.load_npz(weights_path, "weights"))

@@ -223,6 +223,25 @@ def test_resume_refuses_garbage_and_missing_checkpoints(tmp_path):
         train.run(spec, resume=tmp_path / "w.npz", quiet=True)
 
 
+@pytest.mark.parametrize("damage", ["meta_key", "rng", "optimizer_state"])
+def test_damaged_checkpoint_is_a_data_error(tmp_path, damage):
+    spec = load_spec(write_spec(tmp_path, epochs=2))
+    train.run(spec, out_dir=tmp_path / "run", epochs=1, quiet=True)
+    ck = fio.load_npz(tmp_path / "run/checkpoint.npz")
+    if damage == "meta_key":
+        meta = json.loads(str(ck["meta"][()]))
+        del meta["n_train"]
+        ck["meta"] = np.array(json.dumps(meta))
+    elif damage == "rng":
+        del ck["rng/shuffle"]
+    else:
+        key = next(k for k in ck if k.startswith("optimizer/momentum"))
+        ck[key] = ck[key][:5]
+    fio.save_npz(tmp_path / "run/checkpoint.npz", ck)
+    with pytest.raises(FcspecError, match="checkpoint"):
+        train.run(spec, resume=tmp_path / "run", quiet=True)
+
+
 # ---------------------------------------------------------------------------
 # what a run writes
 
