@@ -7,11 +7,25 @@ diff of that rewrite is the review.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _shared_data() -> Path:
+    """The workplace's shared/data (real MNIST): beside the checkout, as CI lays it out."""
+    env = os.environ.get("FCSPEC_SHARED_DATA")
+    candidates = ([Path(env)] if env else []) + [ROOT.parent / "shared" / "data", Path("/work/shared/data")]
+    for c in candidates:
+        if (c / "mnist").is_dir():
+            return c
+    return candidates[0]
+
+
+SHARED_DATA = _shared_data()
 GOLDEN = ROOT / "tests" / "golden"
 SPECS = sorted((ROOT / "specs").glob("*.fc"))
 

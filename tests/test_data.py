@@ -19,7 +19,7 @@ import pytest
 from fcspec import data, ir
 from fcspec.errors import DataError, Span
 
-SHARED = Path("/work/shared/data")
+from conftest import SHARED_DATA as SHARED  # noqa: E402
 HAVE_MNIST = (SHARED / "mnist" / "train-images-idx3-ubyte.gz").is_file()
 
 

@@ -22,7 +22,9 @@ import pytest
 from fcspec import data, ir, mnist
 from fcspec.errors import DataError
 
-MNIST = Path("/work/shared/data/mnist")
+from conftest import SHARED_DATA  # noqa: E402
+
+MNIST = SHARED_DATA / "mnist"
 pytestmark = pytest.mark.skipif(
     not (MNIST / "t10k-images-idx3-ubyte.gz").is_file(), reason="needs /work/shared/data/mnist"
 )
