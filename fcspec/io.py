@@ -16,8 +16,9 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -119,7 +120,7 @@ def load_npz(path: PathLike, what: str = "file") -> dict[str, np.ndarray]:
     except ValueError as e:
         # numpy raises ValueError for object arrays when pickle is disallowed
         raise DataError(f"cannot read {what} file {path}: {e}") from None
-    except Exception as e:  # BadZipFile, EOFError, zlib.error, OSError, ...: all mean "broken"
+    except Exception as e:  # noqa: BLE001 - BadZipFile, EOFError, zlib.error, OSError...: all "broken"
         raise DataError(
             f"cannot read {what} file {path}: not a valid .npz archive ({type(e).__name__}: {e})"
         ) from None

@@ -36,9 +36,10 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -740,7 +741,7 @@ def evaluate(spec: ir.Spec, weights_path: str | os.PathLike,
         if split is not None and len(split.x):
             out = net.predict(split.x, EVAL_BATCH)
             m = _eval_metrics(spec.task, spec.loss.kind, loss_fn, out, split.y, split_name)
-            result: dict[str, Any] = {"split": split_name, "rows": int(len(split.x))}
+            result: dict[str, Any] = {"split": split_name, "rows": len(split.x)}
             # plain names (loss, accuracy, ...) plus the prefixed ones
             result.update({k.split("_", 1)[1]: v for k, v in m.items()})
             result.update(m)

@@ -25,7 +25,7 @@ from fcspec import losses, train
 from fcspec.check import load_spec
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_train import assert_same_weights, metrics, strip_time, weights, write_spec  # noqa: E402
+from test_train import assert_same_weights, metrics, strip_time, weights, write_spec
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 

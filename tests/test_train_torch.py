@@ -17,12 +17,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from fcspec import data, train  # noqa: E402
-from fcspec import io as fio  # noqa: E402
-from fcspec.check import load_spec  # noqa: E402
+from fcspec import data, train
+from fcspec import io as fio
+from fcspec.check import load_spec
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_train import weights  # noqa: E402
+from test_train import weights
 
 CLASSIFIER = """
 model Digits {{ input [64]  fc1 = linear(16) -> relu  fc2 = linear(10) }}
