@@ -235,7 +235,17 @@ def _batch_correct(task: str, loss_kind: str, out: np.ndarray, y: np.ndarray) ->
 
 
 def _sumsq(v: np.ndarray) -> float:
-    # einsum casts in small blocks: float64 accuracy without a float64 copy of v
+    """sum(v * v), +inf or NaN exactly when some entry of v is not finite.
+
+    The float32 BLAS dot is the fast path (a NaN or inf entry always shows in
+    it); only when it overflows is the sum redone in float64, where float32
+    squares cannot overflow, so a large but finite vector is not called
+    non-finite.  (einsum casts in small blocks: no float64 copy of v.)
+    """
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is the expected signal
+        s = float(np.dot(v, v))
+    if math.isfinite(s):
+        return s
     return float(np.einsum("i,i->", v, v, dtype=np.float64))
 
 
@@ -634,8 +644,7 @@ def run(
                     if not math.isfinite(value):
                         raise diverged("the loss", epoch, step, lr, gnorm,
                                        f"loss {value}; largest weights {_largest(net.params)}")
-                    # One float64 pass gives the norm and finiteness at once: a float32
-                    # square cannot overflow float64, so the sum is finite iff every entry is.
+                    # One pass gives the norm and the finiteness check at once.
                     gnorm = math.sqrt(_sumsq(net.grad))
                     if not math.isfinite(gnorm):
                         raise diverged("the gradient", epoch, step, lr, gnorm,

@@ -9,6 +9,7 @@ end; `write_spec` is shared with test_interrupt.py and test_train_torch.py.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from dataclasses import replace
@@ -128,6 +129,19 @@ def test_load_npz_failures_are_data_errors_naming_the_file(tmp_path, content, ne
 
 # ---------------------------------------------------------------------------
 # checkpoint encoding
+
+
+def test_sumsq_flags_exactly_the_non_finite_vectors():
+    big = np.full(1000, 3e38, np.float32)  # finite, but its float32 sum of squares overflows
+    assert math.isfinite(train._sumsq(big))
+    assert train._sumsq(big) == pytest.approx(1000 * 3e38**2, rel=1e-6)
+    for bad in (np.inf, -np.inf, np.nan):
+        v = np.ones(1000, np.float32)
+        v[517] = bad
+        assert not math.isfinite(train._sumsq(v))
+        big[3] = bad
+        assert not math.isfinite(train._sumsq(big))
+        big[3] = 3e38
 
 
 def test_state_packing_round_trips_types_and_bits():
