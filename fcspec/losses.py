@@ -47,6 +47,13 @@ class Loss:
             raise TrainingError(f"{self.kind}: unknown reduction {self.reduction!r}")
         self._bufs: dict[str, np.ndarray] = {}
 
+    def _rows(self, n: int) -> np.ndarray:
+        """arange(n), kept: the row index of the per-sample gathers."""
+        r = self._bufs.get("rows")
+        if r is None or r.shape[0] != n:
+            r = self._bufs["rows"] = np.arange(n)
+        return r
+
     def _buf(self, name: str, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
         b = self._bufs.get(name)
         if b is None or b.shape != shape or b.dtype != dtype:
@@ -136,28 +143,34 @@ class CrossEntropy(_ClassLoss):
 
     def _compute(self, x, y, want_grad):
         n, c = x.shape
-        rows = np.arange(n)
+        rows = self._rows(n)
         m = self._buf("m", (n, 1), x.dtype)
         t = self._buf("t", (n, c), x.dtype)  # x - max
         e = self._buf("e", (n, c), x.dtype)  # exp(x - max), then softmax
         s = self._buf("s", (n, 1), x.dtype)
-        np.max(x, axis=1, keepdims=True, out=m)
+        lse = self._buf("lse", (n, 1), x.dtype)  # log sum exp(x - max), per row
+        np.maximum.reduce(x, axis=1, keepdims=True, out=m)
         np.subtract(x, m, out=t)
         np.exp(t, out=e)
-        np.sum(e, axis=1, keepdims=True, out=s)
-        lse = np.log(s[:, 0].astype(np.float64))  # log sum exp(x - max), per row
-        picked = t[rows, y].astype(np.float64) - lse  # log_softmax(x)[n, y_n]
+        np.add.reduce(e, axis=1, keepdims=True, out=s)
+        np.log(s, out=lse)
+        picked = t[rows, y]  # log_softmax(x)[n, y_n] = picked - lse
         w = None if self.weight is None else self.weight.astype(x.dtype)
         eps = self.eps
-        wy = None if w is None else w[y].astype(np.float64)
         denom = self._denominator(y)
-        nll = -(picked.sum() if wy is None else (wy * picked).sum())
+        if w is None:
+            lse_sum = float(np.add.reduce(lse, axis=None, dtype=np.float64))
+            nll = lse_sum - float(np.add.reduce(picked, dtype=np.float64))
+        else:
+            wy = w[y].astype(np.float64)
+            nll = float((wy * (lse[:, 0] - picked)).sum())
         total = (1.0 - eps) * nll
         if eps:
-            if w is None:  # sum_c log_softmax = sum_c t - C lse
-                smooth = -(t.sum(axis=1, dtype=np.float64) - c * lse).sum()
+            if w is None:  # -sum_c log_softmax = C lse - sum_c t
+                smooth = c * lse_sum - float(np.add.reduce(t, axis=None, dtype=np.float64))
             else:
-                smooth = -((t @ w).astype(np.float64) - float(w.sum(dtype=np.float64)) * lse).sum()
+                wsum = float(w.sum(dtype=np.float64))
+                smooth = float((wsum * lse[:, 0].astype(np.float64) - (t @ w)).sum())
             total += eps / c * smooth
         value = total / denom if denom else math.nan  # all-zero class weights: PyTorch's nan
         if not want_grad:
@@ -189,7 +202,7 @@ class NLL(_ClassLoss):
 
     def _compute(self, x, y, want_grad):
         n = x.shape[0]
-        rows = np.arange(n)
+        rows = self._rows(n)
         wy = np.ones(n, x.dtype) if self.weight is None else self.weight.astype(x.dtype)[y]
         denom = self._denominator(y)
         if not denom:  # all-zero class weights: PyTorch's nan

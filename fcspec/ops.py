@@ -103,7 +103,7 @@ def _linear_backward(c: Context, x, y, gy, need_gx):
     np.matmul(gy.T, x, out=c.g["weight"])
     gb = c.g.get("bias")
     if gb is not None:
-        np.sum(gy, axis=0, out=gb)
+        np.add.reduce(gy, axis=0, out=gb)
     if not need_gx:
         return None
     gx = c.buf("gx", x.shape, x.dtype)
@@ -590,10 +590,10 @@ def _softmax_forward(c: Context, x):
     red = x.shape[:-1] + (1,)
     s = c.buf("s", red, x.dtype)
     y = c.buf("y", x.shape, x.dtype)
-    np.max(x, axis=-1, keepdims=True, out=s)
+    np.maximum.reduce(x, axis=-1, keepdims=True, out=s)
     np.subtract(x, s, out=y)
     np.exp(y, out=y)
-    np.sum(y, axis=-1, keepdims=True, out=s)
+    np.add.reduce(y, axis=-1, keepdims=True, out=s)
     np.divide(y, s, out=y)
     return y
 
@@ -604,7 +604,7 @@ def _softmax_backward(c: Context, x, y, gy, need_gx):
     s = c.buf("s", x.shape[:-1] + (1,), x.dtype)
     gx = c.buf("gx", x.shape, x.dtype)
     np.multiply(gy, y, out=gx)
-    np.sum(gx, axis=-1, keepdims=True, out=s)
+    np.add.reduce(gx, axis=-1, keepdims=True, out=s)
     np.subtract(gy, s, out=gx)
     np.multiply(gx, y, out=gx)
     return gx
@@ -624,10 +624,10 @@ _row("softmax", _softmax_forward, _softmax_backward, _softmax_onnx)
 
 def log_softmax_into(x, y, s, t):
     """log_softmax(x) into `y`; `s` is a [..., 1] and `t` an x-shaped scratch array."""
-    np.max(x, axis=-1, keepdims=True, out=s)
+    np.maximum.reduce(x, axis=-1, keepdims=True, out=s)
     np.subtract(x, s, out=y)
     np.exp(y, out=t)
-    np.sum(t, axis=-1, keepdims=True, out=s)
+    np.add.reduce(t, axis=-1, keepdims=True, out=s)
     np.log(s, out=s)
     np.subtract(y, s, out=y)
     return y
@@ -647,7 +647,7 @@ def _log_softmax_backward(c: Context, x, y, gy, need_gx):
         return None
     s = c.buf("s", x.shape[:-1] + (1,), x.dtype)
     gx = c.buf("gx", x.shape, x.dtype)
-    np.sum(gy, axis=-1, keepdims=True, out=s)
+    np.add.reduce(gy, axis=-1, keepdims=True, out=s)
     np.exp(y, out=gx)
     np.multiply(gx, s, out=gx)
     np.subtract(gy, gx, out=gx)
