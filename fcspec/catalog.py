@@ -40,42 +40,46 @@ class Sig:
 # ---- range checks: each returns a complaint or None -------------------------
 
 
-def gt(lo: float) -> Callable[[Any], str | None]:
-    return lambda v: None if v > lo else f"must be > {lo:g}"
+def _rule(doc: str, test: Callable[[Any], bool], complaint: str | None = None):
+    """A range check that returns what is wrong (or None) and documents itself as `doc`."""
+
+    def check(v: Any) -> str | None:
+        return None if test(v) else (complaint or f"must be {doc}")
+
+    check.doc = doc  # type: ignore[attr-defined]
+    return check
 
 
-def ge(lo: float) -> Callable[[Any], str | None]:
-    return lambda v: None if v >= lo else f"must be >= {lo:g}"
+def gt(lo: float):
+    return _rule(f"> {lo:g}", lambda v: v > lo)
 
 
-def in_closed_open(lo: float, hi: float) -> Callable[[Any], str | None]:
-    return lambda v: None if lo <= v < hi else f"must be in [{lo:g}, {hi:g})"
+def ge(lo: float):
+    return _rule(f">= {lo:g}", lambda v: v >= lo)
 
 
-def in_closed(lo: float, hi: float) -> Callable[[Any], str | None]:
-    return lambda v: None if lo <= v <= hi else f"must be in [{lo:g}, {hi:g}]"
+def in_closed_open(lo: float, hi: float):
+    return _rule(f"in [{lo:g}, {hi:g})", lambda v: lo <= v < hi)
 
 
-def in_open(lo: float, hi: float) -> Callable[[Any], str | None]:
-    return lambda v: None if lo < v < hi else f"must be in ({lo:g}, {hi:g})"
+def in_closed(lo: float, hi: float):
+    return _rule(f"in [{lo:g}, {hi:g}]", lambda v: lo <= v <= hi)
 
 
-def _betas(v: tuple[float, float]) -> str | None:
-    return None if all(0 <= b < 1 for b in v) else "must both be in [0, 1)"
+def in_open(lo: float, hi: float):
+    return _rule(f"in ({lo:g}, {hi:g})", lambda v: lo < v < hi)
 
 
-def _milestones(v: tuple[int, ...]) -> str | None:
-    if not v:
-        return "needs at least one epoch"
-    if any(m < 1 for m in v):
-        return "epochs must be >= 1"
-    if list(v) != sorted(set(v)):
-        return "must be strictly increasing"
-    return None
+_betas = _rule("two numbers in [0, 1)", lambda v: all(0 <= b < 1 for b in v), "must both be in [0, 1)")
+_weights = _rule("one number >= 0 per class", lambda v: all(w >= 0 for w in v), "class weights must be >= 0")
 
 
-def _weights(v: tuple[float, ...]) -> str | None:
-    return None if all(w >= 0 for w in v) else "class weights must be >= 0"
+def _milestones_ok(v: tuple[int, ...]) -> bool:
+    return bool(v) and all(m >= 1 for m in v) and list(v) == sorted(set(v))
+
+
+_milestones = _rule("strictly increasing epochs >= 1", _milestones_ok,
+                    "must be strictly increasing epochs, each >= 1")
 
 
 # ---- layers ------------------------------------------------------------------
@@ -251,8 +255,8 @@ SCHEDULES: dict[str, Sig] = {
 SCHEDULE_ALIASES = {"steplr": "step", "cosine_annealing": "cosine", "reduce_on_plateau": "plateau"}
 
 REGULARIZERS: dict[str, Sig] = {
-    "l1": Sig({"strength": Opt("float", check=ge(0))}, ("strength",), "adds strength * sum(|W|)"),
-    "l2": Sig({"strength": Opt("float", check=ge(0))}, ("strength",), "adds strength * sum(W^2)"),
+    "l1": Sig({"strength": Opt("float", check=ge(0))}, ("strength",), "adds strength * sum(abs(W)) over linear weights"),
+    "l2": Sig({"strength": Opt("float", check=ge(0))}, ("strength",), "adds strength * sum(W^2) over linear weights"),
 }
 
 # ---- data --------------------------------------------------------------------
@@ -306,3 +310,74 @@ EARLY_STOP = Sig(
 
 METRICS = {"classification": ("accuracy",), "binary": ("accuracy",), "regression": ("mae", "rmse"),
            "distribution": ()}
+
+
+# ---- the reference tables of docs/language.md ----------------------------------
+
+
+def _default_text(opt: Opt) -> str:
+    if opt.required:
+        return "required"
+    v = opt.default
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "`true`" if v else "`false`"
+    if isinstance(v, tuple):
+        return "`(" + ", ".join(f"{x:g}" for x in v) + ")`"
+    if isinstance(v, float):
+        return f"`{v:g}`"
+    return f"`{v}`"
+
+
+def _range_text(opt: Opt) -> str:
+    if opt.kind == "choice":
+        return " \\| ".join(f"`{c}`" for c in opt.choices)
+    if opt.check is not None:
+        return opt.check.doc  # type: ignore[attr-defined]
+    return {"bool": "`true` \\| `false`", "str": "string", "floats": "list of numbers",
+            "names": "list of names", "source": "data source", "number_or_source": "fraction or source",
+            "pair": "two numbers"}.get(opt.kind, opt.kind)
+
+
+def markdown_tables() -> str:
+    """The generated part of docs/language.md: every name, option, default and range."""
+    out: list[str] = []
+
+    def table(title: str, sigs: dict[str, Sig]) -> None:
+        out.append(f"### {title}\n")
+        out.append("| name | options (positional first) | default | range | meaning |")
+        out.append("|---|---|---|---|---|")
+        for name, sig in sigs.items():
+            if not sig.opts:
+                out.append(f"| `{name}` | - | | | {sig.doc} |")
+                continue
+            for i, (key, opt) in enumerate(sig.opts.items()):
+                pos = " (positional)" if key in sig.positional else ""
+                first = f"`{name}`" if i == 0 else ""
+                doc = sig.doc if i == 0 else ""
+                extra = f" {opt.doc}" if opt.doc else ""
+                out.append(f"| {first} | `{key}`{pos} | {_default_text(opt)} | {_range_text(opt)} |"
+                           f" {doc}{(' - ' if doc and extra else '')}{extra.strip()} |")
+        out.append("")
+
+    def keys(title: str, opts: dict[str, Opt]) -> None:
+        out.append(f"### {title}\n")
+        out.append("| setting | default | range | meaning |")
+        out.append("|---|---|---|---|")
+        for key, opt in opts.items():
+            out.append(f"| `{key}` | {_default_text(opt)} | {_range_text(opt)} | {opt.doc} |")
+        out.append("")
+
+    table("Layers and activations", LAYERS)
+    table("Losses", LOSSES)
+    out.append("Aliases: " + ", ".join(f"`{a}` = `{b}`" for a, b in LOSS_ALIASES.items()) + "\n")
+    table("Optimizers", OPTIMIZERS)
+    table("Schedules", SCHEDULES)
+    out.append("Aliases: " + ", ".join(f"`{a}` = `{b}`" for a, b in SCHEDULE_ALIASES.items()) + "\n")
+    table("Regularizers", REGULARIZERS)
+    table("Data sources", SOURCES)
+    keys("The `data` section", DATA_KEYS)
+    keys("The `train` section", TRAIN_KEYS)
+    table("`early_stop(...)` in the `train` section", {"early_stop": EARLY_STOP})
+    return "\n".join(out)
