@@ -590,7 +590,6 @@ def run(
     task, loss_kind = spec.task, spec.loss.kind
     stopped_early = False
     epoch = start_epoch
-    t_run = time.perf_counter()
 
     def diverged(what: str, epoch: int, step: int, lr: float, gnorm: float, where: str) -> TrainingError:
         if ckpt_written:
@@ -693,15 +692,14 @@ def run(
         net.theta[...] = best_theta
     fio.save_npz(out / "weights.npz", _weights_arrays(net))
 
-    summary = _summary(spec, history, net, loss_fn, test, stopper, best_epoch, stopped_early,
-                       time.perf_counter() - t_run)
+    summary = _summary(spec, history, net, loss_fn, test, best_epoch, stopped_early)
     fio.atomic_write_json(out / "summary.json", summary)
     if plot and history:
         _plot(out / "curves.png", history)
     return summary
 
 
-def _summary(spec, history, net, loss_fn, test, stopper, best_epoch, stopped_early, wall) -> dict:
+def _summary(spec, history, net, loss_fn, test, best_epoch, stopped_early) -> dict:
     last = history[-1] if history else {}
     s: dict[str, Any] = {
         "name": spec.name,
