@@ -239,6 +239,9 @@ def export(file: str, as_onnx: bool, output, weights, opset, probabilities) -> N
     spec = _load(file)
     kwargs = {} if opset is None else {"opset": opset}
     path = onnx_export.export_file(spec, output, weights, probabilities=probabilities, **kwargs)
+    note = onnx_export.probabilities_note(spec) if probabilities else None
+    if note:
+        _echo_err(note)
     click.echo(f"wrote {path}")
 
 
@@ -277,7 +280,7 @@ def verify(file: str, weights) -> None:
     spec = _load(file)
     params, preprocess, _ = onnx_export.load_weights(spec, weights)
     result = onnx_export.verify(spec, params, preprocess)
-    click.echo(onnx_export.format_verify(result) if hasattr(onnx_export, "format_verify") else str(result))
+    click.echo(onnx_export.format_verify(result))
     if not result["ok"]:
         raise FcspecError("the runtimes disagree beyond tolerance")
 

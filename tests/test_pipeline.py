@@ -1,0 +1,104 @@
+"""End to end through the real CLI: every spec trains, exports, verifies three ways
+(interpreter, onnxruntime, onnx.reference) and predicts the interpreter's classes.
+Plus the accuracy claims of the docs, on the real data sets.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import ROOT, SHARED_DATA, SPECS
+from fcspec import data, interpreter
+from fcspec.check import load_spec
+from fcspec.cli import main
+
+HAVE_MNIST = (SHARED_DATA / "mnist" / "train-images-idx3-ubyte.gz").is_file()
+
+
+@pytest.fixture(autouse=True)
+def _mnist_from_shared(monkeypatch, tmp_path):
+    monkeypatch.setenv("FCSPEC_DATA", str(SHARED_DATA))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # never download into the real cache
+    monkeypatch.setenv("FCSPEC_MNIST_MIRRORS", "http://127.0.0.1:9/")
+
+
+def fcspec(*args: str):
+    r = CliRunner().invoke(main, list(args))
+    assert r.exit_code == 0, r.output
+    return r.output
+
+
+def _raw_inputs(spec):
+    """Raw rows of the spec's training source (what an ONNX export takes), with labels."""
+    return data.load_source(spec.data.train, ROOT / "specs")
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+def test_spec_trains_exports_verifies_and_predicts(path, tmp_path, monkeypatch):
+    spec = load_spec(path)
+    if spec.data.train.kind == "mnist" and not HAVE_MNIST:
+        pytest.skip("needs the shared MNIST files")
+    out = tmp_path / "run"
+    fcspec("run", str(path), "--out", str(out), "--epochs", "1", "--quiet")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs"] == 1 and np.isfinite(summary["train_loss"])
+    weights = out / "weights.npz"
+
+    onnx_path = tmp_path / "model.onnx"
+    fcspec("export", str(path), "--onnx", "--weights", str(weights), "-o", str(onnx_path))
+    verified = fcspec("verify", str(path), "--weights", str(weights))
+    assert "ok:" in verified
+
+    # predict (onnxruntime, preprocessing baked in) == the interpreter on preprocessed inputs
+    x, y = _raw_inputs(spec)
+    x, y = x[:2000], y[:2000]
+    data_file = tmp_path / "rows.npz"
+    np.savez(data_file, x=x, y=y)
+    pred_file = tmp_path / "pred.npz"
+    fcspec("predict", str(onnx_path), str(data_file), "--output", str(pred_file))
+    with np.load(pred_file, allow_pickle=False) as pred:
+        onnx_out = pred["output"]
+        onnx_classes = pred["class"] if "class" in pred else None
+    net = interpreter.Network(spec.model)
+    with np.load(weights, allow_pickle=False) as w:
+        net.load_params(dict(w))
+    pre = data.Preprocess.load(out / "preprocess.npz")
+    ours = net.predict(pre.apply(data.as_inputs(spec, x)))
+    np.testing.assert_allclose(onnx_out, ours, rtol=1e-4, atol=1e-5)
+    if spec.task == "classification":
+        top2 = np.sort(ours, axis=1)[:, -2:]
+        clear = (top2[:, 1] - top2[:, 0]) > 1e-4  # ties may round either way
+        assert np.array_equal(onnx_classes[clear], ours.argmax(axis=1)[clear])
+
+
+def test_eval_reports_the_run_test_figures(tmp_path):
+    out = tmp_path / "run"
+    fcspec("run", str(ROOT / "specs" / "iris.fc"), "--out", str(out), "--quiet")
+    summary = json.loads((out / "summary.json").read_text())
+    text = fcspec("eval", str(ROOT / "specs" / "iris.fc"), "--weights", str(out / "weights.npz"))
+    assert "split" in text and "accuracy" in text
+    if "val_accuracy" in summary:
+        acc = float(text.split("accuracy")[1].split()[0])
+        assert acc == pytest.approx(summary["val_accuracy"], abs=1e-9)
+
+
+def test_digits_main_job_reaches_97_percent(tmp_path):
+    """README's main job: `fcspec run specs/digits.fc`, >= 97% on its held-out test split."""
+    out = tmp_path / "run"
+    fcspec("run", str(ROOT / "specs" / "digits.fc"), "--out", str(out), "--quiet")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["test_accuracy"] >= 0.97, summary
+
+
+@pytest.mark.skipif(not HAVE_MNIST, reason="needs the shared MNIST files")
+def test_mnist_784_128_64_10_adam_reaches_97_5_percent(tmp_path):
+    """The classic tutorial network: Adam lr 1e-3, 5 epochs, batch 64, x / 255, real MNIST test set."""
+    out = tmp_path / "run"
+    fcspec("run", str(ROOT / "specs" / "mnist_adam.fc"), "--out", str(out), "--quiet")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs"] == 5
+    assert summary["test_accuracy"] >= 0.975, summary
