@@ -27,8 +27,9 @@ Every op works in the dtype of its input, so tests can run them in float64.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,7 @@ class Context:
     changes, so a training loop at a fixed batch size allocates nothing.
     """
 
-    __slots__ = ("layer", "attrs", "p", "g", "training", "rng", "_bufs")
+    __slots__ = ("_bufs", "attrs", "g", "layer", "p", "rng", "training")
 
     def __init__(
         self,

@@ -79,7 +79,9 @@ TORCH_OPS = [
 ]
 
 
-@pytest.mark.parametrize("op, attrs, fn", TORCH_OPS, ids=lambda v: str(v) if isinstance(v, str) else None)
+@pytest.mark.parametrize(
+    "op, attrs, fn", TORCH_OPS, ids=lambda v: str(v) if isinstance(v, str) else None
+)
 def test_activation_matches_torch(torch, op, attrs, fn):
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((33, 40)) * 4).astype(np.float32)
@@ -166,7 +168,9 @@ def _torch_loss(torch, kind, o, x, y):
     red = o.get("reduction", "mean")
     w = None if o.get("weight") is None else torch.tensor(o["weight"], dtype=torch.float32)
     if kind == "cross_entropy":
-        return F.cross_entropy(x, y, weight=w, reduction=red, label_smoothing=o.get("label_smoothing", 0.0))
+        return F.cross_entropy(
+            x, y, weight=w, reduction=red, label_smoothing=o.get("label_smoothing", 0.0)
+        )
     if kind == "nll":
         return F.nll_loss(x, y, weight=w, reduction=red)
     if kind == "huber":
@@ -242,7 +246,9 @@ def test_mnist_network_forward_backward_match_torch(torch):
     net = Network(model, rng=rng)
     x = rng.random((64, 1, 28, 28), dtype=np.float32)
     y = rng.integers(0, 10, 64)
-    loss = make_loss(ir.Loss("cross_entropy", {"reduction": "mean", "weight": None, "label_smoothing": 0.0}))
+    loss = make_loss(
+        ir.Loss("cross_entropy", {"reduction": "mean", "weight": None, "label_smoothing": 0.0})
+    )
     out = net.forward(x, training=True)
     value, g = loss.value_and_grad(out, y)
     net.backward(g)
@@ -322,7 +328,10 @@ def test_other_inits_have_torch_init_spreads_and_zero_bias(init, std):
 
 def test_params_and_grads_are_views_of_flat_vectors():
     net = Network(mnist_model(), rng=np.random.default_rng(0))
-    assert net.theta.dtype == np.float32 and net.theta.size == 784 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10
+    assert (
+        net.theta.dtype == np.float32
+        and net.theta.size == 784 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10
+    )
     assert list(net.params) == list(mnist_model().param_shapes())
     for k in net.params:
         assert np.shares_memory(net.params[k], net.theta)
@@ -346,7 +355,9 @@ def test_load_params_names_the_bad_key():
     good = net.state_dict()
     before = net.theta.copy()
     bad = {**good, "fc2.weight": np.zeros((64, 127), np.float32), "fc3.bias": np.ones(10)}
-    with pytest.raises(DataError, match=r"'fc2.weight': expected shape \[64, 128\], found \[64, 127\]"):
+    with pytest.raises(
+        DataError, match=r"'fc2.weight': expected shape \[64, 128\], found \[64, 127\]"
+    ):
         net.load_params(bad)
     assert np.array_equal(net.theta, before)  # nothing half-loaded
     with pytest.raises(DataError, match="'fc3.bias' is missing"):

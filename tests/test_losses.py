@@ -100,7 +100,7 @@ def reference(kind, options, x, y):
     x = x.astype(np.float64)
     red = options["reduction"]
     if kind in ("cross_entropy", "nll"):
-        n, c = x.shape
+        _n, c = x.shape
         w = np.ones(c) if options["weight"] is None else np.asarray(options["weight"], float)
         logp = log_softmax(x) if kind == "cross_entropy" else x
         eps = options.get("label_smoothing", 0.0)
@@ -129,7 +129,7 @@ def test_gradient_matches_finite_differences(case):
     kind, opts = case
     loss = make_loss(loss_ir(kind, **opts))
     x, y = sample(kind)
-    value, g = loss.value_and_grad(x, y)
+    _value, g = loss.value_and_grad(x, y)
     g = g.copy()
     assert g.shape == x.shape and g.dtype == np.float64
     h = 1e-6

@@ -40,8 +40,8 @@ def make_layer(op, attrs=None, in_shape=(5,), units=None, bias=True):
 
 # (op, attrs, sample shape, extra): every row of OPS appears, with each option.
 CASES = [
-    ("linear", {}, (5,), dict(units=4)),
-    ("linear", {}, (5,), dict(units=3, bias=False)),
+    ("linear", {}, (5,), {"units": 4}),
+    ("linear", {}, (5,), {"units": 3, "bias": False}),
     ("flatten", {}, (2, 3), {}),
     ("dropout", {"p": 0.4}, (6,), {}),
     ("dropout", {"p": 0.0}, (6,), {}),
