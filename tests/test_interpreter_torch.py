@@ -399,3 +399,14 @@ def test_training_step_reuses_buffers():
     a = net.forward(x, training=True, rng=np.random.default_rng(3)).copy()
     b = net.forward(x, training=True, rng=np.random.default_rng(3)).copy()
     assert np.array_equal(a, b) and not np.allclose(a, eval_out)  # the mask comes from the rng
+
+
+def test_networks_without_parameters_run_forward_and_backward():
+    for layers in [(), (act("softmax", (4,)),), (act("relu", (4,)), act("log_softmax", (4,), 2))]:
+        net = Network(ir.Model("m", (4,), layers))
+        assert net.theta.size == 0
+        x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+        out = net.forward(x)
+        assert out.shape == (3, 4)
+        net.backward(np.ones_like(out))  # nothing to fill, and nothing breaks
+        np.testing.assert_allclose(net.predict(x, batch_size=2), out)
