@@ -12,7 +12,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from . import ast
@@ -61,8 +61,35 @@ def parse(text: str, file: str = "<string>") -> ast.Program:
         tree = parser.parse(text)
     except UnexpectedInput as e:
         raise SpecError([_syntax_diagnostic(e, text, file)], text) from None
+    too_deep = _too_deep(tree, file)
+    if too_deep is not None:
+        raise SpecError([too_deep], text)
     comments = tuple(ast.Comment(str(t), t.line, t.column) for t in _comments.items)
     return dataclasses.replace(_ToAst(file).transform(tree), comments=comments)
+
+
+MAX_NESTING = 32  # values nested deeper than this are surely not a spec
+
+
+def _too_deep(tree, file: str) -> Diagnostic | None:
+    """A located error for values nested past MAX_NESTING, else None.
+
+    The LALR parser itself is iterative, but the tree -> AST step, the checker
+    and fmt all recurse over values: `[[[[...]]]]` a few thousand deep would end
+    in a RecursionError.  This walk uses its own stack.
+    """
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, Tree):
+            continue
+        if node.data in ("list", "tuple", "call"):
+            depth += 1
+            if depth > MAX_NESTING:
+                return Diagnostic("error", f"values nested more than {MAX_NESTING} deep",
+                                  _span(file, node.meta), "is this the right file?")
+        stack.extend((child, depth) for child in node.children)
+    return None
 
 
 # ---------------------------------------------------------------------------
