@@ -107,6 +107,8 @@ def _tok_span(file: str, tok: Token) -> Span:
 def _number(text: str) -> int | float:
     if any(c in text for c in ".eE"):
         return float(text)
+    if len(text) > 4000:  # int() refuses over 4300 digits (CVE-2020-10735); the checker reports inf
+        return float(text)
     return int(text)
 
 
