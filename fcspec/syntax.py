@@ -58,7 +58,7 @@ def parse(text: str, file: str = "<string>") -> ast.Program:
     parser = _parser()
     _comments.items = []
     try:
-        tree = parser.parse(text)
+        tree = parser.parse(text, on_error=_keyword_as_name(text))
     except UnexpectedInput as e:
         raise SpecError([_syntax_diagnostic(e, text, file)], text) from None
     too_deep = _too_deep(tree, file)
@@ -66,6 +66,35 @@ def parse(text: str, file: str = "<string>") -> ast.Program:
         raise SpecError([too_deep], text)
     comments = tuple(ast.Comment(str(t), t.line, t.column) for t in _comments.items)
     return dataclasses.replace(_ToAst(file).transform(tree), comments=comments)
+
+
+def _keyword_as_name(text: str):
+    """An on_error hook: a section word used as a setting name (`train = ...`) is a NAME.
+
+    LALR merges the states after a value, so after `normalize = standard` the
+    contextual lexer also expects the section keywords and lexes `train` in
+    `data { normalize = standard  train = dataset("digits") }` as the keyword.
+    When the parser then refuses it but would take a name, and `=` follows,
+    feed it as the NAME it is and go on.  A keyword not followed by `=` keeps
+    its error (e.g. a missing `}` before the next section).
+    """
+
+    def handle(e: UnexpectedInput) -> bool:
+        tok = getattr(e, "token", None)
+        if not isinstance(e, UnexpectedToken) or tok is None or str(tok) not in SECTIONS:
+            return False
+        rest = text[tok.end_pos:].lstrip()
+        if not rest.startswith("=") or rest.startswith("=="):
+            return False
+        try:
+            if "NAME" not in e.interactive_parser.accepts():
+                return False
+        except Exception:  # noqa: BLE001 - accepts() replays the parser; on any trouble keep the error
+            return False
+        e.interactive_parser.feed_token(Token.new_borrow_pos("NAME", str(tok), tok))
+        return True
+
+    return handle
 
 
 MAX_NESTING = 32  # values nested deeper than this are surely not a spec
