@@ -222,6 +222,8 @@ OPTIMIZERS: dict[str, Sig] = {
 
 # ---- schedules ---------------------------------------------------------------
 
+MONITORS = ("val_loss", "val_accuracy", "train_loss", "train_accuracy", "val_mae", "val_rmse")
+
 _GAMMA = Opt("float", 0.1, gt(0), doc="multiplicative factor")
 
 SCHEDULES: dict[str, Sig] = {
@@ -238,7 +240,8 @@ SCHEDULES: dict[str, Sig] = {
                       ("total_iters",), "lr (1 - min(epoch, total_iters) / total_iters)^power"),
     "plateau": Sig(
         {
-            "monitor": Opt("str", None, doc="val_loss when there is validation data, else train_loss"),
+            "monitor": Opt("choice", None, choices=MONITORS,
+                           doc="val_loss when there is validation data, else train_loss"),
             "mode": Opt("choice", None, choices=("min", "max"), doc="from the monitor: max for accuracy"),
             "factor": Opt("float", 0.1, in_open(0, 1)),
             "patience": Opt("int", 10, ge(0)),
@@ -284,8 +287,6 @@ DATA_KEYS: dict[str, Opt] = {
     "normalize": Opt("choice", "none", choices=("none", "standard", "minmax"),
                      doc="per feature, statistics from the training split"),
 }
-
-MONITORS = ("val_loss", "val_accuracy", "train_loss", "train_accuracy", "val_mae", "val_rmse")
 
 TRAIN_KEYS: dict[str, Opt] = {
     "epochs": Opt("int", 10, ge(1)),

@@ -314,7 +314,8 @@ class _Checker:
                     ok = False
                 else:
                     values[key] = opt.default
-        return (values, spans) if ok else None
+        # Catalog order, whatever order they were written in: explain and the IR read the same.
+        return ({k: values[k] for k in sig.opts if k in values}, spans) if ok else None
 
     # ---- sections --------------------------------------------------------
     def run(self) -> ir.Spec | None:
