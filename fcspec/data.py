@@ -28,7 +28,6 @@ import importlib.resources
 import math
 import os
 import struct
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -616,24 +615,19 @@ class Preprocess:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write `preprocess.npz` atomically (a crash never leaves half a file)."""
+        from . import io as fio
+
         path = Path(path)
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    np.savez(
-                        f,
-                        scale=np.asarray(self.scale, np.float32),
-                        shift=self.shift,
-                        divisor=self.divisor,
-                        normalize=np.asarray(self.normalize),
-                    )
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
+            fio.save_npz(
+                path,
+                {
+                    "scale": np.asarray(self.scale, np.float32),
+                    "shift": self.shift,
+                    "divisor": self.divisor,
+                    "normalize": np.asarray(self.normalize),
+                },
+            )
         except OSError as e:
             raise DataError(f"{path}: cannot write it: {e.strerror or e}") from None
 

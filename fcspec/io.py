@@ -43,12 +43,33 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _file_mode() -> int:
+    # What open() would give a new file: 0o666 less the umask (read without changing it for good).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def temp_beside(path: PathLike, suffix: str = ".tmp") -> tuple[int, str]:
+    """A new temporary file in `path`'s folder, with the permissions a plain new file gets.
+
+    Same folder: os.replace is only atomic within one file system.  mkstemp makes files
+    0600, and os.replace keeps that, so the outputs would be unreadable to anyone else
+    (a server loading the .onnx, a colleague reading metrics): set the usual mode.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=folder)
+    if os.name == "posix":
+        os.fchmod(fd, _file_mode())
+    return fd, tmp
+
+
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     """Replace `path` with `data` atomically (the folder must exist)."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
-    # Same folder as the target: os.replace is only atomic within one file system.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -20,11 +20,11 @@ import contextlib
 import hashlib
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from . import io as fio
 from .errors import DataError
 
 # split -> (images, labels), the canonical gzipped file names.
@@ -146,7 +146,7 @@ def _fetch(url: str, dest: Path, md5: str, hint: str) -> Path:
 
     tmp: Path | None = None
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        fd, tmp_name = fio.temp_beside(dest, ".part")
         tmp = Path(tmp_name)
         with os.fdopen(fd, "wb") as out:
             try:

@@ -102,3 +102,18 @@ def test_mnist_784_128_64_10_adam_reaches_97_5_percent(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs"] == 5
     assert summary["test_accuracy"] >= 0.975, summary
+
+
+def test_outputs_get_the_usual_file_mode(tmp_path):
+    """Atomic writes go through mkstemp (0600); the files must end up as a plain open() makes them."""
+    import os
+
+    out = tmp_path / "run"
+    old = os.umask(0o022)
+    try:
+        fcspec("run", str(ROOT / "specs" / "iris.fc"), "--out", str(out), "--epochs", "1", "--quiet")
+        fcspec("export", str(ROOT / "specs" / "iris.fc"), "--onnx", "--weights", str(out / "weights.npz"))
+    finally:
+        os.umask(old)
+    for f in out.iterdir():
+        assert f.stat().st_mode & 0o777 == 0o644, f
