@@ -651,6 +651,10 @@ def predict(
     inputs = sess.get_inputs()
     if len(inputs) != 1:
         raise DataError(f"{model_path} has {len(inputs)} inputs; fcspec models have one")
+    if inputs[0].type != "tensor(float)":
+        # onnxruntime would fail inside run() with its own exception type
+        raise DataError(f"{model_path} takes {inputs[0].type} inputs; fcspec models take tensor(float)",
+                        hint="export one with `fcspec export FILE`")
     meta = sess.get_modelmeta().custom_metadata_map
     task = meta.get("task", "")
     kind = meta.get("output", "")
@@ -658,7 +662,12 @@ def predict(
     x = _fit_input(np.asarray(x), list(inputs[0].shape), str(data_path))
     if y is not None and len(y) != len(x):
         raise DataError(f"{data_path}: {len(x)} samples but {len(y)} labels")
-    out = _run_batches(sess, x, batch or PREDICT_BATCH)
+    try:
+        out = _run_batches(sess, x, batch or PREDICT_BATCH)
+    except Exception as e:  # noqa: BLE001 - onnxruntime's InvalidArgument/Fail/...: a model that is not ours
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"onnxruntime cannot run {model_path} on {data_path}: {first}",
+                        hint="export the model with `fcspec export FILE`") from None
     classes = classes_of(out, task, kind)
     result: dict[str, Any] = {
         "rows": int(len(x)),
