@@ -44,6 +44,12 @@ def _fails_cleanly(f):
         except KeyboardInterrupt:
             _echo_err("interrupted")
             sys.exit(130)
+        except OSError as e:
+            # A full disk or a read-only folder while writing an output: the user's
+            # environment, not a bug in fcspec, so a message rather than a traceback.
+            where = f"{e.filename}: " if e.filename else ""
+            _echo_err(f"error: {where}{e.strerror or e}")
+            sys.exit(1)
         except MemoryError:
             _echo_err("error: out of memory (try a smaller batch, or fewer units)")
             sys.exit(1)
