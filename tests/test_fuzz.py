@@ -349,9 +349,8 @@ def valid_spec(draw) -> tuple[str, dict]:
             ms = sorted(draw(st.sets(st.integers(1, 30), min_size=1, max_size=4)))
             sfixed["milestones"] = "[" + ", ".join(map(str, ms)) + "]"
         if skind == "plateau":
-            # a "str" option in the catalog, so quoted -- unlike early_stop's bare `monitor = val_loss`
-            # (inconsistency reported to the lead)
-            sfixed["monitor"] = draw(st.sampled_from(['"val_loss"'] if validate else ['"train_loss"']))
+            monitor = "val_loss" if validate else "train_loss"
+            sfixed["monitor"] = draw(st.sampled_from([monitor, f'"{monitor}"']))  # bare, like early_stop's
         sections.append("schedule " + draw(call_text(sched, catalog.SCHEDULES[skind], fixed=sfixed)))
     if draw(st.booleans()):
         terms = draw(st.lists(st.sampled_from(["l1", "l2"]), min_size=1, max_size=2, unique=True))
