@@ -22,6 +22,9 @@ LOSS_FORMULAS = {
 }
 
 
+MAX_LR_ROWS = 10_000
+
+
 def _shape(s: tuple[int, ...]) -> str:
     return "[" + ", ".join(map(str, s)) + "]"
 
@@ -122,11 +125,14 @@ def explain(spec: ir.Spec) -> str:
     epochs = spec.train.epochs
     out.append("Schedule (stepped after each epoch):")
     out += ["  " + l for l in schedules.describe(s).splitlines()]
-    table = schedules.lr_table(s, spec.optimizer.lr, epochs)
+    # Stepping the schedule costs one step an epoch: list at most MAX_LR_ROWS epochs.
+    table = schedules.lr_table(s, spec.optimizer.lr, min(epochs, MAX_LR_ROWS))
     if table is not None:
         shown = list(enumerate(table, start=1))
         if len(shown) > 24:
             shown = shown[:12] + [None] + shown[-6:]
+        if epochs > MAX_LR_ROWS:
+            shown.append(None)
         out.append("  learning rate per epoch:")
         for item in shown:
             out.append("    ..." if item is None else f"    epoch {item[0]:>4}: {item[1]:.6g}")

@@ -36,9 +36,10 @@ class Diagnostic:
         where = f"{self.span}: " if self.span else ""
         out = [f"{where}{self.severity}: {self.message}"]
         if self.span and source is not None:
-            lines = source.splitlines()
+            # Lark counts lines by "\n" only; splitlines() would also split at \r, \f, \u2028...
+            lines = source.split("\n")
             if 1 <= self.span.line <= len(lines):
-                text = lines[self.span.line - 1].expandtabs(1)
+                text = lines[self.span.line - 1].rstrip("\r").expandtabs(1)
                 if len(text) > 200:  # keep enormous lines readable
                     start = max(0, self.span.col - 60)
                     text = text[start : start + 160]

@@ -508,7 +508,10 @@ def run(
 
     net = interpreter.Network(spec.model, rng=np.random.default_rng([seed, 1]))
     if init is not None:
-        net.load_params(fio.load_npz(init, "weights"))
+        try:
+            net.load_params(fio.load_npz(init, "weights"))
+        except DataError as e:
+            raise DataError(f"--init {init}: {e.diagnostic.message}", hint=e.diagnostic.hint) from None
     loss_fn = losses.make_loss(spec.loss)
     opt = optim.make_optimizer(spec.optimizer, net.theta.size)
     sched = schedules.make_schedule(spec.schedule, spec.optimizer.lr)
