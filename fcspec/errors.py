@@ -38,7 +38,7 @@ class Diagnostic:
         if self.span and source is not None:
             # Lark counts lines by "\n" only; splitlines() would also split at \r, \f, \u2028...
             lines = source.split("\n")
-            if 1 <= self.span.line <= len(lines):
+            if 1 <= self.span.line <= len(lines) and lines[self.span.line - 1].strip():
                 text = lines[self.span.line - 1].rstrip("\r").expandtabs(1)
                 if len(text) > 200:  # keep enormous lines readable
                     start = max(0, self.span.col - 60)
