@@ -7,7 +7,6 @@ No judgement lives here: `syntax.py` builds these mechanically from Lark's tree,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 from .errors import Span
 
@@ -48,7 +47,7 @@ class Tuple:
     span: Span = field(compare=False)
 
 
-Value = Union[Number, String, Call, List, Tuple]
+Value = Number | String | Call | List | Tuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +116,7 @@ class BlockSection:
     keyword_span: Span = field(compare=False)
 
 
-Section = Union[ModelSection, CallSection, BlockSection]
+Section = ModelSection | CallSection | BlockSection
 
 
 @dataclass(frozen=True, slots=True)

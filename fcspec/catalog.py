@@ -9,8 +9,9 @@ PyTorch program means.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 REQUIRED = object()  # marks an option without a default
 

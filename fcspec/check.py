@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from . import ast, catalog, ir
-from .catalog import REQUIRED, Opt, Sig
+from .catalog import Opt, Sig
 from .errors import Diagnostic, Span, SpecError
-from .syntax import SECTIONS, parse
+from .syntax import parse
 
 MAX_SPEC_BYTES = 1 << 20  # a .fc file is a page of text; anything bigger is surely not one
 
@@ -419,7 +419,7 @@ class _Checker:
         names = self._layer_names(entries)
         layers: list[ir.Layer] = []
         current = shape
-        for (written, call, _), name in zip(entries, names):
+        for (_written, call, _), name in zip(entries, names):
             sig = catalog.LAYERS.get(call.name)
             if sig is None:
                 self.unknown_layer(call)
@@ -570,8 +570,8 @@ class _Checker:
             if last.op == "softmax":
                 self.warn("the model ends in `softmax` and `cross_entropy` applies log-softmax itself: "
                           "softmax is applied twice", last.span or where,
-                          f"remove the final `softmax` (train on logits); for probabilities at inference, "
-                          f"export with `--probabilities`")
+                          "remove the final `softmax` (train on logits); for probabilities at inference, "
+                          "export with `--probabilities`")
             elif last.op == "log_softmax":
                 self.warn("the model ends in `log_softmax`; `cross_entropy` applies log-softmax again",
                           last.span or where, "use `loss nll`, which takes log-probabilities")

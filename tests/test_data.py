@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import SHARED_DATA as SHARED  # noqa: E402
 from fcspec import data, ir
 from fcspec.errors import DataError, Span
 
-from conftest import SHARED_DATA as SHARED  # noqa: E402
 HAVE_MNIST = (SHARED / "mnist" / "train-images-idx3-ubyte.gz").is_file()
 
 

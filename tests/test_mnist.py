@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import SHARED_DATA  # noqa: E402
 from fcspec import data, ir, mnist
 from fcspec.errors import DataError
-
-from conftest import SHARED_DATA  # noqa: E402
 
 MNIST = SHARED_DATA / "mnist"
 pytestmark = pytest.mark.skipif(
