@@ -1,0 +1,865 @@
+"""Training speed: fcspec versus PyTorch CPU eager (and scikit-learn when installed).
+
+The issue "Performance: train faster than PyTorch CPU, close to the GEMM floor"
+asks for this table.  Everything is MNIST (the real 60000 x 784 training set,
+scaled by 1/255), the 784-128-64-10 ReLU network, cross_entropy, seeded
+shuffling, float32, for batch 32 / 64 / 128 / 256 with SGD (lr 0.01,
+momentum 0.9) and with Adam (lr 1e-3).  Engines:
+
+- fcspec run   `fcspec.train.run(spec, epochs=E, quiet=True)` on a spec compiled by
+               `fcspec.check.compile_source`: the real training path.  The seconds
+               are the per-epoch `seconds` train.run records itself (the loop over
+               the batches, without data loading or checkpoint writing).  MNIST is
+               decoded once and handed to every round (`fcspec.data.prepare` is
+               wrapped by a cache), so rounds do not pay the 1 s decode.
+- fcspec loop  the same step built from the lower-level pieces (interpreter.Network,
+               losses, optim) with nothing but forward, loss, backward, optimizer
+               step: what the per-step bookkeeping of train.run (finiteness checks,
+               accuracy count) costs is the difference between the two.
+- torch        the equivalent nn.Sequential with torch.optim.SGD / Adam (defaults,
+               as a user writes them), over float32 tensors that share memory with
+               the same NumPy data, the same batch indices (the same permutation
+               stream as train.py), loss.item() and the correct count per step as a
+               tutorial loop keeps them.  torch.set_num_threads(THREADS).
+- sklearn      MLPClassifier.partial_fit once per epoch, when scikit-learn is
+               installed (an optional column; it runs fewer rounds).
+- floor        the 8 GEMMs of one epoch at exactly the training shapes (forward 3,
+               backward 5: three weight gradients and the input gradients of fc3
+               and fc2, which fc1 does not need), with NumPy float32 and out= buffers.
+               Its seconds are the GEMM floor; its GFLOP/s is NumPy's throughput.
+
+Engines run in alternating rounds inside one process (round r runs every engine
+for E epochs, in a rotated order), so a slow spell of the machine hits all of them
+alike; every figure is the median over all measured epochs.
+
+Memory (each measurement in a fresh subprocess, so nothing else is resident):
+resident size once the data is loaded versus the peak during one epoch of
+training (the peak counter is reset after loading via /proc/self/clear_refs, so
+the transient of decoding MNIST does not count).  And the wall time of
+`fcspec check specs/mnist.fc` (a subprocess, median of several).
+
+    python benchmarks/train_speed.py                     # print the tables
+    python benchmarks/train_speed.py --quick             # a smoke run (about a minute)
+    python benchmarks/train_speed.py --write docs/performance.md
+    python benchmarks/train_speed.py --assert-goals      # exit 1 when a goal is missed
+    python benchmarks/train_speed.py --profile           # cProfile of fcspec's step
+    python benchmarks/train_speed.py --unset-openblas-env  # re-exec without OPENBLAS_CORETYPE / _L2_SIZE
+
+`--write` replaces only the section between `<!-- training:begin -->` and
+`<!-- training:end -->` (other benchmarks own other sections of that file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+_REMOVED_ENV = "FCSPEC_BENCH_REMOVED_OPENBLAS_ENV"  # what --unset-openblas-env took out
+
+
+def _arg_value(argv: list[str], name: str, default: str) -> str:
+    for i, a in enumerate(argv):
+        if a == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith(name + "="):
+            return a.split("=", 1)[1]
+    return default
+
+
+def _prepare_process(argv: list[str]) -> None:
+    """Environment work that must happen before NumPy is imported.
+
+    OpenBLAS reads OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE and its thread count
+    when it is loaded, so unsetting them means starting a new interpreter, and
+    the thread count has to be in the environment before `import numpy`.
+    """
+    if "--unset-openblas-env" in argv and any(v in os.environ for v in OPENBLAS_VARS):
+        env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_VARS}
+        env[_REMOVED_ENV] = " ".join(f"{k}={os.environ[k]}" for k in OPENBLAS_VARS if k in os.environ)
+        os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *argv], env)
+    threads = _arg_value(argv, "--threads", "2")
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, threads)
+    if not os.environ.get("FCSPEC_DATA"):
+        # The shared data folder (never copied into the repo): the default place,
+        # or beside the checkout.
+        for cand in (Path("/work/shared/data"), REPO.parent / "shared" / "data"):
+            if (cand / "mnist").is_dir():
+                os.environ["FCSPEC_DATA"] = str(cand)
+                break
+
+
+if __name__ == "__main__":
+    _prepare_process(sys.argv[1:])
+
+import numpy as np  # noqa: E402  (after the environment set-up above)
+
+BEGIN = "<!-- training:begin -->"
+END = "<!-- training:end -->"
+BATCHES = (32, 64, 128, 256)
+OPTIMIZERS = {  # name -> (fcspec spec text, torch constructor)
+    "sgd": "sgd(lr = 0.01, momentum = 0.9)",
+    "adam": "adam(lr = 1e-3, betas = (0.9, 0.999), eps = 1e-8)",
+}
+SIZES = (784, 128, 64, 10)
+GOAL_RATIO = 0.6  # fcspec / torch epoch time, every cell
+GOAL_FLOOR = 1.6  # fcspec / GEMM floor at batch 256
+GOAL_MEMORY_MB = 50.0  # training's addition to the resident data
+GOAL_CHECK_S = 0.3  # `fcspec check specs/mnist.fc`
+
+SPEC_TEMPLATE = """\
+# written by benchmarks/train_speed.py: the issue's MNIST network
+model FullyConnectedNet {{
+    input [1, 28, 28]
+    flatten
+    fc1 = linear(128) -> relu
+    fc2 = linear(64)  -> relu
+    fc3 = linear(10)
+}}
+
+loss      cross_entropy
+optimizer {optimizer}
+
+data {{
+    train = mnist(split = "train")
+    scale = 255
+}}
+
+train {{
+    epochs  = 1
+    batch   = {batch}
+    shuffle = true
+    seed    = {seed}
+}}
+"""
+
+
+def make_spec(optimizer: str, batch: int, seed: int):
+    from fcspec import check
+
+    text = SPEC_TEMPLATE.format(optimizer=OPTIMIZERS[optimizer], batch=batch, seed=seed)
+    return check.compile_source(text, str(REPO / "benchmarks" / f"train_speed_{optimizer}_{batch}.fc"))
+
+
+# ---------------------------------------------------------------------------
+# Data: decoded once, handed to every fcspec round and shared with torch.
+
+_PREPARED: dict = {}
+
+
+def prepared_data(spec):
+    """fcspec.data.prepare(spec), computed once per data section."""
+    key = repr(spec.data)
+    if key not in _PREPARED:
+        _PREPARED[key] = _original_prepare(spec)
+    return _PREPARED[key]
+
+
+def _original_prepare(spec, base_dir=None):
+    from fcspec import data as fdata
+
+    return getattr(fdata, "_bench_original_prepare", fdata.prepare)(spec, base_dir)
+
+
+def install_data_cache() -> None:
+    """Make train.run's `fdata.prepare` return the cached arrays (train.run never writes into them)."""
+    from fcspec import data as fdata
+
+    if not hasattr(fdata, "_bench_original_prepare"):
+        fdata._bench_original_prepare = fdata.prepare
+        fdata.prepare = lambda spec, base_dir=None: prepared_data(spec)
+
+
+# ---------------------------------------------------------------------------
+# Engines.  Each `run_*(cell, epochs)` trains a fresh model for `epochs` epochs
+# and returns the seconds of each epoch.
+
+
+def batch_sizes(n: int, batch: int) -> list[int]:
+    return [min(batch, n - s) for s in range(0, n, batch)]
+
+
+def flops_per_epoch(n: int) -> int:
+    """Multiply-adds x 2 of the 8 GEMMs per batch, summed over an epoch (independent of the batch)."""
+    mats = sum(a * b for a, b in zip(SIZES, SIZES[1:]))  # 784*128 + 128*64 + 64*10
+    input_grads = sum(a * b for a, b in zip(SIZES[1:-1], SIZES[2:]))  # fc2 and fc3's dx
+    return n * 2 * (2 * mats + input_grads)
+
+
+class Cell:
+    def __init__(self, optimizer: str, batch: int, seed: int):
+        self.optimizer, self.batch, self.seed = optimizer, batch, seed
+        self.spec = make_spec(optimizer, batch, seed)
+        self.data = prepared_data(self.spec)
+
+    @property
+    def label(self) -> str:
+        return f"{self.optimizer} b{self.batch}"
+
+
+def run_fcspec(cell: Cell, epochs: int, tmp: Path) -> list[float]:
+    from fcspec import train
+
+    out = Path(tempfile.mkdtemp(dir=tmp))
+    train.run(cell.spec, out_dir=out, epochs=epochs, quiet=True)
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [float(m["seconds"]) for m in history]
+
+
+def run_fcspec_loop(cell: Cell, epochs: int, tmp: Path) -> list[float]:
+    """train.py's step without its bookkeeping: forward, loss, backward, optimizer step."""
+    from fcspec import interpreter, losses, optim
+
+    spec, seed = cell.spec, cell.seed
+    x, y = cell.data.train.x, cell.data.train.y
+    n, batch = x.shape[0], cell.batch
+    net = interpreter.Network(spec.model, rng=np.random.default_rng([seed, 1]))
+    loss_fn = losses.make_loss(spec.loss)
+    opt = optim.make_optimizer(spec.optimizer, net.theta.size)
+    rng = np.random.default_rng(seed)
+    lr = float(spec.optimizer.lr)
+    x_buf = np.empty((batch,) + x.shape[1:], x.dtype)
+    y_buf = np.empty((batch,) + y.shape[1:], y.dtype)
+    times = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        order = rng.permutation(n)
+        for s in range(0, n, batch):
+            idx = order[s:s + batch]
+            b = idx.shape[0]
+            xb = np.take(x, idx, axis=0, out=x_buf[:b], mode="clip")
+            yb = np.take(y, idx, axis=0, out=y_buf[:b], mode="clip")
+            out = net.forward(xb, True)
+            _, g = loss_fn.value_and_grad(out, yb)
+            net.backward(g)
+            opt.step(net.theta, net.grad, lr)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def run_torch(cell: Cell, epochs: int, tmp: Path) -> list[float]:
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(cell.seed)
+    model = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(784, 128), torch.nn.ReLU(),
+        torch.nn.Linear(128, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10),
+    )
+    if cell.optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
+    # from_numpy shares the arrays: no copy of the data set
+    xt = torch.from_numpy(cell.data.train.x)
+    yt = torch.from_numpy(cell.data.train.y)
+    n, batch = xt.shape[0], cell.batch
+    rng = np.random.default_rng(cell.seed)
+    times = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        order = torch.from_numpy(rng.permutation(n))
+        loss_sum, correct = 0.0, 0
+        for s in range(0, n, batch):
+            idx = order[s:s + batch]
+            xb, yb = xt.index_select(0, idx), yt.index_select(0, idx)
+            out = model(xb)
+            loss = F.cross_entropy(out, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.item() * idx.shape[0]
+            correct += int((out.argmax(1) == yb).sum())
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def run_sklearn(cell: Cell, epochs: int, tmp: Path) -> list[float]:
+    import warnings
+
+    from sklearn.neural_network import MLPClassifier
+
+    x = cell.data.train.x.reshape(len(cell.data.train.x), -1)  # a view, float32 kept by sklearn
+    y = cell.data.train.y
+    common = dict(hidden_layer_sizes=(128, 64), activation="relu", alpha=0.0, batch_size=cell.batch,
+                  shuffle=True, random_state=cell.seed, max_iter=1)
+    if cell.optimizer == "sgd":
+        clf = MLPClassifier(solver="sgd", learning_rate_init=0.01, momentum=0.9,
+                            nesterovs_momentum=False, **common)
+    else:
+        clf = MLPClassifier(solver="adam", learning_rate_init=1e-3, beta_1=0.9, beta_2=0.999,
+                            epsilon=1e-8, **common)
+    classes = np.arange(10)
+    times = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(epochs):
+            t0 = time.perf_counter()
+            clf.partial_fit(x, y, classes=classes)
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+class GemmFloor:
+    """The matmuls of one epoch at the training shapes, into preallocated outputs."""
+
+    def __init__(self, n: int, batch: int, seed: int):
+        rng = np.random.default_rng(seed)
+        f32 = np.float32
+        self.sizes = batch_sizes(n, batch)
+        d0, d1, d2, d3 = SIZES
+        self.x = rng.random((batch, d0), dtype=f32)
+        self.w = [rng.standard_normal((o, i), dtype=f32) for i, o in zip(SIZES, SIZES[1:])]
+        self.h = [np.empty((batch, d), f32) for d in (d1, d2, d3)]  # layer outputs
+        self.gh = [rng.standard_normal((batch, d), dtype=f32) for d in (d1, d2, d3)]  # their grads
+        self.gw = [np.empty_like(w) for w in self.w]
+        self.gx = [np.empty((batch, d), f32) for d in (d1, d2)]  # dx of fc2, fc3
+
+    def epoch(self) -> None:
+        mm = np.matmul
+        x, (w1, w2, w3), (h1, h2, h3) = self.x, self.w, self.h
+        (g1, g2, g3), (gw1, gw2, gw3), (gx2, gx3) = self.gh, self.gw, self.gx
+        for b in self.sizes:
+            mm(x[:b], w1.T, out=h1[:b])
+            mm(h1[:b], w2.T, out=h2[:b])
+            mm(h2[:b], w3.T, out=h3[:b])
+            mm(g3[:b].T, h2[:b], out=gw3)
+            mm(g3[:b], w3, out=gx3[:b])
+            mm(g2[:b].T, h1[:b], out=gw2)
+            mm(g2[:b], w2, out=gx2[:b])
+            mm(g1[:b].T, x[:b], out=gw1)
+
+
+def run_floor_factory(n: int):
+    floors: dict[tuple[int, int], GemmFloor] = {}
+
+    def run_floor(cell: Cell, epochs: int, tmp: Path) -> list[float]:
+        key = (cell.batch, cell.seed)
+        if key not in floors:
+            floors[key] = GemmFloor(n, cell.batch, cell.seed)
+        f = floors[key]
+        times = []
+        for _ in range(epochs):
+            t0 = time.perf_counter()
+            f.epoch()
+            times.append(time.perf_counter() - t0)
+        return times
+
+    return run_floor
+
+
+def run_floor_one_thread_factory(n: int):
+    """The same GEMMs with NumPy's BLAS limited to one thread (threadpoolctl): on a busy
+    machine two BLAS threads can lose more to waiting for each other than they gain."""
+    from threadpoolctl import threadpool_limits
+
+    run_floor = run_floor_factory(n)
+
+    def run_floor_1(cell: Cell, epochs: int, tmp: Path) -> list[float]:
+        with threadpool_limits(1, "blas"):
+            return run_floor(cell, epochs, tmp)
+
+    return run_floor_1
+
+
+def engines(args) -> dict:
+    out = {"fcspec": run_fcspec}
+    if not args.no_loop:
+        out["fcspec loop"] = run_fcspec_loop
+    try:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        out["torch"] = run_torch
+    except ImportError:
+        print("torch is not installed: no PyTorch column", file=sys.stderr)
+    if not args.no_sklearn:
+        try:
+            import sklearn  # noqa: F401
+
+            out["sklearn"] = run_sklearn
+        except ImportError:
+            pass
+    return out
+
+
+def measure(cells: list[Cell], runs: dict, rounds: int, epochs: int, sk_rounds: int,
+            tmp: Path, log, settle: float) -> dict:
+    """{cell label: {engine: [epoch seconds, ...]}} from alternating rounds."""
+    results: dict[str, dict[str, list[float]]] = {}
+    names = list(runs)
+    for cell in cells:
+        res = results.setdefault(cell.label, {k: [] for k in names})
+        t_cell = time.perf_counter()
+        for r in range(rounds):
+            k = r % len(names)
+            for name in names[k:] + names[:k]:  # rotate who goes first
+                if name == "sklearn" and r >= sk_rounds:
+                    continue
+                # A pause first: OpenBLAS and OpenMP worker threads spin-wait for a while after
+                # their last job, and would otherwise take cores from the next engine.
+                time.sleep(settle)
+                res[name].extend(runs[name](cell, epochs, tmp))
+        meds = "  ".join(f"{k} {statistics.median(v):.3f}s" for k, v in res.items() if v)
+        log(f"[{cell.label}] {meds}  ({time.perf_counter() - t_cell:.0f} s)")
+    return results
+
+
+# ---------------------------------------------------------------------------
+# Memory and `fcspec check`, each in a fresh process.
+
+
+def _status() -> dict[str, int]:
+    """VmRSS / VmHWM from /proc/self/status in bytes."""
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key = line.split(":", 1)[0]
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(line.split()[1]) * 1024
+    return out
+
+
+def _reset_peak() -> bool:
+    """Reset VmHWM to the current resident size (Linux >= 4.0); False where that is refused."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def memory_child(engine: str, optimizer: str, batch: int, seed: int) -> dict:
+    """Runs in the subprocess: resident size with the data loaded, then the peak over one epoch."""
+    # everything train.run imports lazily, so module code is not counted as training memory
+    from fcspec import interpreter, io, losses, optim, schedules, train  # noqa: F401
+
+    if engine == "torch":
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    install_data_cache()
+    cell = Cell(optimizer, batch, seed)  # loads (and keeps) the data
+    data_mb = (cell.data.train.x.nbytes + cell.data.train.y.nbytes) / 1e6
+    loaded = _status()["VmRSS"]
+    reset = _reset_peak()
+    with tempfile.TemporaryDirectory() as tmp:
+        if engine == "torch":
+            run_torch(cell, 1, Path(tmp))
+        else:
+            train.run(cell.spec, out_dir=tmp, epochs=1, quiet=True)
+    st = _status()
+    return {"engine": engine, "optimizer": optimizer, "batch": batch, "data_mb": data_mb,
+            "loaded_mb": loaded / 1e6, "peak_mb": st["VmHWM"] / 1e6,
+            "added_mb": (st["VmHWM"] - loaded) / 1e6, "peak_reset": reset}
+
+
+def measure_memory(cases: list[tuple[str, str, int]], seed: int, log) -> list[dict]:
+    rows = []
+    for engine, optimizer, batch in cases:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child",
+               f"{engine},{optimizer},{batch}", "--seed", str(seed)]
+        p = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+        if p.returncode != 0:
+            log(f"memory measurement {engine} {optimizer} b{batch} failed:\n{p.stderr.strip()}")
+            continue
+        row = json.loads(p.stdout.strip().splitlines()[-1])
+        log(f"[memory {engine} {optimizer} b{batch}] data loaded {row['loaded_mb']:.0f} MB, "
+            f"training adds {row['added_mb']:.1f} MB")
+        rows.append(row)
+    return rows
+
+
+_CHECK_PROBE = """\
+import sys
+from fcspec import cli
+sys.argv = ["fcspec", "check", sys.argv[1]]
+try:
+    cli.main()
+except SystemExit:
+    pass
+heavy = ("onnx", "onnxruntime", "torch", "matplotlib", "tqdm", "lark")
+print("\\nMODULES " + " ".join(m for m in heavy if m in sys.modules))
+"""
+
+
+def measure_check(spec_path: Path, repeats: int) -> dict:
+    """Wall time of `fcspec check SPEC` (the installed command), and what it imports."""
+    exe = Path(sys.executable).parent / "fcspec"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "fcspec.cli"]
+    times, ok = [], True
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        p = subprocess.run(cmd + ["check", str(spec_path)], capture_output=True, text=True)
+        times.append(time.perf_counter() - t0)
+        ok = ok and p.returncode == 0
+    p = subprocess.run([sys.executable, "-c", _CHECK_PROBE, str(spec_path)], capture_output=True, text=True)
+    mods = ""
+    for line in p.stdout.splitlines():
+        if line.startswith("MODULES"):
+            mods = line[len("MODULES"):].strip()
+    # Python's own start-up, for scale: the part of the time fcspec cannot remove
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "pass"])
+    bare = time.perf_counter() - t0
+    return {"median_s": statistics.median(times), "min_s": min(times), "ok": ok,
+            "imports": mods, "python_startup_s": bare, "command": " ".join(cmd[-1:] + ["check"])}
+
+
+# ---------------------------------------------------------------------------
+# Environment.
+
+
+def blas_info() -> dict:
+    """OpenBLAS core type, threads and build of NumPy's BLAS (threadpoolctl when installed)."""
+    info: dict = {}
+    try:
+        from threadpoolctl import threadpool_info
+
+        for p in threadpool_info():
+            if p.get("internal_api") == "openblas" and "numpy" in p.get("filepath", ""):
+                info.update(core=p.get("architecture"), threads=p.get("num_threads"),
+                            version=p.get("version"), source="threadpoolctl")
+                break
+    except ImportError:
+        pass
+    if not info:
+        # No threadpoolctl: ask NumPy's bundled OpenBLAS directly (scipy-openblas symbol names).
+        import ctypes
+
+        with open("/proc/self/maps") as f:
+            libs = sorted({ln.split()[-1] for ln in f if "openblas" in ln and ln.rstrip().endswith(".so")})
+        for lib_path in libs:
+            try:
+                lib = ctypes.CDLL(lib_path)
+            except OSError:
+                continue
+            for prefix in ("scipy_openblas_", "openblas_"):
+                for suffix in ("64_", ""):
+                    core = getattr(lib, f"{prefix}get_corename{suffix}", None)
+                    nth = getattr(lib, f"{prefix}get_num_threads{suffix}", None)
+                    if core is not None and nth is not None:
+                        core.restype = ctypes.c_char_p
+                        info.update(core=core().decode(), threads=int(nth()), source="OpenBLAS via ctypes")
+                        break
+                if info:
+                    break
+            if info:
+                break
+    if not info:
+        info["source"] = "unknown (numpy.show_config() for the build)"
+    info["env"] = {v: os.environ[v] for v in OPENBLAS_VARS if v in os.environ}
+    info["removed_env"] = os.environ.get(_REMOVED_ENV, "")
+    return info
+
+
+def machine(threads: int, load_start: float | None) -> str:
+    parts = [f"Python {platform.python_version()}", f"NumPy {np.__version__}"]
+    for mod in ("torch", "sklearn"):
+        try:
+            m = __import__(mod)
+            parts.append(f"{'scikit-learn' if mod == 'sklearn' else mod} {m.__version__}")
+        except ImportError:
+            pass
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = ""
+    if hasattr(os, "getloadavg"):
+        # other work on the machine slows every engine (two BLAS threads most): say how busy it was
+        load = f", 1-minute load average {load_start:.2f} at the start and {os.getloadavg()[0]:.2f} at the end"
+    return f"{cpu}, {os.cpu_count()} logical CPUs{load}, {threads} threads per engine; " + ", ".join(parts)
+
+
+def blas_line(info: dict) -> str:
+    s = f"NumPy's BLAS: OpenBLAS core {info.get('core', '?')}, {info.get('threads', '?')} threads " \
+        f"({info['source']})"
+    if info["env"]:
+        s += "; set: " + ", ".join(f"{k}={v}" for k, v in info["env"].items())
+    else:
+        s += "; OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset"
+    if info["removed_env"]:
+        s += f" (removed by --unset-openblas-env: {info['removed_env']})"
+    return s
+
+
+# ---------------------------------------------------------------------------
+# Report.
+
+
+def med(v: list[float]) -> float | None:
+    return statistics.median(v) if v else None
+
+
+def fmt_s(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def speed_table(cells: list[Cell], results: dict, n: int) -> tuple[str, list[dict]]:
+    gflop = flops_per_epoch(n) / 1e9
+    have = {k for r in results.values() for k, v in r.items() if v}
+    head = ["cell", "fcspec s/epoch"]
+    if "fcspec loop" in have:
+        head.append("fcspec loop s/epoch")
+    head += ["torch s/epoch", "fcspec/torch", f"<= {GOAL_RATIO}?", "best/best"]
+    if "sklearn" in have:
+        head.append("sklearn s/epoch")
+    head += ["fcspec GFLOP/s", "numpy GEMM GFLOP/s", "floor s/epoch", "fcspec/floor"]
+    if "floor 1 thread" in have:
+        head.append("floor 1 thread s/epoch")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
+    for cell in cells:
+        r = results[cell.label]
+        f, t, fl = med(r.get("fcspec", [])), med(r.get("torch", [])), med(r.get("floor", []))
+        ratio = f / t if f and t else None
+        row = {"cell": cell.label, "optimizer": cell.optimizer, "batch": cell.batch, "fcspec": f,
+               "fcspec_loop": med(r.get("fcspec loop", [])), "torch": t, "ratio": ratio,
+               "sklearn": med(r.get("sklearn", [])), "floor": fl,
+               "floor_ratio": f / fl if f and fl else None,
+               "best_ratio": (min(r["fcspec"]) / min(r["torch"])
+                              if r.get("fcspec") and r.get("torch") else None),
+               "floor1": med(r.get("floor 1 thread", []))}
+        rows.append(row)
+        cells_out = [f"{cell.optimizer}, batch {cell.batch}", fmt_s(f)]
+        if "fcspec loop" in have:
+            cells_out.append(fmt_s(row["fcspec_loop"]))
+        cells_out += [fmt_s(t), "-" if ratio is None else f"{ratio:.2f}",
+                      "-" if ratio is None else ("yes" if ratio <= GOAL_RATIO else "**no**"),
+                      "-" if row["best_ratio"] is None else f"{row['best_ratio']:.2f}"]
+        if "sklearn" in have:
+            cells_out.append(fmt_s(row["sklearn"]))
+        cells_out += ["-" if not f else f"{gflop / f:.1f}", "-" if not fl else f"{gflop / fl:.1f}",
+                      fmt_s(fl), "-" if row["floor_ratio"] is None else f"{row['floor_ratio']:.2f}"]
+        if "floor 1 thread" in have:
+            cells_out.append(fmt_s(row["floor1"]))
+        lines.append("| " + " | ".join(cells_out) + " |")
+    return "\n".join(lines), rows
+
+
+def memory_table(rows: list[dict]) -> str:
+    lines = ["| engine | cell | data (x, y) MB | resident with data MB | peak in training MB | "
+             f"training adds MB | <= {GOAL_MEMORY_MB:.0f}? |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ok = "yes" if r["added_mb"] <= GOAL_MEMORY_MB else "**no**"
+        if r["engine"] != "fcspec":
+            ok = "(no goal)"
+        lines.append(f"| {r['engine']} | {r['optimizer']}, batch {r['batch']} | {r['data_mb']:.0f} | "
+                     f"{r['loaded_mb']:.0f} | {r['peak_mb']:.0f} | {r['added_mb']:.1f} | {ok} |")
+    return "\n".join(lines)
+
+
+def goals(rows: list[dict], mem: list[dict], chk: dict | None) -> list[tuple[str, bool | None, str]]:
+    out = []
+    ratios = [(r["cell"], r["ratio"]) for r in rows if r["ratio"] is not None]
+    if ratios:
+        worst = max(ratios, key=lambda t: t[1])
+        out.append((f"fcspec/torch <= {GOAL_RATIO} in every cell", all(v <= GOAL_RATIO for _, v in ratios),
+                    f"worst {worst[1]:.2f} ({worst[0]}), {sum(v <= GOAL_RATIO for _, v in ratios)} "
+                    f"of {len(ratios)} cells met"))
+    fl = [(r["cell"], r["floor_ratio"]) for r in rows if r["batch"] == 256 and r["floor_ratio"]]
+    if fl:
+        out.append((f"fcspec <= {GOAL_FLOOR} x the GEMM floor at batch 256",
+                    all(v <= GOAL_FLOOR for _, v in fl), ", ".join(f"{c}: {v:.2f}" for c, v in fl)))
+    fm = [r for r in mem if r["engine"] == "fcspec"]
+    if fm:
+        worst = max(fm, key=lambda r: r["added_mb"])
+        out.append((f"training adds <= {GOAL_MEMORY_MB:.0f} MB to the resident data",
+                    all(r["added_mb"] <= GOAL_MEMORY_MB for r in fm),
+                    f"worst {worst['added_mb']:.1f} MB ({worst['optimizer']}, batch {worst['batch']})"))
+    if chk is not None:
+        out.append((f"`fcspec check specs/mnist.fc` < {GOAL_CHECK_S} s", chk["ok"] and chk["median_s"] < GOAL_CHECK_S,
+                    f"median {chk['median_s']:.3f} s (Python alone starts in {chk['python_startup_s']:.3f} s); "
+                    f"imports: {chk['imports'] or 'none of onnx/onnxruntime/torch/matplotlib/tqdm/lark'}"
+                    + ("" if chk["ok"] else "; the command FAILED")))
+    return out
+
+
+def write_section(path: Path, body: str) -> None:
+    """Replace the text between the markers (adding them at the end if absent); nothing else changes."""
+    section = f"{BEGIN}\n{body.rstrip()}\n{END}"
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Performance\n"
+    if BEGIN in text and END in text and text.index(BEGIN) < text.index(END):
+        start, stop = text.index(BEGIN), text.index(END) + len(END)
+        text = text[:start] + section + text[stop:]
+    elif BEGIN in text or END in text:
+        sys.exit(f"{path}: only one of {BEGIN} / {END} is present; fix the file by hand")
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    path.write_text(text, encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------
+# Profile: where one epoch of fcspec's training goes.
+
+
+def profile(cells: list[Cell], top: int, tmp: Path) -> None:
+    import cProfile
+    import pstats
+
+    for cell in cells:
+        run_fcspec(cell, 1, tmp)  # warm: imports and first allocations
+        pr = cProfile.Profile()
+        pr.enable()
+        secs = run_fcspec(cell, 1, tmp)
+        pr.disable()
+        print(f"\n## cProfile of one fcspec epoch, {cell.label} ({secs[0]:.2f} s inside train.run; "
+              "cProfile's per-call overhead inflates the Python share, more so at small batches)\n")
+        st = pstats.Stats(pr)
+        st.sort_stats("tottime").print_stats(top)
+
+
+# ---------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--epochs", type=int, default=2, help="epochs per engine per round (default 2)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per cell (default 3)")
+    ap.add_argument("--sklearn-rounds", type=int, default=1, help="rounds that include scikit-learn")
+    ap.add_argument("--batches", default=",".join(map(str, BATCHES)), help="comma-separated batch sizes")
+    ap.add_argument("--optimizers", default="sgd,adam", help="comma-separated: sgd, adam")
+    ap.add_argument("--threads", type=int, default=2,
+                    help="threads: torch.set_num_threads and NumPy's BLAS (OPENBLAS_NUM_THREADS / "
+                         "OMP_NUM_THREADS unless already set)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--settle", type=float, default=0.25,
+                    help="seconds of pause before each engine's round (idle spinning BLAS threads)")
+    ap.add_argument("--quick", action="store_true",
+                    help="1 epoch x 1 round, no sklearn, fewer check repeats (a smoke run)")
+    ap.add_argument("--no-loop", action="store_true", help="skip the 'fcspec loop' column")
+    ap.add_argument("--no-sklearn", action="store_true", help="skip scikit-learn even when installed")
+    ap.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    ap.add_argument("--check-repeats", type=int, default=7, help="runs of `fcspec check` (median)")
+    ap.add_argument("--write", type=Path, help="replace the training section of this markdown file")
+    ap.add_argument("--assert-goals", action="store_true", help="exit 1 when a goal is missed")
+    ap.add_argument("--profile", action="store_true",
+                    help="instead of timing: cProfile one fcspec epoch per cell (use --batches / --optimizers)")
+    ap.add_argument("--profile-top", type=int, default=25)
+    ap.add_argument("--unset-openblas-env", action="store_true",
+                    help="re-exec without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (which can slow NumPy)")
+    ap.add_argument("--memory-child", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    if args.memory_child:
+        engine, optimizer, batch = args.memory_child.split(",")
+        print(json.dumps(memory_child(engine, optimizer, int(batch), args.seed)))
+        return 0
+
+    if args.quick:
+        args.epochs, args.rounds, args.no_sklearn = 1, 1, True
+        args.check_repeats = min(args.check_repeats, 3)
+    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731  progress goes to stderr
+    batches = [int(b) for b in args.batches.split(",")]
+    optimizers = [o.strip() for o in args.optimizers.split(",")]
+    for o in optimizers:
+        if o not in OPTIMIZERS:
+            ap.error(f"unknown optimizer {o!r} (choose from {', '.join(OPTIMIZERS)})")
+
+    from fcspec.errors import FcspecError
+
+    t_all = time.perf_counter()
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    try:
+        install_data_cache()
+        cells = [Cell(o, b, args.seed) for o in optimizers for b in batches]
+    except FcspecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    n = int(cells[0].data.train.x.shape[0])
+    info = blas_info()
+    log(blas_line(info))
+
+    with tempfile.TemporaryDirectory(prefix="fcspec-train-speed-") as tmp_s:
+        tmp = Path(tmp_s)
+        if args.profile:
+            profile(cells, args.profile_top, tmp)
+            return 0
+        runs = engines(args)
+        runs["floor"] = run_floor_factory(n)
+        if args.threads > 1:
+            try:
+                runs["floor 1 thread"] = run_floor_one_thread_factory(n)
+            except ImportError:  # threadpoolctl is optional
+                pass
+        log(f"engines: {', '.join(runs)}; {args.rounds} rounds x {args.epochs} epochs per cell")
+        results = measure(cells, runs, args.rounds, args.epochs, args.sklearn_rounds, tmp, log,
+                          args.settle)
+
+    mem: list[dict] = []
+    if not args.no_memory:
+        cases = [("fcspec", o, b) for o in optimizers for b in sorted({min(batches), max(batches)})]
+        if "torch" in runs:
+            cases.append(("torch", optimizers[-1], max(batches)))
+        mem = measure_memory(cases, args.seed, log)
+    chk = measure_check(REPO / "specs" / "mnist.fc", args.check_repeats) if args.check_repeats > 0 else None
+
+    table, rows = speed_table(cells, results, n)
+    goal_list = goals(rows, mem, chk)
+    cmd = "python benchmarks/train_speed.py " + " ".join(shlex.quote(a) for a in argv)
+    sk_note = (f" scikit-learn ran {min(args.sklearn_rounds, args.rounds)} round(s) per cell "
+               "(float32 input, its own shuffling)." if any(r["sklearn"] for r in rows) else "")
+    body = "\n".join([
+        "## Training: fcspec versus PyTorch CPU eager",
+        "",
+        f"MNIST ({n} x 784, scaled by 1/255), 784-128-64-10 ReLU, cross_entropy, shuffled, float32; "
+        "SGD is lr 0.01 with momentum 0.9, Adam lr 1e-3. "
+        f"Medians of seconds per epoch over {args.rounds} alternating round(s) of {args.epochs} epoch(s) "
+        f"per engine ({date.today().isoformat()}). **fcspec** is `fcspec.train.run` (its own per-epoch "
+        "`seconds`: the batch loop, not data loading or checkpoints); **fcspec loop** is the bare step "
+        "(forward, loss, backward, optimizer) from the same modules, so the gap between the two is "
+        "train.run's per-step bookkeeping; **torch** is an eager loop over the same arrays and batch "
+        "indices with torch.optim's defaults." + sk_note + " The **floor** is NumPy float32 running only "
+        f"the 8 GEMMs of each batch at the same shapes ({flops_per_epoch(n) / 1e9:.2f} GFLOP per epoch); "
+        "fcspec's GFLOP/s is that count over its epoch time. **best/best** is the ratio of the two "
+        "engines' fastest epochs, less sensitive to other work on the machine than the medians; "
+        "**floor 1 thread** runs the same GEMMs with NumPy's BLAS limited to one thread.",
+        "",
+        table,
+        "",
+        "Memory (one epoch in a fresh process; the peak counter is reset once the data is loaded, so "
+        "decoding MNIST does not count):",
+        "",
+        memory_table(mem) if mem else "(not measured)",
+        "",
+        "Goals of the issue:",
+        "",
+        *[f"- {'met' if ok else '**missed**'}: {what} ({detail})" for what, ok, detail in goal_list],
+        "",
+        f"Machine: {machine(args.threads, load_start)}.  ",
+        blas_line(info) + ".",
+        "",
+        f"Reproduce: `{cmd.strip()}` (whole run {time.perf_counter() - t_all:.0f} s)",
+    ])
+    print(body)
+    if args.write:
+        write_section(args.write, body)
+        print(f"\nwrote the training section of {args.write}", file=sys.stderr)
+    missed = [what for what, ok, _ in goal_list if not ok]
+    if args.assert_goals and missed:
+        print("goals missed: " + "; ".join(missed), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
