@@ -654,14 +654,17 @@ def run(
                     if max_norm is not None:
                         optim.clip_grad_norm(net.grad, max_norm)
                     opt.step(net.theta, net.grad, lr)
-                    if not math.isfinite(_sumsq(net.theta)):
-                        raise diverged("the weights", epoch, step, lr, gnorm,
-                                       f"weights of {_first_nonfinite(net.params)}")
                     loss_sum += value * b
                     correct += _batch_correct(task, loss_kind, outb, yb)
                     progress.step()
                     if sig.signum is not None:
                         break
+                # Finite gradients and a finite rate keep the weights finite except by overflow;
+                # a weight that overflowed makes the next step's loss non-finite (caught above),
+                # so the weights need checking only once, before anything is written.
+                if not math.isfinite(_sumsq(net.theta)):
+                    raise diverged("the weights", epoch, step, lr, gnorm,
+                                   f"weights of {_first_nonfinite(net.params)}")
                 if sig.signum is not None:
                     interrupted(sig.signum, epoch)
                 m: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / n, "lr": lr}
