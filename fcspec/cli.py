@@ -200,8 +200,27 @@ def run(file: str, out_dir, epochs, seed, init, resume, quiet, plot) -> None:
     from . import train
 
     spec = _load(file, quiet=quiet)
-    train.run(spec, out_dir=out_dir, epochs=epochs, seed=seed, init=init, resume=resume,
-              quiet=quiet, plot=plot, echo=None if not quiet else (lambda _s: None))
+    summary = train.run(spec, out_dir=out_dir, epochs=epochs, seed=seed, init=init, resume=resume,
+                        quiet=quiet, plot=plot, echo=None if not quiet else (lambda _s: None))
+    if not quiet:
+        click.echo(run_report(summary, train.output_dir(spec, out_dir, resume)))
+
+
+def run_report(summary: dict, where: Path) -> str:
+    """The closing lines of `fcspec run`: final figures and where the files are."""
+    figures = []
+    for key in ("test_accuracy", "test_loss", "test_mae", "test_rmse", "val_accuracy", "val_loss",
+                "val_mae", "val_rmse"):
+        if key in summary and summary[key] is not None:
+            v = summary[key]
+            figures.append(f"{key} {v:.2%}" if key.endswith("accuracy") else f"{key} {v:.4g}")
+    lines = []
+    if figures:
+        lines.append("  ".join(figures[:4]))
+    took = summary.get("seconds")
+    lines.append(f"saved {where}/ (weights.npz, checkpoint.npz, metrics.jsonl, summary.json)"
+                 + (f" after {summary.get('epochs')} epochs in {took:.1f} s" if took is not None else ""))
+    return "\n".join(lines)
 
 
 @main.command(name="eval")

@@ -426,6 +426,16 @@ def _prefixed(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarra
     return {k[n:]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
+def output_dir(spec: ir.Spec, out_dir: str | os.PathLike | None = None,
+               resume: str | os.PathLike | None = None) -> Path:
+    """Where `run` writes: `out_dir`, else the resumed checkpoint's folder, else runs/<name>/."""
+    if out_dir is not None:
+        return Path(out_dir)
+    if resume is not None:
+        return _resolve_checkpoint(resume).parent
+    return Path("runs") / spec.name
+
+
 def run(
     spec: ir.Spec,
     *,
@@ -466,8 +476,6 @@ def run(
             raise TrainingError(f"--seed {seed} differs from the checkpoint's seed {meta['seed']}",
                                 hint="drop --seed when resuming")
         seed = meta["seed"]
-        if out_dir is None:
-            out_dir = ckpt_in.parent
 
     total_epochs = int(epochs if epochs is not None else spec.train.epochs)
     seed = int(seed if seed is not None else spec.train.seed)
@@ -477,7 +485,7 @@ def run(
         raise TrainingError(f"seed must be >= 0, not {seed}")
     if seed != spec.train.seed:  # data.py reads the seed (validation split) from the spec
         spec = replace(spec, train=replace(spec.train, seed=seed))
-    out = Path(out_dir) if out_dir is not None else Path("runs") / spec.name
+    out = output_dir(spec, out_dir, ckpt_in)
     base = Path(base_dir) if base_dir is not None else None  # None: data.py uses the spec's folder
 
     if meta is not None and (meta["epoch"] >= total_epochs or meta.get("stopped_early")):

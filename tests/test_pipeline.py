@@ -117,3 +117,12 @@ def test_outputs_get_the_usual_file_mode(tmp_path):
         os.umask(old)
     for f in out.iterdir():
         assert f.stat().st_mode & 0o777 == 0o644, f
+
+
+def test_run_ends_with_the_figures_and_where_the_files_are(tmp_path):
+    out = tmp_path / "run"
+    text = fcspec("run", str(ROOT / "specs" / "digits.fc"), "--out", str(out), "--epochs", "2")
+    last = text.strip().splitlines()[-2:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert last[0].startswith(f"test_accuracy {summary['test_accuracy']:.2%}")
+    assert last[1].startswith(f"saved {out}/ (weights.npz") and "after 2 epochs" in last[1]
