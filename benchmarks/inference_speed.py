@@ -50,6 +50,7 @@ if __name__ == "__main__":
     _pin_blas_threads(sys.argv[1:])
 
 import numpy as np  # noqa: E402  (after the thread pinning above)
+from machine import cpu_model  # noqa: E402  (benchmarks/ is the script folder)
 
 from fcspec import interpreter, ir, onnx_export  # noqa: E402
 
@@ -178,14 +179,7 @@ def environment(threads: int) -> str:
         parts.append(f"torch {torch.__version__}")
     except ImportError:
         pass
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     load = ""
     if hasattr(os, "getloadavg"):
         # other work on the machine shifts every engine; the load says how quiet it was

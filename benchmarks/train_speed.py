@@ -105,6 +105,7 @@ if __name__ == "__main__":
     _prepare_process(sys.argv[1:])
 
 import numpy as np  # noqa: E402  (after the environment set-up above)
+from machine import cpu_model  # noqa: E402  (benchmarks/ is the script folder)
 
 BEGIN = "<!-- training:begin -->"
 END = "<!-- training:end -->"
@@ -574,14 +575,7 @@ def machine(threads: int, load_start: float | None) -> str:
             parts.append(f"{'scikit-learn' if mod == 'sklearn' else mod} {m.__version__}")
         except ImportError:
             pass
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     load = ""
     if hasattr(os, "getloadavg"):
         # other work on the machine slows every engine (two BLAS threads most): say how busy it was
