@@ -50,7 +50,9 @@ if __name__ == "__main__":
     _pin_blas_threads(sys.argv[1:])
 
 import numpy as np  # noqa: E402  (after the thread pinning above)
-from machine import cpu_model  # noqa: E402  (benchmarks/ is the script folder)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # machine.py, also when imported
+from machine import cpu_model  # noqa: E402
 
 from fcspec import interpreter, ir, onnx_export  # noqa: E402
 

@@ -105,7 +105,9 @@ if __name__ == "__main__":
     _prepare_process(sys.argv[1:])
 
 import numpy as np  # noqa: E402  (after the environment set-up above)
-from machine import cpu_model  # noqa: E402  (benchmarks/ is the script folder)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # machine.py, also when imported
+from machine import cpu_model  # noqa: E402
 
 BEGIN = "<!-- training:begin -->"
 END = "<!-- training:end -->"
