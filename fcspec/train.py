@@ -302,6 +302,7 @@ class _Progress:
         self.quiet = quiet
         self.echo = echo or (lambda s: print(s, file=sys.stderr, flush=True))
         self.bar = None
+        self._shown = 0.0
         if not quiet and echo is None and sys.stderr.isatty():
             from tqdm import tqdm
 
@@ -316,9 +317,20 @@ class _Progress:
         else:
             self.echo(text)
 
-    def step(self, n: int = 1) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
+    def step(self, epoch: int, total_epochs: int, loss_sum: float, seen: int, correct: int | None,
+             lr: float) -> None:
+        """One step done; on a terminal, the epoch's running loss (and accuracy) in the bar."""
+        if self.bar is None:
+            return
+        now = time.monotonic()
+        if now - self._shown >= 0.5:  # formatting every step would cost more than small steps
+            self._shown = now
+            post = {"epoch": f"{epoch}/{total_epochs}", "loss": f"{loss_sum / seen:.4g}"}
+            if correct is not None:
+                post["acc"] = f"{correct / seen:.4f}"
+            post["lr"] = f"{lr:.3g}"
+            self.bar.set_postfix(post, refresh=False)
+        self.bar.update(1)
 
     def epoch(self, m: dict[str, Any], total_epochs: int) -> None:
         if self.quiet:
@@ -599,6 +611,7 @@ def run(
         y_buf = np.empty((batch,) + train.y.shape[1:], dtype=train.y.dtype)
     max_norm = spec.train.clip_grad_norm
     task, loss_kind = spec.task, spec.loss.kind
+    classifier = task in ("classification", "binary")
     stopped_early = False
     epoch = start_epoch
 
@@ -664,7 +677,7 @@ def run(
                     opt.step(net.theta, net.grad, lr)
                     loss_sum += value * b
                     correct += _batch_correct(task, loss_kind, outb, yb)
-                    progress.step()
+                    progress.step(epoch, total_epochs, loss_sum, e, correct if classifier else None, lr)
                     if sig.signum is not None:
                         break
                 # Finite gradients and a finite rate keep the weights finite except by overflow;
@@ -676,7 +689,7 @@ def run(
                 if sig.signum is not None:
                     interrupted(sig.signum, epoch)
                 m: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / n, "lr": lr}
-                if task in ("classification", "binary"):
+                if classifier:
                     m["train_accuracy"] = correct / n
                 if val is not None and len(val.x):
                     vout = net.predict(val.x, EVAL_BATCH)
