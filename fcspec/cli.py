@@ -277,13 +277,22 @@ def export(file: str, as_onnx: bool, output, weights, opset, probabilities) -> N
               help="Write predictions: .npz (keys output, class) or .csv.")
 @click.option("--batch", type=click.IntRange(min=1), help="Rows per onnxruntime call.")
 @click.option("--target", help="Label column of a CSV file.")
+@click.option("--labels", type=click.Path(dir_okay=False, path_type=str),
+              help="IDX labels file for IDX images (e.g. t10k-labels-idx1-ubyte.gz).")
 @_fails_cleanly
-def predict(model: str, data: str, output, batch, target) -> None:
-    """Run an exported MODEL.onnx over DATA (.npz, .csv or IDX) with onnxruntime;
-    prints accuracy when DATA has labels."""
+def predict(model: str, data: str, output, batch, target, labels) -> None:
+    """Run an exported MODEL.onnx over DATA with onnxruntime; prints accuracy
+    when DATA has labels.
+
+    \b
+    DATA is one of:
+      rows.npz     arrays x (and y for labels)
+      rows.csv     a header row; --target names the label column
+      images.gz    MNIST's IDX format, gzipped or not; --labels for accuracy
+    """
     from . import onnx_export
 
-    result = onnx_export.predict(model, data, output=output, batch=batch, target=target)
+    result = onnx_export.predict(model, data, output=output, batch=batch, target=target, labels=labels)
     click.echo(f"{result['rows']:,} rows -> output {list(result['output_shape'])}")
     for key in ("accuracy", "mse", "mae"):
         if key in result:

@@ -638,8 +638,10 @@ def predict(
     output: str | os.PathLike | None = None,
     batch: int | None = None,
     target: str | None = None,
+    labels: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Run an exported model over a data file (npz, csv, ...) with onnxruntime.
+    """Run an exported model over a data file (npz, csv, IDX images with an optional `labels` file)
+    with onnxruntime.
 
     Returns `{"rows", "output_shape", "task", "output_kind", "output_path"}` plus
     `accuracy` (classifiers) or `mse` and `mae` (regression) when the data has labels.
@@ -659,7 +661,7 @@ def predict(
     meta = sess.get_modelmeta().custom_metadata_map
     task = meta.get("task", "")
     kind = meta.get("output", "")
-    x, y = data.load_file(data_path, target=target)
+    x, y = data.load_file(data_path, target=target, labels=labels)
     x = _fit_input(np.asarray(x), list(inputs[0].shape), str(data_path))
     if y is not None and len(y) != len(x):
         raise DataError(f"{data_path}: {len(x)} samples but {len(y)} labels")

@@ -126,3 +126,19 @@ def test_run_ends_with_the_figures_and_where_the_files_are(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert last[0].startswith(f"test_accuracy {summary['test_accuracy']:.2%}")
     assert last[1].startswith(f"saved {out}/ (weights.npz") and "after 2 epochs" in last[1]
+
+
+@pytest.mark.skipif(not HAVE_MNIST, reason="needs the shared MNIST files")
+def test_predict_reads_mnist_idx_files_with_labels(tmp_path):
+    """predict over MNIST's own files (IDX, gzipped) reports the accuracy eval computes."""
+    spec_path = str(ROOT / "specs" / "mnist_adam.fc")
+    out = tmp_path / "run"
+    fcspec("run", spec_path, "--out", str(out), "--epochs", "1", "--quiet")
+    fcspec("export", spec_path, "--onnx", "--weights", str(out / "weights.npz"), "-o", str(tmp_path / "m.onnx"))
+    mnist = SHARED_DATA / "mnist"
+    text = fcspec("predict", str(tmp_path / "m.onnx"), str(mnist / "t10k-images-idx3-ubyte.gz"),
+                  "--labels", str(mnist / "t10k-labels-idx1-ubyte.gz"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert text.startswith("10,000 rows")
+    acc = float(text.split("accuracy")[1].split()[0])
+    assert acc == pytest.approx(summary["test_accuracy"], abs=2e-4)  # ties may round either way
