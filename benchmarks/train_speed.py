@@ -93,9 +93,8 @@ def _prepare_process(argv: list[str]) -> None:
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, threads)
     if not os.environ.get("FCSPEC_DATA"):
-        # The shared data folder (never copied into the repo): the default place,
-        # or beside the checkout.
-        for cand in (Path("/work/shared/data"), REPO.parent / "shared" / "data"):
+        # The shared data folder (never copied into the repo): beside the checkout.
+        for cand in (REPO.parent / "shared" / "data",):
             if (cand / "mnist").is_dir():
                 os.environ["FCSPEC_DATA"] = str(cand)
                 break

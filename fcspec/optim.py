@@ -10,7 +10,7 @@ grad, lr)` updates `theta` in place and only reads `grad`; the learning rate
 is an argument because the schedule changes it between epochs.  Weight decay
 applies to every entry (biases too), like torch's default single param group.
 
-Float32 fidelity.  The formulas are those of /work/shared/design/semantics.md
+Float32 fidelity.  The formulas are those of the design notes (semantics.md)
 in the operation order of torch.optim's single-tensor (non-foreach) functions
 (torch 2.13), with every Python scalar rounded to float32 where torch's
 kernels round it (the "opmath" type of float32 is float32), so a run matches
