@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def _shared_data() -> Path:
     """The workplace's shared/data (real MNIST): beside the checkout, as CI lays it out."""
     env = os.environ.get("FCSPEC_SHARED_DATA")
-    candidates = ([Path(env)] if env else []) + [ROOT.parent / "shared" / "data", Path("/work/shared/data")]
+    candidates = ([Path(env)] if env else []) + [ROOT.parent / "shared" / "data"]
     for c in candidates:
         if (c / "mnist").is_dir():
             return c
