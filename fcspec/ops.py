@@ -101,7 +101,13 @@ def _linear_forward(c: Context, x):
 
 
 def _linear_backward(c: Context, x, y, gy, need_gx):
-    np.matmul(gy.T, x, out=c.g["weight"])
+    if x.shape[0] == 1:
+        # Batch 1 (stochastic GD): the weight gradient is an outer product.  OpenBLAS
+        # takes 112 us for that K = 1 matmul at 128 x 784 against 26 us for the
+        # broadcast multiply, and each entry is one product either way: same bits.
+        np.multiply(gy.T, x, out=c.g["weight"])
+    else:
+        np.matmul(gy.T, x, out=c.g["weight"])
     gb = c.g.get("bias")
     if gb is not None:
         np.add.reduce(gy, axis=0, out=gb)
