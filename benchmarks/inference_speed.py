@@ -51,8 +51,8 @@ if __name__ == "__main__":
 
 import numpy as np  # noqa: E402  (after the thread pinning above)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # machine.py, also when imported
-from machine import cpu_model  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, also when imported
+from common import cpu_model, replace_section  # noqa: E402
 
 from fcspec import interpreter, ir, onnx_export  # noqa: E402
 
@@ -190,17 +190,8 @@ def environment(threads: int) -> str:
 
 
 def write_section(path: Path, body: str) -> None:
-    """Replace the text between the markers (adding them at the end if absent)."""
-    section = f"{BEGIN}\n{body.rstrip()}\n{END}"
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Performance\n"
-    if BEGIN in text and END in text and text.index(BEGIN) < text.index(END):
-        start, stop = text.index(BEGIN), text.index(END) + len(END)
-        text = text[:start] + section + text[stop:]
-    elif BEGIN in text or END in text:
-        sys.exit(f"{path}: only one of {BEGIN} / {END} is present; fix the file by hand")
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text, encoding="utf-8")
+    """Replace this benchmark's section of the doc (between its markers)."""
+    replace_section(path, body, BEGIN, END)
 
 
 def main(argv: list[str] | None = None) -> None:
