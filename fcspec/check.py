@@ -362,6 +362,18 @@ class _Checker:
         # its comments keeps its checkpoints and exports valid.
         return dataclasses.replace(spec, sha256=ir.semantic_hash(spec))
 
+    def lookup(self, call: ast.Call, table: dict[str, Sig], aliases: dict[str, str], what: str,
+               plural: str) -> tuple[str, Sig] | None:
+        """(canonical name, signature) of a loss / optimizer / schedule call, or report it unknown."""
+        kind = aliases.get(call.name, call.name)
+        sig = table.get(kind)
+        if sig is None:
+            hint = _did_you_mean(call.name, list(table) + list(aliases))
+            self.error(f"unknown {what} `{call.name}`", call.name_span,
+                       hint or f"{plural}: " + ", ".join(table))
+            return None
+        return kind, sig
+
     def _single_call(self, section: ast.CallSection) -> ast.Call | None:
         if len(section.calls) > 1:
             self.error(f"`{section.keyword}` takes one {section.keyword}, got {len(section.calls)}",
@@ -532,13 +544,10 @@ class _Checker:
         call = self._single_call(section)
         if call is None:
             return None, None
-        kind = catalog.LOSS_ALIASES.get(call.name, call.name)
-        sig = catalog.LOSSES.get(kind)
-        if sig is None:
-            hint = _did_you_mean(call.name, list(catalog.LOSSES) + list(catalog.LOSS_ALIASES))
-            self.error(f"unknown loss `{call.name}`", call.name_span,
-                       hint or "losses: " + ", ".join(catalog.LOSSES))
+        known = self.lookup(call, catalog.LOSSES, catalog.LOSS_ALIASES, "loss", "losses")
+        if known is None:
             return None, None
+        kind, sig = known
         bound = self.bind(call, sig, f"`{call.name}`")
         if bound is None:
             return None, catalog.TASKS[kind]
@@ -603,12 +612,10 @@ class _Checker:
         call = self._single_call(section)
         if call is None:
             return None
-        sig = catalog.OPTIMIZERS.get(call.name)
-        if sig is None:
-            self.error(f"unknown optimizer `{call.name}`", call.name_span,
-                       _did_you_mean(call.name, catalog.OPTIMIZERS)
-                       or "optimizers: " + ", ".join(catalog.OPTIMIZERS))
+        known = self.lookup(call, catalog.OPTIMIZERS, {}, "optimizer", "optimizers")
+        if known is None:
             return None
+        _, sig = known
         bound = self.bind(call, sig, f"`{call.name}`")
         if bound is None:
             return None
@@ -627,13 +634,10 @@ class _Checker:
         call = self._single_call(section)
         if call is None:
             return None
-        kind = catalog.SCHEDULE_ALIASES.get(call.name, call.name)
-        sig = catalog.SCHEDULES.get(kind)
-        if sig is None:
-            self.error(f"unknown schedule `{call.name}`", call.name_span,
-                       _did_you_mean(call.name, catalog.SCHEDULES)
-                       or "schedules: " + ", ".join(catalog.SCHEDULES))
+        known = self.lookup(call, catalog.SCHEDULES, catalog.SCHEDULE_ALIASES, "schedule", "schedules")
+        if known is None:
             return None
+        kind, sig = known
         bound = self.bind(call, sig, f"`{call.name}`")
         if bound is None:
             return None
