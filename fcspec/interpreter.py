@@ -20,7 +20,7 @@ import numpy as np
 
 from . import ir
 from .errors import DataError, TrainingError
-from .ops import OPS, Context
+from .ops import OPS, Buffers, Context
 
 INITS = ("default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "zeros")
 
@@ -132,7 +132,7 @@ class Network:
         n = len(model.layers)
         self._xs: list[np.ndarray | None] = [None] * n
         self._ys: list[np.ndarray | None] = [None] * n
-        self._scratch: dict[str, np.ndarray] = {}
+        self._scratch = Buffers()
         self.load_params(params if params is not None else init_params(model, self.rng))
 
     # -- parameters ---------------------------------------------------------
@@ -170,10 +170,7 @@ class Network:
 
     def scratch(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         """A float32 work array kept between steps (used by `losses.regularization`)."""
-        b = self._scratch.get(name)
-        if b is None or b.shape != shape:
-            b = self._scratch[name] = np.empty(shape, np.float32)
-        return b
+        return self._scratch.get(name, shape)
 
     # -- forward / backward -------------------------------------------------
 

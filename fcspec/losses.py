@@ -27,6 +27,7 @@ import numpy as np
 
 from . import ir
 from .errors import DataError, TrainingError
+from .ops import Buffers
 
 
 def _floats(a) -> np.ndarray:
@@ -45,20 +46,17 @@ class Loss:
         self.reduction = options.get("reduction", "mean")
         if self.reduction not in ("mean", "sum", "batchmean"):
             raise TrainingError(f"{self.kind}: unknown reduction {self.reduction!r}")
-        self._bufs: dict[str, np.ndarray] = {}
+        self._bufs = Buffers()
+        self._row_index = np.arange(0)
 
     def _rows(self, n: int) -> np.ndarray:
         """arange(n), kept: the row index of the per-sample gathers."""
-        r = self._bufs.get("rows")
-        if r is None or r.shape[0] != n:
-            r = self._bufs["rows"] = np.arange(n)
-        return r
+        if self._row_index.shape[0] != n:
+            self._row_index = np.arange(n)
+        return self._row_index
 
     def _buf(self, name: str, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
-        b = self._bufs.get(name)
-        if b is None or b.shape != shape or b.dtype != dtype:
-            b = self._bufs[name] = np.empty(shape, dtype)
-        return b
+        return self._bufs.get(name, shape, dtype)
 
     def value(self, out: np.ndarray, target: np.ndarray) -> float:
         return self._compute(*self._check(out, target), want_grad=False)[0]

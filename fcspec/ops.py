@@ -36,6 +36,25 @@ import numpy as np
 from . import ir
 
 
+class Buffers:
+    """Named work arrays kept between steps, reallocated only when the shape or dtype changes.
+
+    The one mechanism behind every allocation-free hot path: op contexts,
+    losses and the interpreter's scratch all take their arrays from one of these.
+    """
+
+    __slots__ = ("_arrays",)
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
+        b = self._arrays.get(name)
+        if b is None or b.shape != shape or b.dtype != dtype:
+            b = self._arrays[name] = np.empty(shape, dtype)
+        return b
+
+
 class Context:
     """Per-layer state for one batch size: parameter/gradient views and scratch buffers.
 
@@ -57,14 +76,10 @@ class Context:
         self.g = grads if grads is not None else {}  # same keys, same shapes
         self.training = False
         self.rng: np.random.Generator | None = None
-        self._bufs: dict[str, np.ndarray] = {}
+        self._bufs = Buffers()
 
     def buf(self, name: str, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
-        b = self._bufs.get(name)
-        if b is None or b.shape != shape or b.dtype != dtype:
-            b = np.empty(shape, dtype)
-            self._bufs[name] = b
-        return b
+        return self._bufs.get(name, shape, dtype)
 
 
 @dataclass(frozen=True, slots=True)
