@@ -140,18 +140,6 @@ def _weights_arrays(net) -> dict[str, np.ndarray]:
 # Small pieces of the loop.
 
 
-def _memory_available() -> int | None:
-    """MemAvailable from /proc/meminfo in bytes, or None where there is none."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
 _OPT_SLOTS = {  # float32 vectors of parameter size an optimizer keeps
     "sgd": lambda o: 1 if o.get("momentum", 0) else 0,
     "adam": lambda o: 3 if o.get("amsgrad") else 2,
@@ -196,8 +184,10 @@ def _human(n: float) -> str:
 
 
 def _check_memory(spec: ir.Spec, batch: int) -> None:
+    from .data import available_memory
+
     est = estimate_memory(spec, batch)
-    avail = _memory_available()
+    avail = available_memory()
     if avail is not None and est["total"] > avail:
         parts = ", ".join(f"{k} {_human(v)}" for k, v in est.items() if k != "total")
         raise TrainingError(

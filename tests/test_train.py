@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fcspec import data, train
 from fcspec import io as fio
-from fcspec import train
 from fcspec.check import load_spec
 from fcspec.errors import DataError, FcspecError, TrainingError
 
@@ -448,7 +448,7 @@ def test_plot_without_matplotlib_says_how_to_install_it(tmp_path, monkeypatch):
 
 def test_memory_estimate_refuses_what_cannot_fit(tmp_path, monkeypatch):
     spec = load_spec(write_spec(tmp_path, epochs=1, hidden=4096))
-    monkeypatch.setattr(train, "_memory_available", lambda: 10_000_000)
+    monkeypatch.setattr(data, "available_memory", lambda: 10_000_000)
     est = train.estimate_memory(spec, 32)
     # at least theta + grad + Adam-free sgd momentum buffer for ~300k parameters
     assert est["total"] > 3 * 4 * spec.model.num_params
