@@ -39,7 +39,7 @@ class Result:
         return [d for d in self.diagnostics if d.severity == "warning"]
 
 
-def read_source(path: str | Path) -> tuple[str, bytes]:
+def read_source(path: str | Path) -> str:
     """The text of a spec file; any unreadable input becomes one located SpecError."""
     p = Path(path)
     name = str(path)
@@ -73,18 +73,18 @@ def read_source(path: str | Path) -> tuple[str, bytes]:
                                     "save the spec as UTF-8")]) from None
     if text.startswith("\ufeff"):  # a BOM some editors write: harmless, drop it
         text = text[1:]
-    return text, raw
+    return text
 
 
 def check_file(path: str | Path) -> Result:
     try:
-        text, raw = read_source(path)
+        text = read_source(path)
     except SpecError as e:
         return Result(None, e.diagnostics, None)
-    return check_source(text, str(path), raw)
+    return check_source(text, str(path))
 
 
-def check_source(text: str, path: str = "<string>", raw: bytes | None = None) -> Result:
+def check_source(text: str, path: str = "<string>") -> Result:
     try:
         program = parse(text, path)
     except SpecError as e:

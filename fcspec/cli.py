@@ -155,7 +155,7 @@ def fmt(files: tuple[str, ...], write: bool, check_only: bool) -> None:
 
     unformatted = []
     for path in files:
-        text, _ = read_source(path)
+        text = read_source(path)
         out = format_source(text, path)
         if check_only:
             if out != text:
