@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import gzip
 import importlib.resources
 import math
@@ -31,7 +32,7 @@ import struct
 import zipfile
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -431,9 +432,20 @@ def _shape_str(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-def as_inputs(spec: ir.Spec, x: np.ndarray, *, where: str = "inputs") -> np.ndarray:
+def is_compact(x: np.ndarray) -> bool:
+    """Integers (or booleans) of at most 2 bytes: float32 holds each value exactly."""
+    return x.dtype.kind in "biu" and x.dtype.itemsize <= 2
+
+
+def as_inputs(
+    spec: ir.Spec, x: np.ndarray, *, where: str = "inputs", compact: bool = False
+) -> np.ndarray:
     """Raw samples as float32 `[N, *input_shape]` (flat rows are reshaped when the
-    element count matches, e.g. 784 -> [1, 28, 28]); no NaN or infinity allowed."""
+    element count matches, e.g. 784 -> [1, 28, 28]); no NaN or infinity allowed.
+
+    With `compact`, samples that `is_compact` (MNIST's bytes) stay as they are,
+    only reshaped: `Split` converts them batch by batch.
+    """
     x = np.asarray(x)
     want = tuple(spec.model.input_shape)
     if x.dtype.kind not in "biuf":
@@ -448,6 +460,8 @@ def as_inputs(spec: ir.Spec, x: np.ndarray, *, where: str = "inputs") -> np.ndar
                 f"but the model's input is {_shape_str(want)} ({math.prod(want)} values)"
             )
         x = x.reshape((n, *want))
+    if compact and is_compact(x):
+        return x  # integers are finite
     with np.errstate(over="ignore", invalid="ignore"):
         out = x.astype(np.float32)  # float64 values beyond float32's range become inf: caught below
     bad = ~np.isfinite(out)
@@ -568,9 +582,9 @@ class Preprocess:
         s = np.float32(scale)
         if not np.isfinite(s) or s == 0:
             raise DataError(f"scale = {scale} cannot divide the inputs")
-        xs = np.asarray(x, np.float32) / s
         if normalize == "none":
-            return cls.identity(xs.shape[1:], scale)
+            return cls.identity(x.shape[1:], scale)
+        xs = np.asarray(x, np.float32) / s
         if normalize == "standard":
             # float64 accumulation; population std (ddof 0), as sklearn's StandardScaler.
             shift = xs.mean(axis=0, dtype=np.float64)
@@ -600,6 +614,28 @@ class Preprocess:
         ):
             x = x.reshape((x.shape[0], *self.shift.shape))
         return self._apply_inplace(x)
+
+    def apply_into(self, raw: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """`out` (float32, raw's shape) = the preprocessed `raw`: the same float32 operations
+        as `apply` on the same values, so the same bits, without a float32 copy of `raw` first.
+        Subtracting 0 and dividing by 1 are exact, so those passes are skipped."""
+        if self.scale != 1:
+            np.divide(raw, self.scale, out=out)
+        else:
+            np.copyto(out, raw, casting="unsafe")
+        if self._shifts:
+            np.subtract(out, self.shift, out=out)
+        if self._divides:
+            np.divide(out, self.divisor, out=out)
+        return out
+
+    @functools.cached_property
+    def _shifts(self) -> bool:
+        return bool(self.shift.any())
+
+    @functools.cached_property
+    def _divides(self) -> bool:
+        return not bool((self.divisor == 1).all())
 
     def _apply_inplace(self, x: np.ndarray) -> np.ndarray:
         if tuple(x.shape[1:]) != self.shift.shape:
@@ -682,11 +718,49 @@ class Preprocess:
 
 @dataclass(frozen=True, slots=True)
 class Split:
-    x: np.ndarray  # float32 [N, *input_shape], preprocessed
+    """One split's samples and targets.
+
+    `samples` is float32 `[N, *input_shape]`, preprocessed, unless `pre` is set:
+    then it holds the samples as stored, small integers (`is_compact`: MNIST's
+    bytes, a quarter of the float32 size), and `rows` converts and preprocesses
+    each batch as it is taken, with the same float32 operations as `x`, so the
+    same bits.
+    """
+
+    samples: np.ndarray
     y: np.ndarray | None  # by task, see as_targets
+    pre: Preprocess | None = None
+    _raw: list = field(default_factory=list, repr=False, compare=False)  # [raw batch buffer]
 
     def __len__(self) -> int:
-        return int(self.x.shape[0])
+        return int(self.samples.shape[0])
+
+    @property
+    def x(self) -> np.ndarray:
+        """All samples, float32 and preprocessed: a new array on every call for a compact
+        split (train with `rows`, which converts one batch at a time)."""
+        if self.pre is None:
+            return self.samples
+        return self.pre.apply_into(self.samples, np.empty(self.samples.shape, np.float32))
+
+    def rows(self, idx: slice | np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Float32 preprocessed samples `[idx]`: a view for a slice of a float32 split,
+        else written into `out` (float32, the batch's shape; required when `pre` is set)."""
+        x = self.samples
+        if isinstance(idx, slice):
+            return x[idx] if self.pre is None else self.pre.apply_into(x[idx], out)
+        if self.pre is None:
+            # mode="clip" writes straight into `out`; the default mode would build a
+            # temporary the size of the data set first.
+            return x[idx] if out is None else np.take(x, idx, axis=0, out=out, mode="clip")
+        b = out.shape[0]
+        if not self._raw or self._raw[0].shape[0] < b or self._raw[0].shape[1:] != out.shape[1:]:
+            self._raw[:] = [np.empty(out.shape, x.dtype)]  # kept for the next batches
+        return self.pre.apply_into(np.take(x, idx, axis=0, out=self._raw[0][:b], mode="clip"), out)
+
+    def dense(self) -> Split:
+        """This split with float32 preprocessed samples (itself when it already has them)."""
+        return self if self.pre is None else Split(self.x, self.y)
 
 
 @dataclass(frozen=True, slots=True)
@@ -721,10 +795,12 @@ def _spec_dir(spec: ir.Spec) -> Path:
 
 
 def _labeled(spec: ir.Spec, src: ir.DataSource, base_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Checked inputs (small integers kept compact, see `Split`) and targets of one source."""
     with _located(src):
         raw = _load(src, base_dir)
         _check_rows(raw)
-        return as_inputs(spec, raw.x, where=raw.x_name), as_targets(spec, raw.y, where=raw.y_name)
+        x = as_inputs(spec, raw.x, where=raw.x_name, compact=True)
+        return x, as_targets(spec, raw.y, where=raw.y_name)
 
 
 def prepare(spec: ir.Spec, base_dir: Path | None = None) -> Prepared:
@@ -754,10 +830,18 @@ def prepare(spec: ir.Spec, base_dir: Path | None = None) -> Prepared:
         val = (x[va], y[va])
         x, y = x[tr], y[tr]
     pre = Preprocess.fit(x, scale=data.scale, normalize=data.normalize)
-    # The float32 arrays above are ours: preprocess them in place to spare a copy.
+
+    def dense(x: np.ndarray) -> np.ndarray:
+        # float32 arrays from as_inputs are ours: preprocessed in place to spare a copy
+        if x.dtype == np.float32:
+            return pre._apply_inplace(x)
+        return pre.apply_into(x, np.empty(x.shape, np.float32))
+
+    # The training split stays compact (batches are converted as they are taken);
+    # validation and test sets are converted once, as they are evaluated whole.
     return Prepared(
-        train=Split(pre._apply_inplace(x), y),
-        val=Split(pre._apply_inplace(val[0]), val[1]) if val else None,
-        test=Split(pre._apply_inplace(test[0]), test[1]) if test else None,
+        train=Split(x, y, pre) if is_compact(x) else Split(dense(x), y),
+        val=Split(dense(val[0]), val[1]) if val else None,
+        test=Split(dense(test[0]), test[1]) if test else None,
         preprocess=pre,
     )

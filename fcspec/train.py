@@ -505,7 +505,7 @@ def run(
 
     prepared = fdata.prepare(spec, base)
     train, val, test = prepared.train, prepared.val, prepared.test
-    n = int(train.x.shape[0])
+    n = len(train)
     if n == 0:
         raise DataError("the training set is empty")
     batch = n if spec.train.batch is None else min(int(spec.train.batch), n)
@@ -593,11 +593,13 @@ def run(
 
     steps_per_epoch = -(-n // batch)
     progress = _Progress(quiet, echo, total_epochs * steps_per_epoch, start_epoch * steps_per_epoch)
+    if batch >= n:
+        train = train.dense()  # full-batch descent reads every row every step: convert once
     x_buf = y_buf = None
-    if spec.train.shuffle and batch < n:
-        # np.take(mode="clip") writes straight into these; the default mode
-        # would build a dataset-sized temporary first.
-        x_buf = np.empty((batch,) + train.x.shape[1:], dtype=train.x.dtype)
+    if batch < n and (spec.train.shuffle or train.pre is not None):
+        # The batches are gathered (np.take(mode="clip") writes straight into these; the
+        # default mode would build a dataset-sized temporary first) or converted into them.
+        x_buf = np.empty((batch,) + train.samples.shape[1:], dtype=np.float32)
         y_buf = np.empty((batch,) + train.y.shape[1:], dtype=train.y.dtype)
     max_norm = spec.train.clip_grad_norm
     task, loss_kind = spec.task, spec.loss.kind
@@ -643,12 +645,12 @@ def run(
                     e = min(s + batch, n)
                     b = e - s
                     if order is None:
-                        xb, yb = train.x[s:e], train.y[s:e]
+                        xb, yb = train.rows(slice(s, e), None if x_buf is None else x_buf[:b]), train.y[s:e]
                     elif x_buf is None:  # one batch of the whole set, permuted
                         xb, yb = train.x[order], train.y[order]
                     else:
                         idx = order[s:e]
-                        xb = np.take(train.x, idx, axis=0, out=x_buf[:b], mode="clip")
+                        xb = train.rows(idx, x_buf[:b])
                         yb = np.take(train.y, idx, axis=0, out=y_buf[:b], mode="clip")
                     outb = net.forward(xb, True, dropout_rng)
                     value, g_out = loss_fn.value_and_grad(outb, yb)
@@ -681,7 +683,7 @@ def run(
                 m: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / n, "lr": lr}
                 if classifier:
                     m["train_accuracy"] = correct / n
-                if val is not None and len(val.x):
+                if val is not None and len(val):
                     vout = net.predict(val.x, EVAL_BATCH)
                     m.update(_eval_metrics(task, loss_kind, loss_fn, vout, val.y, "val"))
                 sched.step(m)
@@ -737,7 +739,7 @@ def _summary(spec, history, net, loss_fn, test, best_epoch, stopped_early) -> di
         if finite:
             best_epoch = min(finite, key=lambda m: m[key])["epoch"]
     s["best_epoch"] = best_epoch
-    if test is not None and len(test.x):
+    if test is not None and len(test):
         tout = net.predict(test.x, EVAL_BATCH)
         s.update(_eval_metrics(spec.task, spec.loss.kind, loss_fn, tout, test.y, "test"))
     return s
@@ -762,10 +764,10 @@ def evaluate(spec: ir.Spec, weights_path: str | os.PathLike,
     loss_fn = losses.make_loss(spec.loss)
     for split_name, split in (("test", prepared.test), ("val", prepared.val),
                               ("train", prepared.train)):
-        if split is not None and len(split.x):
+        if split is not None and len(split):
             out = net.predict(split.x, EVAL_BATCH)
             m = _eval_metrics(spec.task, spec.loss.kind, loss_fn, out, split.y, split_name)
-            result: dict[str, Any] = {"split": split_name, "rows": len(split.x)}
+            result: dict[str, Any] = {"split": split_name, "rows": len(split)}
             # plain names (loss, accuracy, ...) plus the prefixed ones
             result.update({k.split("_", 1)[1]: v for k, v in m.items()})
             result.update(m)

@@ -197,6 +197,7 @@ def test_prepare_mnist_reshapes_to_channels_and_scales(monkeypatch):
         scale=255.0,
     )
     p = data.prepare(spec, Path("."))
+    assert p.train.samples.dtype == np.uint8  # kept as bytes, converted batch by batch
     assert p.train.x.shape == (9000, 1, 28, 28) and p.train.x.dtype == np.float32
     assert p.val.x.shape == (1000, 1, 28, 28) and p.val.y.dtype == np.int64
     assert p.train.x.min() == 0.0 and p.train.x.max() == 1.0

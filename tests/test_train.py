@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fcspec import data, train
+from fcspec import data, ir, train
 from fcspec import io as fio
 from fcspec.check import load_spec
 from fcspec.errors import DataError, FcspecError, TrainingError
@@ -207,6 +207,60 @@ def test_resume_ends_bit_for_bit_where_an_uninterrupted_run_ends(tmp_path, case)
     drop = {"seconds"}
     assert {k: v for k, v in full.items() if k not in drop} == \
            {k: v for k, v in resumed.items() if k not in drop}
+
+
+COMPACT_SPEC = """
+model M {{
+    input [64]
+    fc1 = linear(16) -> relu
+    fc2 = linear(10)
+}}
+loss cross_entropy
+optimizer adam(lr = 0.01)
+data {{ train = npz("{file}")  validate = 0.2  scale = 16  normalize = {normalize} }}
+train {{ epochs = 2  batch = {batch}  shuffle = {shuffle}  seed = 3 }}
+"""
+
+
+@pytest.mark.parametrize("batch,shuffle,normalize", [
+    ("32", "true", "standard"), ("50", "false", "minmax"), ("full", "true", "none"), ("full", "false", "none"),
+])
+def test_byte_samples_train_exactly_like_their_float32_copy(tmp_path, batch, shuffle, normalize):
+    # digits are bytes: the training split keeps them so and converts each batch as it is
+    # taken (a quarter of the memory); the same data stored as float32 takes the other path.
+    x, y = data.load_source(ir.DataSource("dataset", {"name": "digits"}), Path("."))
+    assert x.dtype == np.uint8
+    np.savez(tmp_path / "u8.npz", x=x, y=y)
+    np.savez(tmp_path / "f32.npz", x=x.astype(np.float32), y=y)
+    runs = {}
+    for name in ("u8", "f32"):
+        path = tmp_path / f"{name}.fc"
+        path.write_text(COMPACT_SPEC.format(file=f"{name}.npz", normalize=normalize, batch=batch,
+                                            shuffle=shuffle))
+        spec = load_spec(path)
+        prepared = data.prepare(spec)
+        assert (prepared.train.pre is not None) == (name == "u8")
+        train.run(spec, out_dir=tmp_path / name, quiet=True)
+        runs[name] = prepared
+    assert runs["u8"].train.samples.dtype == np.uint8
+    np.testing.assert_array_equal(runs["u8"].train.x, runs["f32"].train.x)
+    np.testing.assert_array_equal(runs["u8"].val.x, runs["f32"].val.x)
+    assert_same_weights(weights(tmp_path / "u8/weights.npz"), weights(tmp_path / "f32/weights.npz"))
+    assert strip_time(metrics(tmp_path / "u8")) == strip_time(metrics(tmp_path / "f32"))
+
+
+def test_compact_split_rows_are_the_preprocessed_rows(tmp_path):
+    x = np.random.default_rng(0).integers(0, 256, (37, 6), dtype=np.uint8)
+    pre = data.Preprocess.fit(x, scale=255.0, normalize="standard")
+    split = data.Split(x, np.zeros(37, np.int64), pre)
+    dense = pre.apply(x)
+    assert split.x.dtype == np.float32 and np.array_equal(split.x, dense)
+    out = np.empty((10, 6), np.float32)
+    idx = np.array([36, 0, 5, 5, 17, 2, 30, 1, 9, 11])
+    assert split.rows(idx, out) is out and np.array_equal(out, dense[idx])
+    assert np.array_equal(split.rows(idx[:3], out[:3]), dense[idx[:3]])  # a short last batch
+    assert np.array_equal(split.rows(slice(4, 14), out), dense[4:14])
+    assert split.dense().pre is None and np.array_equal(split.dense().samples, dense)
 
 
 def test_checkpoint_of_another_spec_is_refused(tmp_path):
