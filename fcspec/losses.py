@@ -102,7 +102,7 @@ class _ClassLoss(Loss):
             raise DataError(
                 f"{self.kind}: expects class ids of shape [{n}], got {list(target.shape)}"
             )
-        if not np.issubdtype(target.dtype, np.integer):
+        if target.dtype.kind not in "iu":  # np.issubdtype costs 2 us a step
             if target.size and not np.all(np.mod(target, 1) == 0):
                 raise DataError(f"{self.kind}: class ids must be integers")
             target = target.astype(np.int64)
