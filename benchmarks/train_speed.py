@@ -737,6 +737,86 @@ def write_section(path: Path, body: str) -> None:
 
 
 # ---------------------------------------------------------------------------
+# Breakdown: what each part of the step adds to the GEMM floor, in place.
+
+BREAKDOWN_BEGIN = "<!-- breakdown:begin -->"
+BREAKDOWN_END = "<!-- breakdown:end -->"
+STAGES = (
+    ("floor", "the 8 GEMMs alone (the floor)"),
+    ("fixed batch", "forward, loss and backward on one batch gathered once"),
+    ("+ gather", "the same with each step's batch gathered (and converted) from the data set"),
+    ("+ optimizer", "the same plus the optimizer step: fcspec's bare training step"),
+    ("gather alone", "only the batch gathering"),
+    ("optimizer alone", "only the optimizer steps"),
+)
+
+
+def breakdown_epochs(cell: Cell):
+    """One epoch function per stage, sharing one network, loss and optimizer."""
+    from fcspec import interpreter, losses, optim
+
+    split, y = cell.data.train, cell.data.train.y
+    n, batch = len(split), cell.batch
+    net = interpreter.Network(cell.spec.model, rng=np.random.default_rng([cell.seed, 1]))
+    loss_fn = losses.make_loss(cell.spec.loss)
+    opt = optim.make_optimizer(cell.spec.optimizer, net.theta.size)
+    lr = float(cell.spec.optimizer.lr)
+    x_buf = np.empty((batch,) + split.samples.shape[1:], np.float32)
+    y_buf = np.empty(batch, y.dtype)
+    rng = np.random.default_rng(cell.seed)
+    starts = range(0, n - batch + 1, batch)  # full batches only: every stage does the same steps
+    floor = GemmFloor(len(starts) * batch, batch, cell.seed)
+
+    def epoch(gather: bool, compute: bool, step: bool) -> float:
+        order = rng.permutation(n)
+        xb, yb = split.rows(order[:batch], x_buf), np.take(y, order[:batch], out=y_buf, mode="clip")
+        t0 = time.perf_counter()
+        for s in starts:
+            if gather:
+                idx = order[s:s + batch]
+                xb, yb = split.rows(idx, x_buf), np.take(y, idx, out=y_buf, mode="clip")
+            if compute:
+                _, g = loss_fn.value_and_grad(net.forward(xb, True), yb)
+                net.backward(g)
+            if step:
+                opt.step(net.theta, net.grad, lr)
+        return time.perf_counter() - t0
+
+    def floor_epoch() -> float:
+        t0 = time.perf_counter()
+        floor.epoch()
+        return time.perf_counter() - t0
+
+    fns = {"floor": floor_epoch, "fixed batch": lambda: epoch(False, True, False),
+           "+ gather": lambda: epoch(True, True, False), "+ optimizer": lambda: epoch(True, True, True),
+           "gather alone": lambda: epoch(True, False, False), "optimizer alone": lambda: epoch(False, False, True)}
+    return fns, len(starts)
+
+
+def breakdown(cells: list[Cell], rounds: int, settle: float, log) -> str:
+    """A table: each stage's epoch over the floor's epoch of the same round (median over rounds)."""
+    lines = ["| cell | " + " | ".join(f"{name} us/step" for name, _ in STAGES) + " | "
+             + " | ".join(f"{name} / floor" for name, _ in STAGES[1:4]) + " |",
+             "|" + "---|" * (1 + len(STAGES) + 3)]
+    for cell in cells:
+        fns, steps = breakdown_epochs(cell)
+        times: dict[str, list[float]] = {name: [] for name in fns}
+        for r in range(rounds):
+            names = list(fns)
+            k = r % len(names)
+            for name in names[k:] + names[:k]:
+                time.sleep(settle)
+                times[name].append(fns[name]())
+        us = {k: statistics.median(v) / steps * 1e6 for k, v in times.items()}
+        ratio = {k: paired_ratio([[t] for t in times[k]], [[t] for t in times["floor"]]) for k in times}
+        log(f"[breakdown {cell.label}] " + "  ".join(f"{k} {v:.0f} us" for k, v in us.items()))
+        lines.append(f"| {cell.optimizer}, batch {cell.batch} | "
+                     + " | ".join(f"{us[name]:.0f}" for name, _ in STAGES) + " | "
+                     + " | ".join(f"{ratio[name]:.2f}" for name, _ in STAGES[1:4]) + " |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
 # Profile: where one epoch of fcspec's training goes.
 
 
@@ -785,6 +865,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true",
                     help="instead of timing: cProfile one fcspec epoch per cell (use --batches / --optimizers)")
     ap.add_argument("--profile-top", type=int, default=25)
+    ap.add_argument("--breakdown", action="store_true",
+                    help="instead of the engines: what gathering, the loss and backward, and the optimizer "
+                         "each add to the GEMM floor (its own section with --write)")
     ap.add_argument("--unset-openblas-env", action="store_true",
                     help="re-exec without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (which can slow NumPy)")
     ap.add_argument("--memory-child", help=argparse.SUPPRESS)
@@ -818,6 +901,30 @@ def main(argv: list[str] | None = None) -> int:
     n = len(cells[0].data.train)
     info = blas_info()
     log(blas_line(info))
+
+    if args.breakdown:
+        table = breakdown(cells, args.rounds, args.settle, log)
+        cmd = "python benchmarks/train_speed.py " + " ".join(shlex.quote(a) for a in argv)
+        body = "\n".join([
+            "## Where fcspec's training step goes",
+            "",
+            "Each column adds one part of the step, timed in place on MNIST in alternating rounds "
+            f"(medians of {args.rounds} round(s), {date.today().isoformat()}); the ratios are paired "
+            "with the floor's epoch of the same round. Full batches only.",
+            "",
+            *[f"- **{name}**: {what}" for name, what in STAGES],
+            "",
+            table,
+            "",
+            f"Machine: {machine(args.threads, load_start)}.",
+            "",
+            f"Reproduce: `{cmd.strip()}`",
+        ])
+        print(body)
+        if args.write:
+            replace_section(args.write, body, BREAKDOWN_BEGIN, BREAKDOWN_END)
+            print(f"\nwrote the breakdown section of {args.write}", file=sys.stderr)
+        return 0
 
     with tempfile.TemporaryDirectory(prefix="fcspec-train-speed-") as tmp_s:
         tmp = Path(tmp_s)
