@@ -1,0 +1,88 @@
+"""benchmarks/train_speed.py still runs end to end and reports what it claims.
+
+No timing is asserted (the machines are noisy and timing belongs to the
+benchmark itself): these are smoke runs at the smallest settings, checking
+that every engine ran, that the ratios are computed from the figures shown and
+that --write touches only its own section.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, SHARED_DATA
+
+SCRIPT = ROOT / "benchmarks" / "train_speed.py"
+needs_mnist = pytest.mark.skipif(
+    not (SHARED_DATA / "mnist" / "train-images-idx3-ubyte.gz").is_file(),
+    reason="needs the shared MNIST files",
+)
+
+
+def load_train_speed():
+    spec = importlib.util.spec_from_file_location("train_speed", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def run_script(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, FCSPEC_DATA=str(SHARED_DATA))
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios():
+    ts = load_train_speed()
+    # round medians 2/1, 3/1 (median of 2, 4, 3), 10/2: ratios 2, 3, 5
+    assert ts.paired_ratio([[2.0], [2.0, 4.0, 3.0], [10.0]], [[1.0], [1.0], [2.0]]) == 3.0
+    assert ts.paired_ratio([[1.0], []], [[2.0], [1.0]]) == 0.5  # a round one engine skipped
+    assert ts.paired_ratio([], []) is None
+
+
+def table_rows(text: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in text.splitlines():
+        m = re.match(r"\| ((?:sgd|adam), batch \d+) \| (.*) \|$", line)
+        if m:
+            rows[m.group(1)] = [c.strip() for c in m.group(2).split("|")]
+    return rows
+
+
+@needs_mnist
+def test_training_table_smoke_run(tmp_path):
+    pytest.importorskip("torch")  # the parity extra: the table's other engine
+    doc = tmp_path / "performance.md"
+    doc.write_text("# Performance\n\nintro\n\n<!-- inference:begin -->\nkept\n<!-- inference:end -->\n")
+    r = run_script("--batches", "256", "--optimizers", "sgd", "--rounds", "2", "--no-sklearn",
+                   "--no-memory", "--check-repeats", "0", "--write", str(doc))
+    assert r.returncode == 0, r.stderr
+    rows = table_rows(r.stdout)
+    assert list(rows) == ["sgd, batch 256"]
+    head = next(line for line in r.stdout.splitlines() if line.startswith("| cell |"))
+    cols = [c.strip() for c in head.strip("|").split("|")][1:]
+    row = dict(zip(cols, rows["sgd, batch 256"]))
+    fcspec, torch_s = float(row["fcspec s/epoch"]), float(row["torch s/epoch"])
+    assert fcspec > 0 and torch_s > 0 and float(row["floor s/epoch"]) > 0
+    # the column of medians and its ratio agree; the verdict follows the paired ratio
+    assert abs(float(row["ratio of medians"]) - fcspec / torch_s) < 0.01
+    paired = float(row["fcspec/torch (paired)"])
+    assert row["<= 0.6?"] == ("yes" if paired <= 0.6 else "**no**")
+    text = doc.read_text()
+    assert "kept" in text and text.count("<!-- training:begin -->") == 1 and "sgd, batch 256" in text
+
+
+@needs_mnist
+def test_breakdown_smoke_run():
+    r = run_script("--breakdown", "--batches", "256", "--optimizers", "adam", "--rounds", "1")
+    assert r.returncode == 0, r.stderr
+    rows = table_rows(r.stdout)
+    assert list(rows) == ["adam, batch 256"]
+    values = [float(v) for v in rows["adam, batch 256"]]
+    assert len(values) == 9 and all(v > 0 for v in values)
