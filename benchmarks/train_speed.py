@@ -665,7 +665,7 @@ def speed_table(cells: list[Cell], results: dict, n: int) -> tuple[str, list[dic
     rows = []
     ratio_s = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
     for cell in cells:
-        r = {k: v for k, v in results[cell.label].items()}
+        r = results[cell.label]
         fr, tr, flr = r.get("fcspec", []), r.get("torch", []), r.get("floor", [])
         f, t, fl = med(flat(fr)), med(flat(tr)), med(flat(flr))
         ratio = paired_ratio(fr, tr)
