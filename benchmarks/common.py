@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from pathlib import Path
@@ -16,6 +17,28 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def machine_line(threads: int, libraries: dict[str, str], load_start: float | None = None) -> str:
+    """CPU, cores, load and versions for a section's Machine line.
+
+    `libraries` maps a display name to an importable module ("scikit-learn":
+    "sklearn"); the ones not installed are left out.  Other work on the machine
+    slows every engine, so the 1-minute load average says how quiet the run was.
+    """
+    import numpy as np
+
+    parts = [f"Python {platform.python_version()}", f"NumPy {np.__version__}"]
+    for name, module in libraries.items():
+        try:
+            parts.append(f"{name} {__import__(module).__version__}")
+        except ImportError:
+            pass
+    load = ""
+    if hasattr(os, "getloadavg"):
+        start = "" if load_start is None else f" {load_start:.2f} at the start and"
+        load = f", 1-minute load average{start} {os.getloadavg()[0]:.2f} at the end"
+    return f"{cpu_model()}, {os.cpu_count()} logical CPUs{load}, {threads} thread(s) per engine; " + ", ".join(parts)
 
 
 def replace_section(path: Path, body: str, begin: str, end: str) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -52,12 +51,13 @@ if __name__ == "__main__":
 import numpy as np  # noqa: E402  (after the thread pinning above)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, also when imported
-from common import cpu_model, replace_section  # noqa: E402
+from common import machine_line, replace_section  # noqa: E402
 
 from fcspec import interpreter, ir, onnx_export  # noqa: E402
 
 BEGIN = "<!-- inference:begin -->"
 END = "<!-- inference:end -->"
+LIBRARIES = {"onnxruntime": "onnxruntime", "torch": "torch"}  # versions in the Machine line
 
 
 def mnist_spec() -> ir.Spec:
@@ -168,27 +168,6 @@ def table(results: dict, cases: list[tuple[str, int, int]], names: list[str]) ->
     return "\n".join(lines)
 
 
-def environment(threads: int) -> str:
-    import onnxruntime as ort
-
-    parts = [
-        f"Python {platform.python_version()}", f"NumPy {np.__version__}",
-        f"onnxruntime {ort.__version__}",
-    ]
-    try:
-        import torch
-
-        parts.append(f"torch {torch.__version__}")
-    except ImportError:
-        pass
-    cpu = cpu_model()
-    load = ""
-    if hasattr(os, "getloadavg"):
-        # other work on the machine shifts every engine; the load says how quiet it was
-        load = f", load average {os.getloadavg()[0]:.2f} at the end"
-    return f"{cpu}, {os.cpu_count()} logical CPUs{load}, {threads} thread(s) per engine; " + ", ".join(parts)
-
-
 def write_section(path: Path, body: str) -> None:
     """Replace this benchmark's section of the doc (between its markers)."""
     replace_section(path, body, BEGIN, END)
@@ -230,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
         "",
         table(results, cases, names),
         "",
-        f"Machine: {environment(args.threads)}.",
+        f"Machine: {machine_line(args.threads, LIBRARIES)}.",
         "",
         f"Reproduce: `{cmd.strip()}`",
     ])

@@ -58,7 +58,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -110,9 +109,10 @@ if __name__ == "__main__":
 import numpy as np  # noqa: E402  (after the environment set-up above)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, also when imported
-from common import cpu_model, replace_section  # noqa: E402
+from common import machine_line, replace_section  # noqa: E402
 
 BEGIN = "<!-- training:begin -->"
+LIBRARIES = {"torch": "torch", "scikit-learn": "sklearn"}  # versions in the Machine line
 END = "<!-- training:end -->"
 BATCHES = (32, 64, 128, 256)
 OPTIMIZERS = {  # name -> (fcspec spec text, torch constructor)
@@ -609,22 +609,6 @@ def blas_info() -> dict:
     return info
 
 
-def machine(threads: int, load_start: float | None) -> str:
-    parts = [f"Python {platform.python_version()}", f"NumPy {np.__version__}"]
-    for mod in ("torch", "sklearn"):
-        try:
-            m = __import__(mod)
-            parts.append(f"{'scikit-learn' if mod == 'sklearn' else mod} {m.__version__}")
-        except ImportError:
-            pass
-    cpu = cpu_model()
-    load = ""
-    if hasattr(os, "getloadavg"):
-        # other work on the machine slows every engine (two BLAS threads most): say how busy it was
-        load = f", 1-minute load average {load_start:.2f} at the start and {os.getloadavg()[0]:.2f} at the end"
-    return f"{cpu}, {os.cpu_count()} logical CPUs{load}, {threads} threads per engine; " + ", ".join(parts)
-
-
 def blas_line(info: dict) -> str:
     s = f"NumPy's BLAS: OpenBLAS core {info.get('core', '?')}, {info.get('threads', '?')} threads " \
         f"({info['source']})"
@@ -916,7 +900,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
             table,
             "",
-            f"Machine: {machine(args.threads, load_start)}.",
+            f"Machine: {machine_line(args.threads, LIBRARIES, load_start)}.",
             "",
             f"Reproduce: `{cmd.strip()}`",
         ])
@@ -986,7 +970,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *[f"- {'met' if ok else '**missed**'}: {what} ({detail})" for what, ok, detail in goal_list],
         "",
-        f"Machine: {machine(args.threads, load_start)}.  ",
+        f"Machine: {machine_line(args.threads, LIBRARIES, load_start)}.  ",
         blas_line(info) + ".",
         "",
         f"Reproduce: `{cmd.strip()}` (whole run {time.perf_counter() - t_all:.0f} s)",

@@ -601,7 +601,7 @@ class Preprocess:
 
     @property
     def is_identity(self) -> bool:
-        return bool(self.scale == 1 and not self.shift.any() and (self.divisor == 1).all())
+        return bool(self.scale == 1 and not self._shifts and not self._divides)
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """Preprocessed float32 copy of `x` ([N, *input_shape]; flat rows of the
@@ -616,9 +616,10 @@ class Preprocess:
         return self._apply_inplace(x)
 
     def apply_into(self, raw: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """`out` (float32, raw's shape) = the preprocessed `raw`: the same float32 operations
-        as `apply` on the same values, so the same bits, without a float32 copy of `raw` first.
-        Subtracting 0 and dividing by 1 are exact, so those passes are skipped."""
+        """`out` (float32, raw's shape; may be `raw` itself) = the preprocessed `raw`, without a
+        float32 copy of `raw` first.  The same operations in the same order as the exported
+        ONNX graph (Div, Sub, Div); subtracting 0 and dividing by 1 are exact, so those
+        passes are skipped."""
         if self.scale != 1:
             np.divide(raw, self.scale, out=out)
         else:
@@ -643,11 +644,7 @@ class Preprocess:
                 f"preprocessing fitted for samples of shape {_shape_str(self.shift.shape)} "
                 f"got samples of shape {_shape_str(x.shape[1:])}"
             )
-        # Same operations in the same order as the exported ONNX graph (Div, Sub, Div).
-        np.divide(x, self.scale, out=x)
-        np.subtract(x, self.shift, out=x)
-        np.divide(x, self.divisor, out=x)
-        return x
+        return self.apply_into(x, x)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write `preprocess.npz` atomically (a crash never leaves half a file)."""
