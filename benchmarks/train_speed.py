@@ -110,6 +110,7 @@ import numpy as np  # noqa: E402  (after the environment set-up above)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, also when imported
 from common import machine_line, replace_section  # noqa: E402
+from numpy_loop import HandLoop  # noqa: E402
 
 BEGIN = "<!-- training:begin -->"
 LIBRARIES = {"torch": "torch", "scikit-learn": "sklearn"}  # versions in the Machine line
@@ -270,6 +271,25 @@ def run_fcspec_loop(cell: Cell, epochs: int, tmp: Path) -> list[float]:
     return times
 
 
+def run_numpy_hand(cell: Cell, epochs: int, tmp: Path) -> list[float]:
+    """The issue's "carefully written float32 NumPy loop" (numpy_loop.py), over the float32
+    data torch reads, the same batch indices, with the loss and correct count per step."""
+    x, y = dense_x(cell).reshape(len(cell.data.train), -1), cell.data.train.y
+    n, batch = x.shape[0], cell.batch
+    loop = HandLoop(cell.optimizer, seed=cell.seed)
+    rng = np.random.default_rng(cell.seed)
+    for s in range(0, WARMUP_STEPS * batch, batch):  # untimed, as for torch
+        loop.step(x, y, np.arange(s, s + batch))
+    times = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        order = rng.permutation(n)
+        for s in range(0, n, batch):
+            loop.step(x, y, order[s:s + batch])
+        times.append(time.perf_counter() - t0)
+    return times
+
+
 def run_torch(cell: Cell, epochs: int, tmp: Path) -> list[float]:
     import torch
     import torch.nn.functional as F
@@ -406,6 +426,8 @@ def engines(args) -> dict:
     out = {"fcspec": run_fcspec}
     if not args.no_loop:
         out["fcspec loop"] = run_fcspec_loop
+    if not args.no_hand:
+        out["numpy by hand"] = run_numpy_hand
     try:
         import torch
 
@@ -639,7 +661,9 @@ def speed_table(cells: list[Cell], results: dict, n: int) -> tuple[str, list[dic
     head = ["cell", "fcspec s/epoch"]
     if "fcspec loop" in have:
         head.append("fcspec loop s/epoch")
-    head += ["torch s/epoch", "fcspec/torch (paired)", f"<= {GOAL_RATIO}?", "ratio of medians", "best/best"]
+    head += ["torch s/epoch", "fcspec/torch (paired)", f"<= {GOAL_RATIO}?", "ratio of medians"]
+    if "numpy by hand" in have:
+        head += ["numpy by hand s/epoch", "hand/torch (paired)", "fcspec/hand (paired)"]
     if "sklearn" in have:
         head.append("sklearn s/epoch")
     head += ["fcspec GFLOP/s", "numpy GEMM GFLOP/s", "floor s/epoch", "fcspec/floor (paired)"]
@@ -658,7 +682,10 @@ def speed_table(cells: list[Cell], results: dict, n: int) -> tuple[str, list[dic
                "ratio_of_medians": f / t if f and t else None,
                "sklearn": med(flat(r.get("sklearn", []))), "floor": fl,
                "floor_ratio": paired_ratio(fr, flr),
-               "best_ratio": min(flat(fr)) / min(flat(tr)) if fr and tr else None,
+               "hand": med(flat(r.get("numpy by hand", []))),
+               "hand_ratio": paired_ratio(r.get("numpy by hand", []), tr),
+               "fcspec_hand_ratio": paired_ratio(fr, r.get("numpy by hand", [])),
+               "hand_floor_ratio": paired_ratio(r.get("numpy by hand", []), flr),
                "floor1": med(flat(r.get("floor 1 thread", [])))}
         rows.append(row)
         cells_out = [f"{cell.optimizer}, batch {cell.batch}", fmt_s(f)]
@@ -666,7 +693,9 @@ def speed_table(cells: list[Cell], results: dict, n: int) -> tuple[str, list[dic
             cells_out.append(fmt_s(row["fcspec_loop"]))
         cells_out += [fmt_s(t), ratio_s(ratio),
                       "-" if ratio is None else ("yes" if ratio <= GOAL_RATIO else "**no**"),
-                      ratio_s(row["ratio_of_medians"]), ratio_s(row["best_ratio"])]
+                      ratio_s(row["ratio_of_medians"])]
+        if "numpy by hand" in have:
+            cells_out += [fmt_s(row["hand"]), ratio_s(row["hand_ratio"]), ratio_s(row["fcspec_hand_ratio"])]
         if "sklearn" in have:
             cells_out.append(fmt_s(row["sklearn"]))
         cells_out += ["-" if not f else f"{gflop / f:.1f}", "-" if not fl else f"{gflop / fl:.1f}",
@@ -697,10 +726,20 @@ def goals(rows: list[dict], mem: list[dict], chk: dict | None) -> list[tuple[str
         out.append((f"fcspec/torch <= {GOAL_RATIO} in every cell", all(v <= GOAL_RATIO for _, v in ratios),
                     f"worst {worst[1]:.2f} ({worst[0]}), {sum(v <= GOAL_RATIO for _, v in ratios)} "
                     f"of {len(ratios)} cells met"))
+    hand = [(r["cell"], r["hand_ratio"]) for r in rows if r["hand_ratio"] is not None]
+    if hand:  # not a goal of fcspec's: how far NumPy itself gets, for reading the one above
+        worst = max(hand, key=lambda t: t[1])
+        out.append((f"(reference, no goal) the hand-written NumPy loop: hand/torch <= {GOAL_RATIO}", None,
+                    f"worst {worst[1]:.2f} ({worst[0]}), {sum(v <= GOAL_RATIO for _, v in hand)} "
+                    f"of {len(hand)} cells"))
     fl = [(r["cell"], r["floor_ratio"]) for r in rows if r["batch"] == 256 and r["floor_ratio"]]
     if fl:
         out.append((f"fcspec <= {GOAL_FLOOR} x the GEMM floor at batch 256",
                     all(v <= GOAL_FLOOR for _, v in fl), ", ".join(f"{c}: {v:.2f}" for c, v in fl)))
+    hfl = [(r["cell"], r["hand_floor_ratio"]) for r in rows if r["batch"] == 256 and r["hand_floor_ratio"]]
+    if hfl:
+        out.append(("(reference, no goal) the hand-written NumPy loop over the GEMM floor at batch 256", None,
+                    ", ".join(f"{c}: {v:.2f}" for c, v in hfl)))
     fm = [r for r in mem if r["engine"] == "fcspec"]
     if fm:
         worst = max(fm, key=lambda r: r["added_mb"])
@@ -841,6 +880,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true",
                     help="1 epoch x 1 round, no sklearn, fewer check repeats (a smoke run)")
     ap.add_argument("--no-loop", action="store_true", help="skip the 'fcspec loop' column")
+    ap.add_argument("--no-hand", action="store_true",
+                    help="skip the 'numpy by hand' column (numpy_loop.py, the issue's reference loop)")
     ap.add_argument("--no-sklearn", action="store_true", help="skip scikit-learn even when installed")
     ap.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     ap.add_argument("--check-repeats", type=int, default=7, help="runs of `fcspec check` (median)")
@@ -956,8 +997,11 @@ def main(argv: list[str] | None = None) -> int:
         "fcspec's GFLOP/s is that count over its epoch time. **fcspec/torch (paired)** is the median "
         "over rounds of the ratio within a round (the two engines ran seconds apart, so a slow spell of "
         "this shared machine hits both); the goals are judged on it. **ratio of medians** divides the "
-        "two columns instead, and **best/best** the fastest epochs; **floor 1 thread** runs the same "
-        "GEMMs with NumPy's BLAS limited to one thread.",
+        "two columns instead. **numpy by hand** is the issue's reference, a float32 NumPy loop written "
+        "for this one network and nothing else (benchmarks/numpy_loop.py, checked against fcspec's "
+        "step by the tests), over the same float32 data as torch: **hand/torch** is how far NumPy "
+        "itself gets, **fcspec/hand** what the general interpreter costs on top. **floor 1 thread** "
+        "runs the same GEMMs with NumPy's BLAS limited to one thread.",
         "",
         table,
         "",
@@ -968,7 +1012,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Goals of the issue:",
         "",
-        *[f"- {'met' if ok else '**missed**'}: {what} ({detail})" for what, ok, detail in goal_list],
+        *[f"- {'met' if ok else 'note' if ok is None else '**missed**'}: {what} ({detail})"
+          for what, ok, detail in goal_list],
         "",
         f"Machine: {machine_line(args.threads, LIBRARIES, load_start)}.  ",
         blas_line(info) + ".",
@@ -979,7 +1024,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         write_section(args.write, body)
         print(f"\nwrote the training section of {args.write}", file=sys.stderr)
-    missed = [what for what, ok, _ in goal_list if not ok]
+    missed = [what for what, ok, _ in goal_list if ok is False]
     if args.assert_goals and missed:
         print("goals missed: " + "; ".join(missed), file=sys.stderr)
         return 1

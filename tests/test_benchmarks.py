@@ -86,3 +86,36 @@ def test_breakdown_smoke_run():
     assert list(rows) == ["adam, batch 256"]
     values = [float(v) for v in rows["adam, batch 256"]]
     assert len(values) == 9 and all(v > 0 for v in values)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_hand_written_loop_computes_fcspecs_training_step(optimizer):
+    """The reference loop is timed beside fcspec, so it must do the same work: from the same
+    parameters and batches, its losses, correct counts and parameters follow fcspec's
+    interpreter and optimizers (to float32 round-off: its Adam folds the bias corrections)."""
+    import numpy as np
+
+    from fcspec import interpreter, losses, optim
+
+    ts = load_train_speed()
+    spec = ts.make_spec(optimizer, 32, 0)
+    net = interpreter.Network(spec.model, rng=np.random.default_rng(3))
+    loss_fn = losses.make_loss(spec.loss)
+    opt = optim.make_optimizer(spec.optimizer, net.theta.size)
+    hand = ts.HandLoop(optimizer, theta=net.theta)
+    rng = np.random.default_rng(4)
+    x = rng.random((100, 784), dtype=np.float32)
+    y = rng.integers(0, 10, 100)
+    for step, idx in enumerate([rng.permutation(100)[:32], rng.permutation(100)[:32], np.arange(68, 100)]):
+        out = net.forward(x[idx].reshape(-1, 1, 28, 28), training=True)
+        correct = int((out.argmax(1) == y[idx]).sum())
+        loss, g = loss_fn.value_and_grad(out, y[idx])
+        net.backward(g)
+        opt.step(net.theta, net.grad, float(spec.optimizer.lr))
+        before = hand.theta.copy()
+        hand_loss, hand_correct = hand.step(x, y, idx)
+        assert hand_loss == pytest.approx(loss, rel=1e-5), step
+        assert hand_correct == correct, step
+        np.testing.assert_allclose(hand.grad, net.grad, rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(hand.theta, net.theta, rtol=1e-5, atol=1e-6)
+        assert np.abs(hand.theta - before).max() > 1e-4  # a real step, not a no-op on both sides
