@@ -16,6 +16,10 @@ momentum 0.9) and with Adam (lr 1e-3).  Engines:
                losses, optim) with nothing but forward, loss, backward, optimizer
                step: what the per-step bookkeeping of train.run (finiteness checks,
                accuracy count) costs is the difference between the two.
+- numpy by hand  the issue's "carefully written float32 NumPy loop" (numpy_loop.py):
+               this one network written out by hand for speed, over the float32 data
+               torch reads.  Not a goal but its yardstick: hand/torch is how far NumPy
+               itself gets here, fcspec/hand what the general interpreter adds.
 - torch        the equivalent nn.Sequential with torch.optim.SGD / Adam (defaults,
                as a user writes them), over float32 tensors sharing memory with one
                float32 copy of the scaled data (a TensorDataset program's layout;
@@ -29,6 +33,7 @@ momentum 0.9) and with Adam (lr 1e-3).  Engines:
                backward 5: three weight gradients and the input gradients of fc3
                and fc2, which fc1 does not need), with NumPy float32 and out= buffers.
                Its seconds are the GEMM floor; its GFLOP/s is NumPy's throughput.
+- torch GEMMs  the same GEMMs through torch.matmul (torch's BLAS and threads).
 
 Engines run in alternating rounds inside one process (round r runs every engine
 for E epochs, in a rotated order), so a slow spell of the machine hits all of them
@@ -361,9 +366,10 @@ def run_sklearn(cell: Cell, epochs: int, tmp: Path) -> list[float]:
 
 
 class GemmFloor:
-    """The matmuls of one epoch at the training shapes, into preallocated outputs."""
+    """The matmuls of one epoch at the training shapes, into preallocated outputs;
+    with `torch`, the same arrays as tensors (shared memory) through torch.matmul."""
 
-    def __init__(self, n: int, batch: int, seed: int):
+    def __init__(self, n: int, batch: int, seed: int, torch: bool = False):
         rng = np.random.default_rng(seed)
         f32 = np.float32
         self.sizes = batch_sizes(n, batch)
@@ -374,9 +380,18 @@ class GemmFloor:
         self.gh = [rng.standard_normal((batch, d), dtype=f32) for d in (d1, d2, d3)]  # their grads
         self.gw = [np.empty_like(w) for w in self.w]
         self.gx = [np.empty((batch, d), f32) for d in (d1, d2)]  # dx of fc2, fc3
+        self.mm = np.matmul
+        if torch:
+            import torch as th
+
+            self.mm = th.matmul
+            t = th.from_numpy
+            self.x = t(self.x)
+            for name in ("w", "h", "gh", "gw", "gx"):
+                setattr(self, name, [t(a) for a in getattr(self, name)])
 
     def epoch(self) -> None:
-        mm = np.matmul
+        mm = self.mm
         x, (w1, w2, w3), (h1, h2, h3) = self.x, self.w, self.h
         (g1, g2, g3), (gw1, gw2, gw3), (gx2, gx3) = self.gh, self.gw, self.gx
         for b in self.sizes:
@@ -390,13 +405,13 @@ class GemmFloor:
             mm(g1[:b].T, x[:b], out=gw1)
 
 
-def run_floor_factory(n: int):
+def run_floor_factory(n: int, torch: bool = False):
     floors: dict[tuple[int, int], GemmFloor] = {}
 
     def run_floor(cell: Cell, epochs: int, tmp: Path) -> list[float]:
         key = (cell.batch, cell.seed)
         if key not in floors:
-            floors[key] = GemmFloor(n, cell.batch, cell.seed)
+            floors[key] = GemmFloor(n, cell.batch, cell.seed, torch=torch)
         f = floors[key]
         times = []
         for _ in range(epochs):
@@ -667,6 +682,8 @@ def speed_table(cells: list[Cell], results: dict, n: int) -> tuple[str, list[dic
     if "sklearn" in have:
         head.append("sklearn s/epoch")
     head += ["fcspec GFLOP/s", "numpy GEMM GFLOP/s", "floor s/epoch", "fcspec/floor (paired)"]
+    if "torch GEMMs" in have:
+        head.append("torch GEMMs s/epoch")
     if "floor 1 thread" in have:
         head.append("floor 1 thread s/epoch")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -686,7 +703,8 @@ def speed_table(cells: list[Cell], results: dict, n: int) -> tuple[str, list[dic
                "hand_ratio": paired_ratio(r.get("numpy by hand", []), tr),
                "fcspec_hand_ratio": paired_ratio(fr, r.get("numpy by hand", [])),
                "hand_floor_ratio": paired_ratio(r.get("numpy by hand", []), flr),
-               "floor1": med(flat(r.get("floor 1 thread", [])))}
+               "floor1": med(flat(r.get("floor 1 thread", []))),
+               "torch_floor": med(flat(r.get("torch GEMMs", [])))}
         rows.append(row)
         cells_out = [f"{cell.optimizer}, batch {cell.batch}", fmt_s(f)]
         if "fcspec loop" in have:
@@ -700,6 +718,8 @@ def speed_table(cells: list[Cell], results: dict, n: int) -> tuple[str, list[dic
             cells_out.append(fmt_s(row["sklearn"]))
         cells_out += ["-" if not f else f"{gflop / f:.1f}", "-" if not fl else f"{gflop / fl:.1f}",
                       fmt_s(fl), ratio_s(row["floor_ratio"])]
+        if "torch GEMMs" in have:
+            cells_out.append(fmt_s(row["torch_floor"]))
         if "floor 1 thread" in have:
             cells_out.append(fmt_s(row["floor1"]))
         lines.append("| " + " | ".join(cells_out) + " |")
@@ -958,6 +978,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         runs = engines(args)
         runs["floor"] = run_floor_factory(n)
+        if "torch" in runs:  # torch's own GEMMs at the same shapes: what its epoch cannot go below
+            runs["torch GEMMs"] = run_floor_factory(n, torch=True)
         if args.threads > 1:
             try:
                 runs["floor 1 thread"] = run_floor_one_thread_factory(n)
@@ -1001,7 +1023,8 @@ def main(argv: list[str] | None = None) -> int:
         "for this one network and nothing else (benchmarks/numpy_loop.py, checked against fcspec's "
         "step by the tests), over the same float32 data as torch: **hand/torch** is how far NumPy "
         "itself gets, **fcspec/hand** what the general interpreter costs on top. **floor 1 thread** "
-        "runs the same GEMMs with NumPy's BLAS limited to one thread.",
+        "runs the same GEMMs with NumPy's BLAS limited to one thread, **torch GEMMs** with torch.matmul "
+        "(its BLAS, its threads): the part of torch's epoch no engine's overhead can explain.",
         "",
         table,
         "",
