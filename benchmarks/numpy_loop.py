@@ -70,14 +70,14 @@ class HandLoop:
             self._m, self._v, self._d = (np.zeros(total, F32) for _ in range(3))
         else:
             raise ValueError(f"unknown optimizer {optimizer!r}")
-        self._bufs: dict[int, dict[str, np.ndarray]] = {}
+        self._bufs: dict[int, dict[str, np.ndarray]] = {}  # per batch size
 
-    def _buffers(self, b: int) -> dict[str, np.ndarray]:
-        if b not in self._bufs:
+    def _buffers(self, b: int, label_dtype: np.dtype) -> dict[str, np.ndarray]:
+        if b not in self._bufs or self._bufs[b]["y"].dtype != label_dtype:
             e = lambda *s: np.empty(s, F32)  # noqa: E731
             h1, h2, c = SIZES[1:]
             self._bufs[b] = dict(
-                x=e(b, SIZES[0]), y=np.empty(b, np.int64), h1=e(b, h1), h2=e(b, h2), z=e(b, c),
+                x=e(b, SIZES[0]), y=np.empty(b, label_dtype), h1=e(b, h1), h2=e(b, h2), z=e(b, c),
                 zt=e(c, b), m=e(b), s=e(b, 1), g1=e(b, h1), g2=e(b, h2),
                 k1=np.empty((b, h1), np.bool_), k2=np.empty((b, h2), np.bool_),
                 zero1=np.zeros((b, h1), F32), zero2=np.zeros((b, h2), F32),
@@ -87,7 +87,7 @@ class HandLoop:
 
     def step(self, x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> tuple[float, int]:
         b = idx.shape[0]
-        B = self._buffers(b)
+        B = self._buffers(b, y.dtype)
         mm = np.matmul
         W1, b1, W2, b2, W3, b3 = self.p
         gW1, gb1, gW2, gb2, gW3, gb3 = self.g

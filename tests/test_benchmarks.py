@@ -105,7 +105,7 @@ def test_hand_written_loop_computes_fcspecs_training_step(optimizer):
     hand = ts.HandLoop(optimizer, theta=net.theta)
     rng = np.random.default_rng(4)
     x = rng.random((100, 784), dtype=np.float32)
-    y = rng.integers(0, 10, 100)
+    y = rng.integers(0, 10, 100).astype(np.uint8)  # MNIST stores its labels as bytes
     for step, idx in enumerate([rng.permutation(100)[:32], rng.permutation(100)[:32], np.arange(68, 100)]):
         out = net.forward(x[idx].reshape(-1, 1, 28, 28), training=True)
         correct = int((out.argmax(1) == y[idx]).sum())
