@@ -37,8 +37,9 @@ def param_shapes() -> list[tuple[int, ...]]:
 
 
 class HandLoop:
-    """`step(x, idx)`: gather the batch `x[idx]` (float32 rows of 784), one training step;
-    returns (mean loss, correct count) as a tutorial loop reports them."""
+    """`step(x, y, idx)`: gather the batch `x[idx]`, `y[idx]` (float32 rows of 784, class ids),
+    one training step; returns (mean loss, correct count) as a tutorial loop reports them.
+    The optimizers are the benchmark's: SGD with momentum 0.9, Adam with (0.9, 0.999), 1e-8."""
 
     def __init__(self, optimizer: str, theta: np.ndarray | None = None, seed: int = 0,
                  lr: float | None = None):
@@ -106,7 +107,8 @@ class HandLoop:
         zt, m, s = B["zt"], B["m"], B["s"]
         np.copyto(zt, z.T)
         np.maximum.reduce(zt, axis=0, out=m)
-        correct = int(np.count_nonzero(z[rows, yb] >= m))
+        correct = int(np.count_nonzero(z[rows, yb] >= m))  # the label's logit is the row's max (argmax
+        # would pick the first of tied maxima; float logits practically never tie)
         np.subtract(z, m[:, None], out=z)
         picked = z[rows, yb]
         np.exp(z, out=z)
