@@ -1,4 +1,4 @@
-"""Shared test fixtures: the golden-file mechanism and repository paths.
+"""Shared test fixtures: the golden-file mechanism, repository paths and finite differences.
 
 Golden files hold text (IR dumps, layer tables, error messages, ONNX graphs).
 They are compared exactly; `pytest --update-golden` rewrites them, and the
@@ -10,9 +10,25 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def numerical_gradient(f, x: np.ndarray, h: float = 1e-6) -> np.ndarray:
+    """Central differences (f(x + h e_i) - f(x - h e_i)) / 2h of the scalar `f()`, which reads
+    the float64 array `x`; each entry of `x` is moved in place and restored exactly."""
+    num = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        x0 = x[i]
+        x[i] = x0 + h
+        up = f()
+        x[i] = x0 - h
+        down = f()
+        x[i] = x0
+        num[i] = (up - down) / (2 * h)
+    return num
 
 
 def _shared_data() -> Path:

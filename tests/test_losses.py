@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from conftest import numerical_gradient
 from fcspec import ir
 from fcspec.errors import DataError
 from fcspec.interpreter import Network
@@ -132,13 +133,7 @@ def test_gradient_matches_finite_differences(case):
     _value, g = loss.value_and_grad(x, y)
     g = g.copy()
     assert g.shape == x.shape and g.dtype == np.float64
-    h = 1e-6
-    num = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        xp, xm = x.copy(), x.copy()
-        xp[i] += h
-        xm[i] -= h
-        num[i] = (loss.value(xp, y) - loss.value(xm, y)) / (2 * h)
+    num = numerical_gradient(lambda: loss.value(x, y), x)
     np.testing.assert_allclose(g, num, rtol=1e-5, atol=1e-7)
 
 
@@ -251,17 +246,8 @@ def test_regularization_gradient_matches_finite_differences(l1, l2):
     penalty = regularization(net, reg)
     want = sum(l1 * np.abs(params[k]).sum() + l2 * (params[k] ** 2).sum() for k in net.weight_names)
     assert penalty == pytest.approx(want, rel=1e-12)
-    h = 1e-6
     for name, p in params.items():
-        num = np.zeros_like(p)
-        for i in np.ndindex(p.shape):
-            p0 = p[i]
-            p[i] = p0 + h
-            up = regularization(_Net64(params), reg)
-            p[i] = p0 - h
-            down = regularization(_Net64(params), reg)
-            p[i] = p0
-            num[i] = (up - down) / (2 * h)
+        num = numerical_gradient(lambda: regularization(_Net64(params), reg), p)
         np.testing.assert_allclose(net.grads[name] - 0.5, num, rtol=1e-6, atol=1e-9, err_msg=name)
         if name.endswith(".bias"):
             assert (net.grads[name] == 0.5).all()  # biases are not regularized

@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 
+from conftest import numerical_gradient
 from fcspec import ir
 from fcspec.ops import OPS, Context, erf
 
@@ -110,22 +111,10 @@ def test_backward_matches_finite_differences(case):
     def loss(x_, params_):
         return float((r * _run(layer, params_, x_, training)).sum())
 
-    h = 1e-6
-    num = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        xp, xm = x.copy(), x.copy()
-        xp[i] += h
-        xm[i] -= h
-        num[i] = (loss(xp, params) - loss(xm, params)) / (2 * h)
+    num = numerical_gradient(lambda: loss(x, params), x)
     np.testing.assert_allclose(gx, num, rtol=1e-5, atol=2e-6)
     for k, p in params.items():
-        num_p = np.zeros_like(p)
-        for i in np.ndindex(p.shape):
-            pp = {**params, k: p.copy()}
-            pm = {**params, k: p.copy()}
-            pp[k][i] += h
-            pm[k][i] -= h
-            num_p[i] = (loss(x, pp) - loss(x, pm)) / (2 * h)
+        num_p = numerical_gradient(lambda: loss(x, params), p)
         np.testing.assert_allclose(grads[k], num_p, rtol=1e-5, atol=2e-6)
 
 
