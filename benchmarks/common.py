@@ -38,7 +38,10 @@ def machine_line(threads: int, libraries: dict[str, str], load_start: float | No
     if hasattr(os, "getloadavg"):
         start = "" if load_start is None else f" {load_start:.2f} at the start and"
         load = f", 1-minute load average{start} {os.getloadavg()[0]:.2f} at the end"
-    return f"{cpu_model()}, {os.cpu_count()} logical CPUs{load}, {threads} thread(s) per engine; " + ", ".join(parts)
+    return (
+        f"{cpu_model()}, {os.cpu_count()} logical CPUs{load}, {threads} thread(s) per engine; "
+        + ", ".join(parts)
+    )
 
 
 def replace_section(path: Path, body: str, begin: str, end: str) -> None:

@@ -65,24 +65,39 @@ def mnist_spec() -> ir.Spec:
     benchmark measures the network, not a division by 255)."""
 
     def linear(name: str, n_in: int, n_out: int) -> ir.Layer:
-        return ir.Layer(name, "linear", {"units": n_out, "bias": True, "init": "default"},
-                        (n_in,), (n_out,), {"weight": (n_out, n_in), "bias": (n_out,)})
+        return ir.Layer(
+            name,
+            "linear",
+            {"units": n_out, "bias": True, "init": "default"},
+            (n_in,),
+            (n_out,),
+            {"weight": (n_out, n_in), "bias": (n_out,)},
+        )
 
     def act(name: str, n: int) -> ir.Layer:
         return ir.Layer(name, "relu", {}, (n,), (n,), {})
 
     layers = (
         ir.Layer("flatten_1", "flatten", {}, (1, 28, 28), (784,), {}),
-        linear("fc1", 784, 128), act("relu_1", 128),
-        linear("fc2", 128, 64), act("relu_2", 64),
+        linear("fc1", 784, 128),
+        act("relu_1", 128),
+        linear("fc2", 128, 64),
+        act("relu_2", 64),
         linear("fc3", 64, 10),
     )
     model = ir.Model("FullyConnectedNet", (1, 28, 28), layers)
     return ir.Spec(
-        name="FullyConnectedNet", path="<benchmark>", sha256="0" * 64, task="classification",
-        model=model, loss=ir.Loss("cross_entropy", {"reduction": "mean"}),
-        optimizer=ir.Optimizer("sgd", {"lr": 0.01}), schedule=ir.Schedule("constant", {}),
-        regularize=ir.Regularize(), data=None, train=ir.Train(),
+        name="FullyConnectedNet",
+        path="<benchmark>",
+        sha256="0" * 64,
+        task="classification",
+        model=model,
+        loss=ir.Loss("cross_entropy", {"reduction": "mean"}),
+        optimizer=ir.Optimizer("sgd", {"lr": 0.01}),
+        schedule=ir.Schedule("constant", {}),
+        regularize=ir.Regularize(),
+        data=None,
+        train=ir.Train(),
     )
 
 
@@ -106,8 +121,12 @@ def engines(spec: ir.Spec, params: dict[str, np.ndarray], threads: int):
         return out
     torch.set_num_threads(threads)
     seq = torch.nn.Sequential(
-        torch.nn.Flatten(), torch.nn.Linear(784, 128), torch.nn.ReLU(),
-        torch.nn.Linear(128, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10),
+        torch.nn.Flatten(),
+        torch.nn.Linear(784, 128),
+        torch.nn.ReLU(),
+        torch.nn.Linear(128, 64),
+        torch.nn.ReLU(),
+        torch.nn.Linear(64, 10),
     ).eval()
     with torch.no_grad():
         for i, name in ((1, "fc1"), (3, "fc2"), (5, "fc3")):
@@ -145,15 +164,19 @@ def measure(runs: dict, cases: list[tuple[str, int, int]], rounds: int, rng) -> 
             time_block(fn, x, max(1, calls // 4))
         results[case] = {n: [] for n in names}
         for r in range(rounds):
-            order = names[r % len(names):] + names[: r % len(names)]
+            order = names[r % len(names) :] + names[: r % len(names)]
             for name in order:
                 results[case][name].append(time_block(runs[name], x, calls))
     return results
 
 
 def table(results: dict, cases: list[tuple[str, int, int]], names: list[str]) -> str:
-    head = "| case | " + " | ".join(names) + " | onnxruntime speed-up over numpy |" + (
-        " onnxruntime speed-up over torch |" if "torch" in names else "")
+    head = (
+        "| case | "
+        + " | ".join(names)
+        + " | onnxruntime speed-up over numpy |"
+        + (" onnxruntime speed-up over torch |" if "torch" in names else "")
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for case, batch, _ in cases:
         med = {n: statistics.median(results[case][n]) for n in names}
@@ -176,12 +199,18 @@ def write_section(path: Path, body: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=9, help="alternating rounds (median over them)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="threads per engine: onnxruntime intra-op, torch, and NumPy's BLAS (via "
-                         "OPENBLAS_NUM_THREADS / OMP_NUM_THREADS unless already set)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="threads per engine: onnxruntime intra-op, torch, and NumPy's BLAS (via "
+        "OPENBLAS_NUM_THREADS / OMP_NUM_THREADS unless already set)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="fewer calls per block (a smoke run)")
-    ap.add_argument("--write", type=Path, help="replace the inference section of this markdown file")
+    ap.add_argument(
+        "--write", type=Path, help="replace the inference section of this markdown file"
+    )
     args = ap.parse_args(argv)
 
     scale = 10 if args.quick else 1
@@ -199,20 +228,24 @@ def main(argv: list[str] | None = None) -> None:
     results = measure(runs, cases, args.rounds, rng)
     names = list(runs)
 
-    cmd = "python benchmarks/inference_speed.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    body = "\n".join([
-        "## Inference: onnxruntime versus the NumPy interpreter",
-        "",
-        f"MNIST 784-128-64-10 ReLU network, float32, medians of {args.rounds} alternating rounds "
-        f"({date.today().isoformat()}). Latency is per call at batch 1; throughput is samples per "
-        "second. Every engine's output is checked against NumPy's before timing.",
-        "",
-        table(results, cases, names),
-        "",
-        f"Machine: {machine_line(args.threads, LIBRARIES)}.",
-        "",
-        f"Reproduce: `{cmd.strip()}`",
-    ])
+    cmd = "python benchmarks/inference_speed.py " + " ".join(
+        shlex.quote(a) for a in (argv or sys.argv[1:])
+    )
+    body = "\n".join(
+        [
+            "## Inference: onnxruntime versus the NumPy interpreter",
+            "",
+            f"MNIST 784-128-64-10 ReLU network, float32, medians of {args.rounds} alternating rounds "
+            f"({date.today().isoformat()}). Latency is per call at batch 1; throughput is samples per "
+            "second. Every engine's output is checked against NumPy's before timing.",
+            "",
+            table(results, cases, names),
+            "",
+            f"Machine: {machine_line(args.threads, LIBRARIES)}.",
+            "",
+            f"Reproduce: `{cmd.strip()}`",
+        ]
+    )
     print(body)
     if args.write:
         write_section(args.write, body)

@@ -41,8 +41,13 @@ class HandLoop:
     one training step; returns (mean loss, correct count) as a tutorial loop reports them.
     The optimizers are the benchmark's: SGD with momentum 0.9, Adam with (0.9, 0.999), 1e-8."""
 
-    def __init__(self, optimizer: str, theta: np.ndarray | None = None, seed: int = 0,
-                 lr: float | None = None):
+    def __init__(
+        self,
+        optimizer: str,
+        theta: np.ndarray | None = None,
+        seed: int = 0,
+        lr: float | None = None,
+    ):
         shapes = param_shapes()
         total = sum(math.prod(s) for s in shapes)
         self.theta = np.empty(total, F32)
@@ -50,8 +55,8 @@ class HandLoop:
         views, gviews, at = [], [], 0
         for s in shapes:
             k = math.prod(s)
-            views.append(self.theta[at:at + k].reshape(s))
-            gviews.append(self.grad[at:at + k].reshape(s))
+            views.append(self.theta[at : at + k].reshape(s))
+            gviews.append(self.grad[at : at + k].reshape(s))
             at += k
         if theta is not None:
             np.copyto(self.theta, theta)
@@ -78,11 +83,23 @@ class HandLoop:
             e = lambda *s: np.empty(s, F32)  # noqa: E731
             h1, h2, c = SIZES[1:]
             self._bufs[b] = dict(
-                x=e(b, SIZES[0]), y=np.empty(b, label_dtype), h1=e(b, h1), h2=e(b, h2), z=e(b, c),
-                zt=e(c, b), m=e(b), s=e(b, 1), g1=e(b, h1), g2=e(b, h2),
-                k1=np.empty((b, h1), np.bool_), k2=np.empty((b, h2), np.bool_),
-                zero1=np.zeros((b, h1), F32), zero2=np.zeros((b, h2), F32),
-                ones=np.ones(b, F32), ones_c=np.ones((c, 1), F32), rows=np.arange(b),
+                x=e(b, SIZES[0]),
+                y=np.empty(b, label_dtype),
+                h1=e(b, h1),
+                h2=e(b, h2),
+                z=e(b, c),
+                zt=e(c, b),
+                m=e(b),
+                s=e(b, 1),
+                g1=e(b, h1),
+                g2=e(b, h2),
+                k1=np.empty((b, h1), np.bool_),
+                k2=np.empty((b, h2), np.bool_),
+                zero1=np.zeros((b, h1), F32),
+                zero2=np.zeros((b, h2), F32),
+                ones=np.ones(b, F32),
+                ones_c=np.ones((c, 1), F32),
+                rows=np.arange(b),
             )
         return self._bufs[b]
 
@@ -107,7 +124,9 @@ class HandLoop:
         zt, m, s = B["zt"], B["m"], B["s"]
         np.copyto(zt, z.T)
         np.maximum.reduce(zt, axis=0, out=m)
-        correct = int(np.count_nonzero(z[rows, yb] >= m))  # the label's logit is the row's max (argmax
+        correct = int(
+            np.count_nonzero(z[rows, yb] >= m)
+        )  # the label's logit is the row's max (argmax
         # would pick the first of tied maxima; float logits practically never tie)
         np.subtract(z, m[:, None], out=z)
         picked = z[rows, yb]

@@ -95,7 +95,9 @@ def _prepare_process(argv: list[str]) -> None:
     """
     if "--unset-openblas-env" in argv and any(v in os.environ for v in OPENBLAS_VARS):
         env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_VARS}
-        env[_REMOVED_ENV] = " ".join(f"{k}={os.environ[k]}" for k in OPENBLAS_VARS if k in os.environ)
+        env[_REMOVED_ENV] = " ".join(
+            f"{k}={os.environ[k]}" for k in OPENBLAS_VARS if k in os.environ
+        )
         os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *argv], env)
     threads = _arg_value(argv, "--threads", "2")
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -163,7 +165,9 @@ def make_spec(optimizer: str, batch: int, seed: int):
     from fcspec import check
 
     text = SPEC_TEMPLATE.format(optimizer=OPTIMIZERS[optimizer], batch=batch, seed=seed)
-    return check.compile_source(text, str(REPO / "benchmarks" / f"train_speed_{optimizer}_{batch}.fc"))
+    return check.compile_source(
+        text, str(REPO / "benchmarks" / f"train_speed_{optimizer}_{batch}.fc")
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -271,7 +275,7 @@ def run_fcspec_loop(cell: Cell, epochs: int, tmp: Path) -> list[float]:
         t0 = time.perf_counter()
         order = rng.permutation(n)
         for s in range(0, n, batch):
-            step(order[s:s + batch])
+            step(order[s : s + batch])
         times.append(time.perf_counter() - t0)
     return times
 
@@ -290,7 +294,7 @@ def run_numpy_hand(cell: Cell, epochs: int, tmp: Path) -> list[float]:
         t0 = time.perf_counter()
         order = rng.permutation(n)
         for s in range(0, n, batch):
-            loop.step(x, y, order[s:s + batch])
+            loop.step(x, y, order[s : s + batch])
         times.append(time.perf_counter() - t0)
     return times
 
@@ -301,8 +305,12 @@ def run_torch(cell: Cell, epochs: int, tmp: Path) -> list[float]:
 
     torch.manual_seed(cell.seed)
     model = torch.nn.Sequential(
-        torch.nn.Flatten(), torch.nn.Linear(784, 128), torch.nn.ReLU(),
-        torch.nn.Linear(128, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10),
+        torch.nn.Flatten(),
+        torch.nn.Linear(784, 128),
+        torch.nn.ReLU(),
+        torch.nn.Linear(128, 64),
+        torch.nn.ReLU(),
+        torch.nn.Linear(64, 10),
     )
     if cell.optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -332,7 +340,7 @@ def run_torch(cell: Cell, epochs: int, tmp: Path) -> list[float]:
         order = torch.from_numpy(rng.permutation(n))
         loss_sum, correct = 0.0, 0
         for s in range(0, n, batch):
-            loss_b, correct_b = step(order[s:s + batch])
+            loss_b, correct_b = step(order[s : s + batch])
             loss_sum += loss_b
             correct += correct_b
         times.append(time.perf_counter() - t0)
@@ -346,14 +354,23 @@ def run_sklearn(cell: Cell, epochs: int, tmp: Path) -> list[float]:
 
     x = dense_x(cell).reshape(len(cell.data.train), -1)  # a view, float32 kept by sklearn
     y = cell.data.train.y
-    common = dict(hidden_layer_sizes=(128, 64), activation="relu", alpha=0.0, batch_size=cell.batch,
-                  shuffle=True, random_state=cell.seed, max_iter=1)
+    common = dict(
+        hidden_layer_sizes=(128, 64),
+        activation="relu",
+        alpha=0.0,
+        batch_size=cell.batch,
+        shuffle=True,
+        random_state=cell.seed,
+        max_iter=1,
+    )
     if cell.optimizer == "sgd":
-        clf = MLPClassifier(solver="sgd", learning_rate_init=0.01, momentum=0.9,
-                            nesterovs_momentum=False, **common)
+        clf = MLPClassifier(
+            solver="sgd", learning_rate_init=0.01, momentum=0.9, nesterovs_momentum=False, **common
+        )
     else:
-        clf = MLPClassifier(solver="adam", learning_rate_init=1e-3, beta_1=0.9, beta_2=0.999,
-                            epsilon=1e-8, **common)
+        clf = MLPClassifier(
+            solver="adam", learning_rate_init=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-8, **common
+        )
     classes = np.arange(10)
     times = []
     with warnings.catch_warnings():
@@ -460,8 +477,16 @@ def engines(args) -> dict:
     return out
 
 
-def measure(cells: list[Cell], runs: dict, rounds: int, epochs: int, sk_rounds: int,
-            tmp: Path, log, settle: float) -> dict:
+def measure(
+    cells: list[Cell],
+    runs: dict,
+    rounds: int,
+    epochs: int,
+    sk_rounds: int,
+    tmp: Path,
+    log,
+    settle: float,
+) -> dict:
     """{cell label: {engine: [[epoch seconds of round 0], [round 1], ...]}} from alternating rounds.
 
     Rounds are kept apart so that ratios can be taken within a round: two engines
@@ -542,23 +567,38 @@ def memory_child(engine: str, optimizer: str, batch: int, seed: int) -> dict:
         else:
             train.run(cell.spec, out_dir=tmp, epochs=1, quiet=True)
     st = _status()
-    return {"engine": engine, "optimizer": optimizer, "batch": batch, "data_mb": data_mb,
-            "loaded_mb": loaded / 1e6, "peak_mb": st["VmHWM"] / 1e6,
-            "added_mb": (st["VmHWM"] - loaded) / 1e6, "peak_reset": reset}
+    return {
+        "engine": engine,
+        "optimizer": optimizer,
+        "batch": batch,
+        "data_mb": data_mb,
+        "loaded_mb": loaded / 1e6,
+        "peak_mb": st["VmHWM"] / 1e6,
+        "added_mb": (st["VmHWM"] - loaded) / 1e6,
+        "peak_reset": reset,
+    }
 
 
 def measure_memory(cases: list[tuple[str, str, int]], seed: int, log) -> list[dict]:
     rows = []
     for engine, optimizer, batch in cases:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child",
-               f"{engine},{optimizer},{batch}", "--seed", str(seed)]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--memory-child",
+            f"{engine},{optimizer},{batch}",
+            "--seed",
+            str(seed),
+        ]
         p = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
         if p.returncode != 0:
             log(f"memory measurement {engine} {optimizer} b{batch} failed:\n{p.stderr.strip()}")
             continue
         row = json.loads(p.stdout.strip().splitlines()[-1])
-        log(f"[memory {engine} {optimizer} b{batch}] data loaded {row['loaded_mb']:.0f} MB, "
-            f"training adds {row['added_mb']:.1f} MB")
+        log(
+            f"[memory {engine} {optimizer} b{batch}] data loaded {row['loaded_mb']:.0f} MB, "
+            f"training adds {row['added_mb']:.1f} MB"
+        )
         rows.append(row)
     return rows
 
@@ -586,17 +626,25 @@ def measure_check(spec_path: Path, repeats: int) -> dict:
         p = subprocess.run(cmd + ["check", str(spec_path)], capture_output=True, text=True)
         times.append(time.perf_counter() - t0)
         ok = ok and p.returncode == 0
-    p = subprocess.run([sys.executable, "-c", _CHECK_PROBE, str(spec_path)], capture_output=True, text=True)
+    p = subprocess.run(
+        [sys.executable, "-c", _CHECK_PROBE, str(spec_path)], capture_output=True, text=True
+    )
     mods = ""
     for line in p.stdout.splitlines():
         if line.startswith("MODULES"):
-            mods = line[len("MODULES"):].strip()
+            mods = line[len("MODULES") :].strip()
     # Python's own start-up, for scale: the part of the time fcspec cannot remove
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", "pass"])
     bare = time.perf_counter() - t0
-    return {"median_s": statistics.median(times), "min_s": min(times), "ok": ok,
-            "imports": mods, "python_startup_s": bare, "command": " ".join(cmd[-1:] + ["check"])}
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "ok": ok,
+        "imports": mods,
+        "python_startup_s": bare,
+        "command": " ".join(cmd[-1:] + ["check"]),
+    }
 
 
 # ---------------------------------------------------------------------------
@@ -611,8 +659,12 @@ def blas_info() -> dict:
 
         for p in threadpool_info():
             if p.get("internal_api") == "openblas" and "numpy" in p.get("filepath", ""):
-                info.update(core=p.get("architecture"), threads=p.get("num_threads"),
-                            version=p.get("version"), source="threadpoolctl")
+                info.update(
+                    core=p.get("architecture"),
+                    threads=p.get("num_threads"),
+                    version=p.get("version"),
+                    source="threadpoolctl",
+                )
                 break
     except ImportError:
         pass
@@ -621,7 +673,9 @@ def blas_info() -> dict:
         import ctypes
 
         with open("/proc/self/maps") as f:
-            libs = sorted({ln.split()[-1] for ln in f if "openblas" in ln and ln.rstrip().endswith(".so")})
+            libs = sorted(
+                {ln.split()[-1] for ln in f if "openblas" in ln and ln.rstrip().endswith(".so")}
+            )
         for lib_path in libs:
             try:
                 lib = ctypes.CDLL(lib_path)
@@ -633,7 +687,9 @@ def blas_info() -> dict:
                     nth = getattr(lib, f"{prefix}get_num_threads{suffix}", None)
                     if core is not None and nth is not None:
                         core.restype = ctypes.c_char_p
-                        info.update(core=core().decode(), threads=int(nth()), source="OpenBLAS via ctypes")
+                        info.update(
+                            core=core().decode(), threads=int(nth()), source="OpenBLAS via ctypes"
+                        )
                         break
                 if info:
                     break
@@ -647,8 +703,10 @@ def blas_info() -> dict:
 
 
 def blas_line(info: dict) -> str:
-    s = f"NumPy's BLAS: OpenBLAS core {info.get('core', '?')}, {info.get('threads', '?')} threads " \
+    s = (
+        f"NumPy's BLAS: OpenBLAS core {info.get('core', '?')}, {info.get('threads', '?')} threads "
         f"({info['source']})"
+    )
     if info["env"]:
         s += "; set: " + ", ".join(f"{k}={v}" for k, v in info["env"].items())
     else:
@@ -694,30 +752,49 @@ def speed_table(cells: list[Cell], results: dict, n: int) -> tuple[str, list[dic
         fr, tr, flr = r.get("fcspec", []), r.get("torch", []), r.get("floor", [])
         f, t, fl = med(flat(fr)), med(flat(tr)), med(flat(flr))
         ratio = paired_ratio(fr, tr)
-        row = {"cell": cell.label, "optimizer": cell.optimizer, "batch": cell.batch, "fcspec": f,
-               "fcspec_loop": med(flat(r.get("fcspec loop", []))), "torch": t, "ratio": ratio,
-               "ratio_of_medians": f / t if f and t else None,
-               "sklearn": med(flat(r.get("sklearn", []))), "floor": fl,
-               "floor_ratio": paired_ratio(fr, flr),
-               "hand": med(flat(r.get("numpy by hand", []))),
-               "hand_ratio": paired_ratio(r.get("numpy by hand", []), tr),
-               "fcspec_hand_ratio": paired_ratio(fr, r.get("numpy by hand", [])),
-               "hand_floor_ratio": paired_ratio(r.get("numpy by hand", []), flr),
-               "floor1": med(flat(r.get("floor 1 thread", []))),
-               "torch_floor": med(flat(r.get("torch GEMMs", [])))}
+        row = {
+            "cell": cell.label,
+            "optimizer": cell.optimizer,
+            "batch": cell.batch,
+            "fcspec": f,
+            "fcspec_loop": med(flat(r.get("fcspec loop", []))),
+            "torch": t,
+            "ratio": ratio,
+            "ratio_of_medians": f / t if f and t else None,
+            "sklearn": med(flat(r.get("sklearn", []))),
+            "floor": fl,
+            "floor_ratio": paired_ratio(fr, flr),
+            "hand": med(flat(r.get("numpy by hand", []))),
+            "hand_ratio": paired_ratio(r.get("numpy by hand", []), tr),
+            "fcspec_hand_ratio": paired_ratio(fr, r.get("numpy by hand", [])),
+            "hand_floor_ratio": paired_ratio(r.get("numpy by hand", []), flr),
+            "floor1": med(flat(r.get("floor 1 thread", []))),
+            "torch_floor": med(flat(r.get("torch GEMMs", []))),
+        }
         rows.append(row)
         cells_out = [f"{cell.optimizer}, batch {cell.batch}", fmt_s(f)]
         if "fcspec loop" in have:
             cells_out.append(fmt_s(row["fcspec_loop"]))
-        cells_out += [fmt_s(t), ratio_s(ratio),
-                      "-" if ratio is None else ("yes" if ratio <= GOAL_RATIO else "**no**"),
-                      ratio_s(row["ratio_of_medians"])]
+        cells_out += [
+            fmt_s(t),
+            ratio_s(ratio),
+            "-" if ratio is None else ("yes" if ratio <= GOAL_RATIO else "**no**"),
+            ratio_s(row["ratio_of_medians"]),
+        ]
         if "numpy by hand" in have:
-            cells_out += [fmt_s(row["hand"]), ratio_s(row["hand_ratio"]), ratio_s(row["fcspec_hand_ratio"])]
+            cells_out += [
+                fmt_s(row["hand"]),
+                ratio_s(row["hand_ratio"]),
+                ratio_s(row["fcspec_hand_ratio"]),
+            ]
         if "sklearn" in have:
             cells_out.append(fmt_s(row["sklearn"]))
-        cells_out += ["-" if not f else f"{gflop / f:.1f}", "-" if not fl else f"{gflop / fl:.1f}",
-                      fmt_s(fl), ratio_s(row["floor_ratio"])]
+        cells_out += [
+            "-" if not f else f"{gflop / f:.1f}",
+            "-" if not fl else f"{gflop / fl:.1f}",
+            fmt_s(fl),
+            ratio_s(row["floor_ratio"]),
+        ]
         if "torch GEMMs" in have:
             cells_out.append(fmt_s(row["torch_floor"]))
         if "floor 1 thread" in have:
@@ -727,50 +804,90 @@ def speed_table(cells: list[Cell], results: dict, n: int) -> tuple[str, list[dic
 
 
 def memory_table(rows: list[dict]) -> str:
-    lines = ["| engine | cell | data (x, y) MB | resident with data MB | peak in training MB | "
-             f"training adds MB | <= {GOAL_MEMORY_MB:.0f}? |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| engine | cell | data (x, y) MB | resident with data MB | peak in training MB | "
+        f"training adds MB | <= {GOAL_MEMORY_MB:.0f}? |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         ok = "yes" if r["added_mb"] <= GOAL_MEMORY_MB else "**no**"
         if r["engine"] != "fcspec":
             ok = "(no goal)"
-        lines.append(f"| {r['engine']} | {r['optimizer']}, batch {r['batch']} | {r['data_mb']:.0f} | "
-                     f"{r['loaded_mb']:.0f} | {r['peak_mb']:.0f} | {r['added_mb']:.1f} | {ok} |")
+        lines.append(
+            f"| {r['engine']} | {r['optimizer']}, batch {r['batch']} | {r['data_mb']:.0f} | "
+            f"{r['loaded_mb']:.0f} | {r['peak_mb']:.0f} | {r['added_mb']:.1f} | {ok} |"
+        )
     return "\n".join(lines)
 
 
-def goals(rows: list[dict], mem: list[dict], chk: dict | None) -> list[tuple[str, bool | None, str]]:
+def goals(
+    rows: list[dict], mem: list[dict], chk: dict | None
+) -> list[tuple[str, bool | None, str]]:
     out = []
     ratios = [(r["cell"], r["ratio"]) for r in rows if r["ratio"] is not None]
     if ratios:
         worst = max(ratios, key=lambda t: t[1])
-        out.append((f"fcspec/torch <= {GOAL_RATIO} in every cell", all(v <= GOAL_RATIO for _, v in ratios),
-                    f"worst {worst[1]:.2f} ({worst[0]}), {sum(v <= GOAL_RATIO for _, v in ratios)} "
-                    f"of {len(ratios)} cells met"))
+        out.append(
+            (
+                f"fcspec/torch <= {GOAL_RATIO} in every cell",
+                all(v <= GOAL_RATIO for _, v in ratios),
+                f"worst {worst[1]:.2f} ({worst[0]}), {sum(v <= GOAL_RATIO for _, v in ratios)} "
+                f"of {len(ratios)} cells met",
+            )
+        )
     hand = [(r["cell"], r["hand_ratio"]) for r in rows if r["hand_ratio"] is not None]
     if hand:  # not a goal of fcspec's: how far NumPy itself gets, for reading the one above
         worst = max(hand, key=lambda t: t[1])
-        out.append((f"(reference, no goal) the hand-written NumPy loop: hand/torch <= {GOAL_RATIO}", None,
-                    f"worst {worst[1]:.2f} ({worst[0]}), {sum(v <= GOAL_RATIO for _, v in hand)} "
-                    f"of {len(hand)} cells"))
+        out.append(
+            (
+                f"(reference, no goal) the hand-written NumPy loop: hand/torch <= {GOAL_RATIO}",
+                None,
+                f"worst {worst[1]:.2f} ({worst[0]}), {sum(v <= GOAL_RATIO for _, v in hand)} "
+                f"of {len(hand)} cells",
+            )
+        )
     fl = [(r["cell"], r["floor_ratio"]) for r in rows if r["batch"] == 256 and r["floor_ratio"]]
     if fl:
-        out.append((f"fcspec <= {GOAL_FLOOR} x the GEMM floor at batch 256",
-                    all(v <= GOAL_FLOOR for _, v in fl), ", ".join(f"{c}: {v:.2f}" for c, v in fl)))
-    hfl = [(r["cell"], r["hand_floor_ratio"]) for r in rows if r["batch"] == 256 and r["hand_floor_ratio"]]
+        out.append(
+            (
+                f"fcspec <= {GOAL_FLOOR} x the GEMM floor at batch 256",
+                all(v <= GOAL_FLOOR for _, v in fl),
+                ", ".join(f"{c}: {v:.2f}" for c, v in fl),
+            )
+        )
+    hfl = [
+        (r["cell"], r["hand_floor_ratio"])
+        for r in rows
+        if r["batch"] == 256 and r["hand_floor_ratio"]
+    ]
     if hfl:
-        out.append(("(reference, no goal) the hand-written NumPy loop over the GEMM floor at batch 256", None,
-                    ", ".join(f"{c}: {v:.2f}" for c, v in hfl)))
+        out.append(
+            (
+                "(reference, no goal) the hand-written NumPy loop over the GEMM floor at batch 256",
+                None,
+                ", ".join(f"{c}: {v:.2f}" for c, v in hfl),
+            )
+        )
     fm = [r for r in mem if r["engine"] == "fcspec"]
     if fm:
         worst = max(fm, key=lambda r: r["added_mb"])
-        out.append((f"training adds <= {GOAL_MEMORY_MB:.0f} MB to the resident data",
-                    all(r["added_mb"] <= GOAL_MEMORY_MB for r in fm),
-                    f"worst {worst['added_mb']:.1f} MB ({worst['optimizer']}, batch {worst['batch']})"))
+        out.append(
+            (
+                f"training adds <= {GOAL_MEMORY_MB:.0f} MB to the resident data",
+                all(r["added_mb"] <= GOAL_MEMORY_MB for r in fm),
+                f"worst {worst['added_mb']:.1f} MB ({worst['optimizer']}, batch {worst['batch']})",
+            )
+        )
     if chk is not None:
-        out.append((f"`fcspec check specs/mnist.fc` < {GOAL_CHECK_S} s", chk["ok"] and chk["median_s"] < GOAL_CHECK_S,
-                    f"median {chk['median_s']:.3f} s (Python alone starts in {chk['python_startup_s']:.3f} s); "
-                    f"imports: {chk['imports'] or 'none of onnx/onnxruntime/torch/matplotlib/tqdm/lark'}"
-                    + ("" if chk["ok"] else "; the command FAILED")))
+        out.append(
+            (
+                f"`fcspec check specs/mnist.fc` < {GOAL_CHECK_S} s",
+                chk["ok"] and chk["median_s"] < GOAL_CHECK_S,
+                f"median {chk['median_s']:.3f} s (Python alone starts in {chk['python_startup_s']:.3f} s); "
+                f"imports: {chk['imports'] or 'none of onnx/onnxruntime/torch/matplotlib/tqdm/lark'}"
+                + ("" if chk["ok"] else "; the command FAILED"),
+            )
+        )
     return out
 
 
@@ -816,7 +933,7 @@ def breakdown_epochs(cell: Cell):
         t0 = time.perf_counter()
         for s in starts:
             if gather:
-                idx = order[s:s + batch]
+                idx = order[s : s + batch]
                 xb, yb = split.rows(idx, x_buf), np.take(y, idx, out=y_buf, mode="clip")
             if compute:
                 _, g = loss_fn.value_and_grad(net.forward(xb, True), yb)
@@ -830,17 +947,27 @@ def breakdown_epochs(cell: Cell):
         floor.epoch()
         return time.perf_counter() - t0
 
-    fns = {"floor": floor_epoch, "fixed batch": lambda: epoch(False, True, False),
-           "+ gather": lambda: epoch(True, True, False), "+ optimizer": lambda: epoch(True, True, True),
-           "gather alone": lambda: epoch(True, False, False), "optimizer alone": lambda: epoch(False, False, True)}
+    fns = {
+        "floor": floor_epoch,
+        "fixed batch": lambda: epoch(False, True, False),
+        "+ gather": lambda: epoch(True, True, False),
+        "+ optimizer": lambda: epoch(True, True, True),
+        "gather alone": lambda: epoch(True, False, False),
+        "optimizer alone": lambda: epoch(False, False, True),
+    }
     return fns, len(starts)
 
 
 def breakdown(cells: list[Cell], rounds: int, settle: float, log) -> str:
     """A table: each stage's epoch over the floor's epoch of the same round (median over rounds)."""
-    lines = ["| cell | " + " | ".join(f"{name} us/step" for name, _ in STAGES) + " | "
-             + " | ".join(f"{name} / floor" for name, _ in STAGES[1:4]) + " |",
-             "|" + "---|" * (1 + len(STAGES) + 3)]
+    lines = [
+        "| cell | "
+        + " | ".join(f"{name} us/step" for name, _ in STAGES)
+        + " | "
+        + " | ".join(f"{name} / floor" for name, _ in STAGES[1:4])
+        + " |",
+        "|" + "---|" * (1 + len(STAGES) + 3),
+    ]
     for cell in cells:
         fns, steps = breakdown_epochs(cell)
         times: dict[str, list[float]] = {name: [] for name in fns}
@@ -851,11 +978,17 @@ def breakdown(cells: list[Cell], rounds: int, settle: float, log) -> str:
                 time.sleep(settle)
                 times[name].append(fns[name]())
         us = {k: statistics.median(v) / steps * 1e6 for k, v in times.items()}
-        ratio = {k: paired_ratio([[t] for t in times[k]], [[t] for t in times["floor"]]) for k in times}
+        ratio = {
+            k: paired_ratio([[t] for t in times[k]], [[t] for t in times["floor"]]) for k in times
+        }
         log(f"[breakdown {cell.label}] " + "  ".join(f"{k} {v:.0f} us" for k, v in us.items()))
-        lines.append(f"| {cell.optimizer}, batch {cell.batch} | "
-                     + " | ".join(f"{us[name]:.0f}" for name, _ in STAGES) + " | "
-                     + " | ".join(f"{ratio[name]:.2f}" for name, _ in STAGES[1:4]) + " |")
+        lines.append(
+            f"| {cell.optimizer}, batch {cell.batch} | "
+            + " | ".join(f"{us[name]:.0f}" for name, _ in STAGES)
+            + " | "
+            + " | ".join(f"{ratio[name]:.2f}" for name, _ in STAGES[1:4])
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -873,8 +1006,10 @@ def profile(cells: list[Cell], top: int, tmp: Path) -> None:
         pr.enable()
         secs = run_fcspec(cell, 1, tmp)
         pr.disable()
-        print(f"\n## cProfile of one fcspec epoch, {cell.label} ({secs[0]:.2f} s inside train.run; "
-              "cProfile's per-call overhead inflates the Python share, more so at small batches)\n")
+        print(
+            f"\n## cProfile of one fcspec epoch, {cell.label} ({secs[0]:.2f} s inside train.run; "
+            "cProfile's per-call overhead inflates the Python share, more so at small batches)\n"
+        )
         st = pstats.Stats(pr)
         st.sort_stats("tottime").print_stats(top)
 
@@ -886,35 +1021,68 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=int, default=1, help="epochs per engine per round (default 1)")
-    ap.add_argument("--rounds", type=int, default=7,
-                    help="alternating rounds per cell (default 7); ratios are taken within a round")
-    ap.add_argument("--sklearn-rounds", type=int, default=1, help="rounds that include scikit-learn")
-    ap.add_argument("--batches", default=",".join(map(str, BATCHES)), help="comma-separated batch sizes")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=7,
+        help="alternating rounds per cell (default 7); ratios are taken within a round",
+    )
+    ap.add_argument(
+        "--sklearn-rounds", type=int, default=1, help="rounds that include scikit-learn"
+    )
+    ap.add_argument(
+        "--batches", default=",".join(map(str, BATCHES)), help="comma-separated batch sizes"
+    )
     ap.add_argument("--optimizers", default="sgd,adam", help="comma-separated: sgd, adam")
-    ap.add_argument("--threads", type=int, default=2,
-                    help="threads: torch.set_num_threads and NumPy's BLAS (OPENBLAS_NUM_THREADS / "
-                         "OMP_NUM_THREADS unless already set)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="threads: torch.set_num_threads and NumPy's BLAS (OPENBLAS_NUM_THREADS / "
+        "OMP_NUM_THREADS unless already set)",
+    )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--settle", type=float, default=0.25,
-                    help="seconds of pause before each engine's round (idle spinning BLAS threads)")
-    ap.add_argument("--quick", action="store_true",
-                    help="1 epoch x 1 round, no sklearn, fewer check repeats (a smoke run)")
+    ap.add_argument(
+        "--settle",
+        type=float,
+        default=0.25,
+        help="seconds of pause before each engine's round (idle spinning BLAS threads)",
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="1 epoch x 1 round, no sklearn, fewer check repeats (a smoke run)",
+    )
     ap.add_argument("--no-loop", action="store_true", help="skip the 'fcspec loop' column")
-    ap.add_argument("--no-hand", action="store_true",
-                    help="skip the 'numpy by hand' column (numpy_loop.py, the issue's reference loop)")
-    ap.add_argument("--no-sklearn", action="store_true", help="skip scikit-learn even when installed")
+    ap.add_argument(
+        "--no-hand",
+        action="store_true",
+        help="skip the 'numpy by hand' column (numpy_loop.py, the issue's reference loop)",
+    )
+    ap.add_argument(
+        "--no-sklearn", action="store_true", help="skip scikit-learn even when installed"
+    )
     ap.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     ap.add_argument("--check-repeats", type=int, default=7, help="runs of `fcspec check` (median)")
     ap.add_argument("--write", type=Path, help="replace the training section of this markdown file")
     ap.add_argument("--assert-goals", action="store_true", help="exit 1 when a goal is missed")
-    ap.add_argument("--profile", action="store_true",
-                    help="instead of timing: cProfile one fcspec epoch per cell (use --batches / --optimizers)")
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of timing: cProfile one fcspec epoch per cell (use --batches / --optimizers)",
+    )
     ap.add_argument("--profile-top", type=int, default=25)
-    ap.add_argument("--breakdown", action="store_true",
-                    help="instead of the engines: what gathering, the loss and backward, and the optimizer "
-                         "each add to the GEMM floor (its own section with --write)")
-    ap.add_argument("--unset-openblas-env", action="store_true",
-                    help="re-exec without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (which can slow NumPy)")
+    ap.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="instead of the engines: what gathering, the loss and backward, and the optimizer "
+        "each add to the GEMM floor (its own section with --write)",
+    )
+    ap.add_argument(
+        "--unset-openblas-env",
+        action="store_true",
+        help="re-exec without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (which can slow NumPy)",
+    )
     ap.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -950,21 +1118,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.breakdown:
         table = breakdown(cells, args.rounds, args.settle, log)
         cmd = "python benchmarks/train_speed.py " + " ".join(shlex.quote(a) for a in argv)
-        body = "\n".join([
-            "## Where fcspec's training step goes",
-            "",
-            "Each column adds one part of the step, timed in place on MNIST in alternating rounds "
-            f"(medians of {args.rounds} round(s), {date.today().isoformat()}); the ratios are paired "
-            "with the floor's epoch of the same round. Full batches only.",
-            "",
-            *[f"- **{name}**: {what}" for name, what in STAGES],
-            "",
-            table,
-            "",
-            f"Machine: {machine_line(args.threads, LIBRARIES, load_start)}.",
-            "",
-            f"Reproduce: `{cmd.strip()}`",
-        ])
+        body = "\n".join(
+            [
+                "## Where fcspec's training step goes",
+                "",
+                "Each column adds one part of the step, timed in place on MNIST in alternating rounds "
+                f"(medians of {args.rounds} round(s), {date.today().isoformat()}); the ratios are paired "
+                "with the floor's epoch of the same round. Full batches only.",
+                "",
+                *[f"- **{name}**: {what}" for name, what in STAGES],
+                "",
+                table,
+                "",
+                f"Machine: {machine_line(args.threads, LIBRARIES, load_start)}.",
+                "",
+                f"Reproduce: `{cmd.strip()}`",
+            ]
+        )
         print(body)
         if args.write:
             replace_section(args.write, body, BREAKDOWN_BEGIN, BREAKDOWN_END)
@@ -986,8 +1156,9 @@ def main(argv: list[str] | None = None) -> int:
             except ImportError:  # threadpoolctl is optional
                 pass
         log(f"engines: {', '.join(runs)}; {args.rounds} rounds x {args.epochs} epochs per cell")
-        results = measure(cells, runs, args.rounds, args.epochs, args.sklearn_rounds, tmp, log,
-                          args.settle)
+        results = measure(
+            cells, runs, args.rounds, args.epochs, args.sklearn_rounds, tmp, log, args.settle
+        )
 
     mem: list[dict] = []
     if not args.no_memory:
@@ -995,54 +1166,67 @@ def main(argv: list[str] | None = None) -> int:
         if "torch" in runs:
             cases.append(("torch", optimizers[-1], max(batches)))
         mem = measure_memory(cases, args.seed, log)
-    chk = measure_check(REPO / "specs" / "mnist.fc", args.check_repeats) if args.check_repeats > 0 else None
+    chk = (
+        measure_check(REPO / "specs" / "mnist.fc", args.check_repeats)
+        if args.check_repeats > 0
+        else None
+    )
 
     table, rows = speed_table(cells, results, n)
     goal_list = goals(rows, mem, chk)
     cmd = "python benchmarks/train_speed.py " + " ".join(shlex.quote(a) for a in argv)
-    sk_note = (f" scikit-learn ran {min(args.sklearn_rounds, args.rounds)} round(s) per cell "
-               "(float32 input, its own shuffling)." if any(r["sklearn"] for r in rows) else "")
-    body = "\n".join([
-        "## Training: fcspec versus PyTorch CPU eager",
-        "",
-        f"MNIST ({n} x 784, scaled by 1/255), 784-128-64-10 ReLU, cross_entropy, shuffled, float32; "
-        "SGD is lr 0.01 with momentum 0.9, Adam lr 1e-3. "
-        f"Seconds per epoch are medians over {args.rounds} alternating round(s) of {args.epochs} epoch(s) "
-        f"per engine ({date.today().isoformat()}). **fcspec** is `fcspec.train.run` (its own per-epoch "
-        "`seconds`: the batch loop, not data loading or checkpoints); **fcspec loop** is the bare step "
-        "(forward, loss, backward, optimizer) from the same modules, so the gap between the two is "
-        "train.run's per-step bookkeeping; **torch** is an eager loop over a float32 copy of the scaled "
-        "data (fcspec keeps MNIST's bytes and converts each batch as it gathers it) with the same batch "
-        f"indices and torch.optim's defaults, after {WARMUP_STEPS} untimed warm-up steps." + sk_note +
-        " The **floor** is NumPy float32 running only "
-        f"the 8 GEMMs of each batch at the same shapes ({flops_per_epoch(n) / 1e9:.2f} GFLOP per epoch); "
-        "fcspec's GFLOP/s is that count over its epoch time. **fcspec/torch (paired)** is the median "
-        "over rounds of the ratio within a round (the two engines ran seconds apart, so a slow spell of "
-        "this shared machine hits both); the goals are judged on it. **ratio of medians** divides the "
-        "two columns instead. **numpy by hand** is the issue's reference, a float32 NumPy loop written "
-        "for this one network and nothing else (benchmarks/numpy_loop.py, checked against fcspec's "
-        "step by the tests), over the same float32 data as torch: **hand/torch** is how far NumPy "
-        "itself gets, **fcspec/hand** what the general interpreter costs on top. **floor 1 thread** "
-        "runs the same GEMMs with NumPy's BLAS limited to one thread, **torch GEMMs** with torch.matmul "
-        "(its BLAS, its threads): the part of torch's epoch no engine's overhead can explain.",
-        "",
-        table,
-        "",
-        "Memory (one epoch in a fresh process; the peak counter is reset once the data is loaded, so "
-        "decoding MNIST does not count):",
-        "",
-        memory_table(mem) if mem else "(not measured)",
-        "",
-        "Goals of the issue:",
-        "",
-        *[f"- {'met' if ok else 'note' if ok is None else '**missed**'}: {what} ({detail})"
-          for what, ok, detail in goal_list],
-        "",
-        f"Machine: {machine_line(args.threads, LIBRARIES, load_start)}.  ",
-        blas_line(info) + ".",
-        "",
-        f"Reproduce: `{cmd.strip()}` (whole run {time.perf_counter() - t_all:.0f} s)",
-    ])
+    sk_note = (
+        f" scikit-learn ran {min(args.sklearn_rounds, args.rounds)} round(s) per cell "
+        "(float32 input, its own shuffling)."
+        if any(r["sklearn"] for r in rows)
+        else ""
+    )
+    body = "\n".join(
+        [
+            "## Training: fcspec versus PyTorch CPU eager",
+            "",
+            f"MNIST ({n} x 784, scaled by 1/255), 784-128-64-10 ReLU, cross_entropy, shuffled, float32; "
+            "SGD is lr 0.01 with momentum 0.9, Adam lr 1e-3. "
+            f"Seconds per epoch are medians over {args.rounds} alternating round(s) of {args.epochs} epoch(s) "
+            f"per engine ({date.today().isoformat()}). **fcspec** is `fcspec.train.run` (its own per-epoch "
+            "`seconds`: the batch loop, not data loading or checkpoints); **fcspec loop** is the bare step "
+            "(forward, loss, backward, optimizer) from the same modules, so the gap between the two is "
+            "train.run's per-step bookkeeping; **torch** is an eager loop over a float32 copy of the scaled "
+            "data (fcspec keeps MNIST's bytes and converts each batch as it gathers it) with the same batch "
+            f"indices and torch.optim's defaults, after {WARMUP_STEPS} untimed warm-up steps."
+            + sk_note
+            + " The **floor** is NumPy float32 running only "
+            f"the 8 GEMMs of each batch at the same shapes ({flops_per_epoch(n) / 1e9:.2f} GFLOP per epoch); "
+            "fcspec's GFLOP/s is that count over its epoch time. **fcspec/torch (paired)** is the median "
+            "over rounds of the ratio within a round (the two engines ran seconds apart, so a slow spell of "
+            "this shared machine hits both); the goals are judged on it. **ratio of medians** divides the "
+            "two columns instead. **numpy by hand** is the issue's reference, a float32 NumPy loop written "
+            "for this one network and nothing else (benchmarks/numpy_loop.py, checked against fcspec's "
+            "step by the tests), over the same float32 data as torch: **hand/torch** is how far NumPy "
+            "itself gets, **fcspec/hand** what the general interpreter costs on top. **floor 1 thread** "
+            "runs the same GEMMs with NumPy's BLAS limited to one thread, **torch GEMMs** with torch.matmul "
+            "(its BLAS, its threads): the part of torch's epoch no engine's overhead can explain.",
+            "",
+            table,
+            "",
+            "Memory (one epoch in a fresh process; the peak counter is reset once the data is loaded, so "
+            "decoding MNIST does not count):",
+            "",
+            memory_table(mem) if mem else "(not measured)",
+            "",
+            "Goals of the issue:",
+            "",
+            *[
+                f"- {'met' if ok else 'note' if ok is None else '**missed**'}: {what} ({detail})"
+                for what, ok, detail in goal_list
+            ],
+            "",
+            f"Machine: {machine_line(args.threads, LIBRARIES, load_start)}.  ",
+            blas_line(info) + ".",
+            "",
+            f"Reproduce: `{cmd.strip()}` (whole run {time.perf_counter() - t_all:.0f} s)",
+        ]
+    )
     print(body)
     if args.write:
         write_section(args.write, body)

@@ -71,16 +71,23 @@ def in_open(lo: float, hi: float):
     return _rule(f"in ({lo:g}, {hi:g})", lambda v: lo < v < hi)
 
 
-_betas = _rule("two numbers in [0, 1)", lambda v: all(0 <= b < 1 for b in v), "must both be in [0, 1)")
-_weights = _rule("one number >= 0 per class", lambda v: all(w >= 0 for w in v), "class weights must be >= 0")
+_betas = _rule(
+    "two numbers in [0, 1)", lambda v: all(0 <= b < 1 for b in v), "must both be in [0, 1)"
+)
+_weights = _rule(
+    "one number >= 0 per class", lambda v: all(w >= 0 for w in v), "class weights must be >= 0"
+)
 
 
 def _milestones_ok(v: tuple[int, ...]) -> bool:
     return bool(v) and all(m >= 1 for m in v) and list(v) == sorted(set(v))
 
 
-_milestones = _rule("strictly increasing epochs >= 1", _milestones_ok,
-                    "must be strictly increasing epochs, each >= 1")
+_milestones = _rule(
+    "strictly increasing epochs >= 1",
+    _milestones_ok,
+    "must be strictly increasing epochs, each >= 1",
+)
 
 
 # ---- layers ------------------------------------------------------------------
@@ -92,28 +99,44 @@ LAYERS: dict[str, Sig] = {
         {
             "units": Opt("int", check=ge(1), doc="output features"),
             "bias": Opt("bool", True, doc="learn an additive bias"),
-            "init": Opt("choice", "default", choices=INITS,
-                        doc="weight init; `default` is nn.Linear's U(-1/sqrt(in), 1/sqrt(in)) for weight "
-                            "and bias, the others leave the bias at zero"),
+            "init": Opt(
+                "choice",
+                "default",
+                choices=INITS,
+                doc="weight init; `default` is nn.Linear's U(-1/sqrt(in), 1/sqrt(in)) for weight "
+                "and bias, the others leave the bias at zero",
+            ),
         },
         ("units",),
         "fully connected: y = x W^T + b, W of shape [units, in]",
     ),
     "flatten": Sig(doc="reshape one sample to one dimension, like x.view(x.size(0), -1)"),
-    "dropout": Sig({"p": Opt("float", 0.5, in_closed_open(0, 1), doc="probability of zeroing")}, ("p",),
-                   "inverted dropout while training, identity at inference"),
+    "dropout": Sig(
+        {"p": Opt("float", 0.5, in_closed_open(0, 1), doc="probability of zeroing")},
+        ("p",),
+        "inverted dropout while training, identity at inference",
+    ),
     "relu": Sig(doc="max(x, 0)"),
-    "leaky_relu": Sig({"negative_slope": Opt("float", 0.01, ge(0))}, ("negative_slope",),
-                      "x if x > 0 else negative_slope * x"),
+    "leaky_relu": Sig(
+        {"negative_slope": Opt("float", 0.01, ge(0))},
+        ("negative_slope",),
+        "x if x > 0 else negative_slope * x",
+    ),
     "elu": Sig({"alpha": Opt("float", 1.0, gt(0))}, ("alpha",), "x if x > 0 else alpha (e^x - 1)"),
     "selu": Sig(doc="scale (x if x > 0 else alpha (e^x - 1)), PyTorch's constants"),
     "sigmoid": Sig(doc="1 / (1 + e^-x)"),
     "tanh": Sig(doc="hyperbolic tangent"),
-    "gelu": Sig({"approximate": Opt("choice", "none", choices=("none", "tanh"))}, ("approximate",),
-                "x Phi(x); `tanh` uses the tanh approximation"),
+    "gelu": Sig(
+        {"approximate": Opt("choice", "none", choices=("none", "tanh"))},
+        ("approximate",),
+        "x Phi(x); `tanh` uses the tanh approximation",
+    ),
     "silu": Sig(doc="x sigmoid(x) (swish)"),
-    "softplus": Sig({"beta": Opt("float", 1.0, gt(0)), "threshold": Opt("float", 20.0, gt(0))},
-                    ("beta",), "log(1 + e^(beta x)) / beta, linear above threshold"),
+    "softplus": Sig(
+        {"beta": Opt("float", 1.0, gt(0)), "threshold": Opt("float", 20.0, gt(0))},
+        ("beta",),
+        "log(1 + e^(beta x)) / beta, linear above threshold",
+    ),
     "softmax": Sig(doc="probabilities over the last axis"),
     "log_softmax": Sig(doc="log-probabilities over the last axis"),
 }
@@ -133,18 +156,34 @@ LOSSES: dict[str, Sig] = {
         },
         doc="logits and class ids; applies log-softmax itself",
     ),
-    "nll": Sig({"weight": Opt("floats", None, _weights), "reduction": _REDUCTION},
-               doc="log-probabilities (after log_softmax) and class ids"),
+    "nll": Sig(
+        {"weight": Opt("floats", None, _weights), "reduction": _REDUCTION},
+        doc="log-probabilities (after log_softmax) and class ids",
+    ),
     "mse": Sig({"reduction": _REDUCTION}, doc="mean squared error"),
     "mae": Sig({"reduction": _REDUCTION}, doc="mean absolute error (alias l1)"),
-    "huber": Sig({"delta": Opt("float", 1.0, gt(0)), "reduction": _REDUCTION}, ("delta",),
-                 "squared below delta, linear above"),
-    "bce": Sig({"reduction": _REDUCTION}, doc="binary cross-entropy on probabilities (after sigmoid)"),
-    "bce_with_logits": Sig({"reduction": _REDUCTION}, doc="binary cross-entropy on logits (stable)"),
-    "kl_div": Sig({"reduction": _REDUCTION},
-                  doc="KL divergence: log-probabilities against target probabilities, batchmean"),
+    "huber": Sig(
+        {"delta": Opt("float", 1.0, gt(0)), "reduction": _REDUCTION},
+        ("delta",),
+        "squared below delta, linear above",
+    ),
+    "bce": Sig(
+        {"reduction": _REDUCTION}, doc="binary cross-entropy on probabilities (after sigmoid)"
+    ),
+    "bce_with_logits": Sig(
+        {"reduction": _REDUCTION}, doc="binary cross-entropy on logits (stable)"
+    ),
+    "kl_div": Sig(
+        {"reduction": _REDUCTION},
+        doc="KL divergence: log-probabilities against target probabilities, batchmean",
+    ),
 }
-LOSS_ALIASES = {"l1": "mae", "crossentropy": "cross_entropy", "nll_loss": "nll", "mean_squared_error": "mse"}
+LOSS_ALIASES = {
+    "l1": "mae",
+    "crossentropy": "cross_entropy",
+    "nll_loss": "nll",
+    "mean_squared_error": "mse",
+}
 
 TASKS = {
     "cross_entropy": "classification",
@@ -229,21 +268,41 @@ _GAMMA = Opt("float", 0.1, gt(0), doc="multiplicative factor")
 
 SCHEDULES: dict[str, Sig] = {
     "constant": Sig(doc="the optimizer's lr throughout"),
-    "step": Sig({"step_size": Opt("int", check=ge(1)), "gamma": _GAMMA}, ("step_size",),
-                "lr * gamma^floor(epoch / step_size)"),
-    "multistep": Sig({"milestones": Opt("ints", check=_milestones), "gamma": _GAMMA}, ("milestones",),
-                     "lr * gamma^(milestones passed)"),
+    "step": Sig(
+        {"step_size": Opt("int", check=ge(1)), "gamma": _GAMMA},
+        ("step_size",),
+        "lr * gamma^floor(epoch / step_size)",
+    ),
+    "multistep": Sig(
+        {"milestones": Opt("ints", check=_milestones), "gamma": _GAMMA},
+        ("milestones",),
+        "lr * gamma^(milestones passed)",
+    ),
     "exponential": Sig({"gamma": Opt("float", check=gt(0))}, ("gamma",), "lr * gamma^epoch"),
-    "cosine": Sig({"t_max": Opt("int", None, ge(1), doc="defaults to the training epochs"),
-                   "eta_min": Opt("float", 0.0, ge(0))}, ("t_max",),
-                  "eta_min + (lr - eta_min)(1 + cos(pi epoch / t_max)) / 2"),
-    "polynomial": Sig({"total_iters": Opt("int", 5, ge(1)), "power": Opt("float", 1.0, gt(0))},
-                      ("total_iters",), "lr (1 - min(epoch, total_iters) / total_iters)^power"),
+    "cosine": Sig(
+        {
+            "t_max": Opt("int", None, ge(1), doc="defaults to the training epochs"),
+            "eta_min": Opt("float", 0.0, ge(0)),
+        },
+        ("t_max",),
+        "eta_min + (lr - eta_min)(1 + cos(pi epoch / t_max)) / 2",
+    ),
+    "polynomial": Sig(
+        {"total_iters": Opt("int", 5, ge(1)), "power": Opt("float", 1.0, gt(0))},
+        ("total_iters",),
+        "lr (1 - min(epoch, total_iters) / total_iters)^power",
+    ),
     "plateau": Sig(
         {
-            "monitor": Opt("choice", None, choices=MONITORS,
-                           doc="val_loss when there is validation data, else train_loss"),
-            "mode": Opt("choice", None, choices=("min", "max"), doc="from the monitor: max for accuracy"),
+            "monitor": Opt(
+                "choice",
+                None,
+                choices=MONITORS,
+                doc="val_loss when there is validation data, else train_loss",
+            ),
+            "mode": Opt(
+                "choice", None, choices=("min", "max"), doc="from the monitor: max for accuracy"
+            ),
             "factor": Opt("float", 0.1, in_open(0, 1)),
             "patience": Opt("int", 10, ge(0)),
             "threshold": Opt("float", 1e-4, ge(0)),
@@ -259,8 +318,16 @@ SCHEDULES: dict[str, Sig] = {
 SCHEDULE_ALIASES = {"steplr": "step", "cosine_annealing": "cosine", "reduce_on_plateau": "plateau"}
 
 REGULARIZERS: dict[str, Sig] = {
-    "l1": Sig({"strength": Opt("float", check=ge(0))}, ("strength",), "adds strength * sum(abs(W)) over linear weights"),
-    "l2": Sig({"strength": Opt("float", check=ge(0))}, ("strength",), "adds strength * sum(W^2) over linear weights"),
+    "l1": Sig(
+        {"strength": Opt("float", check=ge(0))},
+        ("strength",),
+        "adds strength * sum(abs(W)) over linear weights",
+    ),
+    "l2": Sig(
+        {"strength": Opt("float", check=ge(0))},
+        ("strength",),
+        "adds strength * sum(W^2) over linear weights",
+    ),
 }
 
 # ---- data --------------------------------------------------------------------
@@ -268,30 +335,54 @@ REGULARIZERS: dict[str, Sig] = {
 DATASETS = ("digits", "iris", "breast_cancer", "diabetes")
 
 SOURCES: dict[str, Sig] = {
-    "npz": Sig({"path": Opt("str"), "x": Opt("str", "x"), "y": Opt("str", "y")}, ("path",),
-               "NumPy .npz with arrays x and y"),
-    "csv": Sig({"path": Opt("str"), "target": Opt("str", doc="name of the label column")}, ("path",),
-               "CSV with a header row; every column but target is a feature"),
-    "idx": Sig({"images": Opt("str"), "labels": Opt("str")}, ("images", "labels"),
-               "the MNIST IDX format, gzipped or not"),
-    "mnist": Sig({"split": Opt("choice", "train", choices=("train", "test"))}, ("split",),
-                 "MNIST, from $FCSPEC_DATA/mnist, the cache, or downloaded once"),
-    "dataset": Sig({"name": Opt("choice", choices=DATASETS)}, ("name",), "a small embedded data set"),
+    "npz": Sig(
+        {"path": Opt("str"), "x": Opt("str", "x"), "y": Opt("str", "y")},
+        ("path",),
+        "NumPy .npz with arrays x and y",
+    ),
+    "csv": Sig(
+        {"path": Opt("str"), "target": Opt("str", doc="name of the label column")},
+        ("path",),
+        "CSV with a header row; every column but target is a feature",
+    ),
+    "idx": Sig(
+        {"images": Opt("str"), "labels": Opt("str")},
+        ("images", "labels"),
+        "the MNIST IDX format, gzipped or not",
+    ),
+    "mnist": Sig(
+        {"split": Opt("choice", "train", choices=("train", "test"))},
+        ("split",),
+        "MNIST, from $FCSPEC_DATA/mnist, the cache, or downloaded once",
+    ),
+    "dataset": Sig(
+        {"name": Opt("choice", choices=DATASETS)}, ("name",), "a small embedded data set"
+    ),
 }
 
 DATA_KEYS: dict[str, Opt] = {
     "train": Opt("source", doc="training data"),
-    "test": Opt("number_or_source", None, doc="test data, evaluated after training: a source, or a "
-                                            "fraction of train held out before validation"),
+    "test": Opt(
+        "number_or_source",
+        None,
+        doc="test data, evaluated after training: a source, or a "
+        "fraction of train held out before validation",
+    ),
     "validate": Opt("number_or_source", None, doc="a fraction of train (0 < f < 1) or a source"),
     "scale": Opt("float", 1.0, gt(0), doc="inputs are divided by this"),
-    "normalize": Opt("choice", "none", choices=("none", "standard", "minmax"),
-                     doc="per feature, statistics from the training split"),
+    "normalize": Opt(
+        "choice",
+        "none",
+        choices=("none", "standard", "minmax"),
+        doc="per feature, statistics from the training split",
+    ),
 }
 
 TRAIN_KEYS: dict[str, Opt] = {
     "epochs": Opt("int", 10, ge(1)),
-    "batch": Opt("int_or_full", 32, ge(1), doc="1 = stochastic GD, N = mini-batch, full = batch GD"),
+    "batch": Opt(
+        "int_or_full", 32, ge(1), doc="1 = stochastic GD, N = mini-batch, full = batch GD"
+    ),
     "shuffle": Opt("bool", True, doc="a new seeded order every epoch"),
     "seed": Opt("int", 0, ge(0), doc="same seed, same result, bit for bit"),
     "clip_grad_norm": Opt("float", None, gt(0), doc="clip the global gradient norm"),
@@ -303,15 +394,21 @@ EARLY_STOP = Sig(
         "monitor": Opt("choice", "val_loss", choices=MONITORS),
         "patience": Opt("int", 5, ge(0)),
         "min_delta": Opt("float", 0.0, ge(0)),
-        "mode": Opt("choice", None, choices=("min", "max"), doc="from the monitor: max for accuracy"),
+        "mode": Opt(
+            "choice", None, choices=("min", "max"), doc="from the monitor: max for accuracy"
+        ),
         "restore_best": Opt("bool", False, doc="end with the best epoch's weights"),
     },
     (),
     "stop when the monitored metric has not improved for `patience` epochs",
 )
 
-METRICS = {"classification": ("accuracy",), "binary": ("accuracy",), "regression": ("mae", "rmse"),
-           "distribution": ()}
+METRICS = {
+    "classification": ("accuracy",),
+    "binary": ("accuracy",),
+    "regression": ("mae", "rmse"),
+    "distribution": (),
+}
 
 
 # ---- the reference tables of docs/language.md ----------------------------------
@@ -337,9 +434,15 @@ def _range_text(opt: Opt) -> str:
         return " \\| ".join(f"`{c}`" for c in opt.choices)
     if opt.check is not None:
         return opt.check.doc  # type: ignore[attr-defined]
-    return {"bool": "`true` \\| `false`", "str": "string", "floats": "list of numbers",
-            "names": "list of names", "source": "data source", "number_or_source": "fraction or source",
-            "pair": "two numbers"}.get(opt.kind, opt.kind)
+    return {
+        "bool": "`true` \\| `false`",
+        "str": "string",
+        "floats": "list of numbers",
+        "names": "list of names",
+        "source": "data source",
+        "number_or_source": "fraction or source",
+        "pair": "two numbers",
+    }.get(opt.kind, opt.kind)
 
 
 def markdown_tables() -> str:
@@ -359,8 +462,10 @@ def markdown_tables() -> str:
                 first = f"`{name}`" if i == 0 else ""
                 doc = sig.doc if i == 0 else ""
                 extra = f" {opt.doc}" if opt.doc else ""
-                out.append(f"| {first} | `{key}`{pos} | {_default_text(opt)} | {_range_text(opt)} |"
-                           f" {doc}{(' - ' if doc and extra else '')}{extra.strip()} |")
+                out.append(
+                    f"| {first} | `{key}`{pos} | {_default_text(opt)} | {_range_text(opt)} |"
+                    f" {doc}{(' - ' if doc and extra else '')}{extra.strip()} |"
+                )
         out.append("")
 
     def keys(title: str, opts: dict[str, Opt]) -> None:
@@ -376,7 +481,9 @@ def markdown_tables() -> str:
     out.append("Aliases: " + ", ".join(f"`{a}` = `{b}`" for a, b in LOSS_ALIASES.items()) + "\n")
     table("Optimizers", OPTIMIZERS)
     table("Schedules", SCHEDULES)
-    out.append("Aliases: " + ", ".join(f"`{a}` = `{b}`" for a, b in SCHEDULE_ALIASES.items()) + "\n")
+    out.append(
+        "Aliases: " + ", ".join(f"`{a}` = `{b}`" for a, b in SCHEDULE_ALIASES.items()) + "\n"
+    )
     table("Regularizers", REGULARIZERS)
     table("Data sources", SOURCES)
     keys("The `data` section", DATA_KEYS)

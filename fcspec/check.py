@@ -52,8 +52,11 @@ def read_source(path: str | Path) -> str:
             raise fail("is a directory, not a .fc file")
         size = p.stat().st_size
         if size > MAX_SPEC_BYTES:
-            raise fail(f"file is {size / 1e6:.1f} MB; a .fc spec is text of at most "
-                       f"{MAX_SPEC_BYTES // 1024} KB", "is this the right file?")
+            raise fail(
+                f"file is {size / 1e6:.1f} MB; a .fc spec is text of at most "
+                f"{MAX_SPEC_BYTES // 1024} KB",
+                "is this the right file?",
+            )
         raw = p.read_bytes()
     except FileNotFoundError:
         raise fail("no such file") from None
@@ -68,9 +71,16 @@ def read_source(path: str | Path) -> str:
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
-        raise SpecError([Diagnostic("error", f"the file is not UTF-8 text (byte 0x{raw[e.start]:02x})",
-                                    Span(name, line, col, line, col + 1),
-                                    "save the spec as UTF-8")]) from None
+        raise SpecError(
+            [
+                Diagnostic(
+                    "error",
+                    f"the file is not UTF-8 text (byte 0x{raw[e.start]:02x})",
+                    Span(name, line, col, line, col + 1),
+                    "save the spec as UTF-8",
+                )
+            ]
+        ) from None
     if text.startswith("\ufeff"):  # a BOM some editors write: harmless, drop it
         text = text[1:]
     return text
@@ -202,12 +212,18 @@ class _Checker:
             if not math.isfinite(out):
                 bad("a finite number")
         elif kind == "bool":
-            if not (isinstance(value, ast.Call) and not value.parens and value.name in ("true", "false")):
+            if not (
+                isinstance(value, ast.Call) and not value.parens and value.name in ("true", "false")
+            ):
                 bad()
             out = value.name == "true"
         elif kind == "str":
             if not isinstance(value, ast.String):
-                hint = f'write it in double quotes: "{value.name}"' if isinstance(value, ast.Call) else None
+                hint = (
+                    f'write it in double quotes: "{value.name}"'
+                    if isinstance(value, ast.Call)
+                    else None
+                )
                 bad(hint=hint)
             out = value.value
         elif kind == "choice":
@@ -218,8 +234,11 @@ class _Checker:
             else:
                 bad()
             if out not in opt.choices:
-                self.error(f"{what} must be one of {', '.join(opt.choices)}, not `{out}`", value.span,
-                           _did_you_mean(out, opt.choices))
+                self.error(
+                    f"{what} must be one of {', '.join(opt.choices)}, not `{out}`",
+                    value.span,
+                    _did_you_mean(out, opt.choices),
+                )
                 raise _Invalid
         elif kind in ("floats", "ints"):
             if not isinstance(value, (ast.List, ast.Tuple)):
@@ -232,7 +251,9 @@ class _Checker:
         elif kind == "pair":
             if not isinstance(value, (ast.List, ast.Tuple)) or len(value.items) != 2:
                 bad()
-            out = tuple(self.convert(Opt("float"), item, f"each item of {what}") for item in value.items)
+            out = tuple(
+                self.convert(Opt("float"), item, f"each item of {what}") for item in value.items
+            )
         elif kind == "names":
             if not isinstance(value, ast.List) or not all(
                 isinstance(i, ast.Call) and not i.parens for i in value.items
@@ -250,12 +271,16 @@ class _Checker:
         if opt.check is not None:
             problem = opt.check(out)
             if problem:
-                self.error(f"{what} {problem}, got {value.text if isinstance(value, ast.Number) else out}",
-                           value.span)
+                self.error(
+                    f"{what} {problem}, got {value.text if isinstance(value, ast.Number) else out}",
+                    value.span,
+                )
                 raise _Invalid
         return out
 
-    def bind(self, call: ast.Call, sig: Sig, what: str) -> tuple[dict[str, Any], dict[str, Span]] | None:
+    def bind(
+        self, call: ast.Call, sig: Sig, what: str
+    ) -> tuple[dict[str, Any], dict[str, Span]] | None:
         """Match a call's arguments to a signature; fill defaults.  None when anything was wrong."""
         values: dict[str, Any] = {}
         spans: dict[str, Span] = {}
@@ -265,22 +290,31 @@ class _Checker:
         for i, arg in enumerate(call.args):
             if arg.name is None:
                 if positional_done:
-                    self.error("a positional argument cannot follow a named one", arg.span,
-                               f"name it: `{sig.positional[i] if i < len(sig.positional) else 'name'} = ...`")
+                    self.error(
+                        "a positional argument cannot follow a named one",
+                        arg.span,
+                        f"name it: `{sig.positional[i] if i < len(sig.positional) else 'name'} = ...`",
+                    )
                     ok = False
                     continue
                 if i >= len(sig.positional):
                     if not sig.opts:
                         self.error(f"{what} takes no arguments", arg.span)
                     elif not sig.positional:
-                        self.error(f"{what} takes only named arguments ({', '.join(names)})", arg.span,
-                                   f"write `{names[0]} = ...`")
+                        self.error(
+                            f"{what} takes only named arguments ({', '.join(names)})",
+                            arg.span,
+                            f"write `{names[0]} = ...`",
+                        )
                     else:
                         n = len(sig.positional)
-                        self.error(f"{what} takes {n} positional argument{'s' if n > 1 else ''} "
-                                   f"({', '.join(sig.positional)}), got more", arg.span,
-                                   "name the others: " + ", ".join(f"`{k} = ...`" for k in names
-                                                                   if k not in sig.positional))
+                        self.error(
+                            f"{what} takes {n} positional argument{'s' if n > 1 else ''} "
+                            f"({', '.join(sig.positional)}), got more",
+                            arg.span,
+                            "name the others: "
+                            + ", ".join(f"`{k} = ...`" for k in names if k not in sig.positional),
+                        )
                     ok = False
                     continue
                 key = sig.positional[i]
@@ -308,9 +342,13 @@ class _Checker:
         for key, opt in sig.opts.items():
             if key not in spans:
                 if opt.required:
-                    self.error(f"{what} needs `{key}`", call.span,
-                               f"write `{call.name}({key} = ...)`" if key not in sig.positional
-                               else f"for example `{call.name}({_example(opt)})`")
+                    self.error(
+                        f"{what} needs `{key}`",
+                        call.span,
+                        f"write `{call.name}({key} = ...)`"
+                        if key not in sig.positional
+                        else f"for example `{call.name}({_example(opt)})`",
+                    )
                     ok = False
                 else:
                     values[key] = opt.default
@@ -320,18 +358,24 @@ class _Checker:
     # ---- sections --------------------------------------------------------
     def run(self) -> ir.Spec | None:
         if not self.program.sections:
-            self.error("the spec is empty", Span(self.path, 1, 1, 1, 1),
-                       "a spec needs at least a model, a loss and an optimizer, e.g. "
-                       "`model Net { input [4]  out = linear(3) }  loss cross_entropy  optimizer adam`")
+            self.error(
+                "the spec is empty",
+                Span(self.path, 1, 1, 1, 1),
+                "a spec needs at least a model, a loss and an optimizer, e.g. "
+                "`model Net { input [4]  out = linear(3) }  loss cross_entropy  optimizer adam`",
+            )
             return None
         seen: dict[str, ast.Section] = {}
         for section in self.program.sections:
             kw = section.keyword if not isinstance(section, ast.ModelSection) else "model"
             if kw in seen:
-                self.error(f"duplicate `{kw}` section (the first is at line {seen[kw].span.line})",
-                           section.keyword_span,
-                           "join the terms with `+`: `regularize l1(...) + l2(...)`" if kw == "regularize"
-                           else None)
+                self.error(
+                    f"duplicate `{kw}` section (the first is at line {seen[kw].span.line})",
+                    section.keyword_span,
+                    "join the terms with `+`: `regularize l1(...) + l2(...)`"
+                    if kw == "regularize"
+                    else None,
+                )
                 continue
             seen[kw] = section
 
@@ -362,45 +406,59 @@ class _Checker:
         # its comments keeps its checkpoints and exports valid.
         return dataclasses.replace(spec, sha256=ir.semantic_hash(spec))
 
-    def lookup(self, call: ast.Call, table: dict[str, Sig], aliases: dict[str, str], what: str,
-               plural: str) -> tuple[str, Sig] | None:
+    def lookup(
+        self, call: ast.Call, table: dict[str, Sig], aliases: dict[str, str], what: str, plural: str
+    ) -> tuple[str, Sig] | None:
         """(canonical name, signature) of a loss / optimizer / schedule call, or report it unknown."""
         kind = aliases.get(call.name, call.name)
         sig = table.get(kind)
         if sig is None:
             hint = _did_you_mean(call.name, list(table) + list(aliases))
-            self.error(f"unknown {what} `{call.name}`", call.name_span,
-                       hint or f"{plural}: " + ", ".join(table))
+            self.error(
+                f"unknown {what} `{call.name}`",
+                call.name_span,
+                hint or f"{plural}: " + ", ".join(table),
+            )
             return None
         return kind, sig
 
     def _single_call(self, section: ast.CallSection) -> ast.Call | None:
         if len(section.calls) > 1:
-            self.error(f"`{section.keyword}` takes one {section.keyword}, got {len(section.calls)}",
-                       section.calls[1].span)
+            self.error(
+                f"`{section.keyword}` takes one {section.keyword}, got {len(section.calls)}",
+                section.calls[1].span,
+            )
             return None
         return section.calls[0]
 
     # ---- model -----------------------------------------------------------
     def model(self, section: ast.ModelSection | None) -> ir.Model | None:
         if section is None:
-            self.error("no `model` section", self._end_span(),
-                       "declare one: `model Net { input [784]  out = linear(10) }`")
+            self.error(
+                "no `model` section",
+                self._end_span(),
+                "declare one: `model Net { input [784]  out = linear(10) }`",
+            )
             return None
         ok = True
         inputs = [s for s in section.body if isinstance(s, ast.Input)]
         shape: tuple[int, ...] | None = None
         if not inputs:
-            self.error(f"model `{section.name}` has no `input`", section.keyword_span,
-                       "start the model with the shape of one sample, e.g. `input [784]`")
+            self.error(
+                f"model `{section.name}` has no `input`",
+                section.keyword_span,
+                "start the model with the shape of one sample, e.g. `input [784]`",
+            )
             ok = False
         else:
             if section.body[0] is not inputs[0]:
                 self.error("`input` must come first in the model", inputs[0].span)
                 ok = False
             for extra in inputs[1:]:
-                self.error(f"the model has two `input`s (the first is at line {inputs[0].span.line})",
-                           extra.span)
+                self.error(
+                    f"the model has two `input`s (the first is at line {inputs[0].span.line})",
+                    extra.span,
+                )
                 ok = False
             shape = self.input_shape(inputs[0])
             ok = ok and shape is not None
@@ -410,10 +468,15 @@ class _Checker:
         for stmt in section.body:
             if isinstance(stmt, ast.Chain):
                 for i, call in enumerate(stmt.calls):
-                    entries.append((stmt.name if i == 0 else None, call, stmt.name_span if i == 0 else None))
+                    entries.append(
+                        (stmt.name if i == 0 else None, call, stmt.name_span if i == 0 else None)
+                    )
         if not entries:
-            self.error(f"model `{section.name}` has no layers", section.keyword_span,
-                       "add layers after `input`, e.g. `out = linear(10)`")
+            self.error(
+                f"model `{section.name}` has no layers",
+                section.keyword_span,
+                "add layers after `input`, e.g. `out = linear(10)`",
+            )
             return None
 
         first_use: dict[str, Span] = {}
@@ -421,12 +484,19 @@ class _Checker:
             if name is None:
                 continue
             if name in first_use:
-                self.error(f"duplicate layer name `{name}` (first used at line {first_use[name].line})", span)
+                self.error(
+                    f"duplicate layer name `{name}` (first used at line {first_use[name].line})",
+                    span,
+                )
                 ok = False
             else:
                 first_use[name] = span  # type: ignore[assignment]
             if name in catalog.LAYERS or name in ("true", "false", "full"):
-                self.warn(f"layer named `{name}`, like an op", span, "pick a descriptive name such as `fc1`")
+                self.warn(
+                    f"layer named `{name}`, like an op",
+                    span,
+                    "pick a descriptive name such as `fc1`",
+                )
 
         names = self._layer_names(entries)
         layers: list[ir.Layer] = []
@@ -456,8 +526,11 @@ class _Checker:
         if not ok:
             return None
         if not any(l.params for l in layers):
-            self.error(f"model `{section.name}` has nothing to train (no `linear` layer)",
-                       section.keyword_span, "add a layer such as `out = linear(10)`")
+            self.error(
+                f"model `{section.name}` has nothing to train (no `linear` layer)",
+                section.keyword_span,
+                "add a layer such as `out = linear(10)`",
+            )
             return None
         return ir.Model(section.name, shape, tuple(layers), section.span)  # type: ignore[arg-type]
 
@@ -470,13 +543,19 @@ class _Checker:
             return None
         dims = []
         for item in value.items:
-            if not isinstance(item, ast.Number) or not isinstance(item.value, int) or item.value < 1:
+            if (
+                not isinstance(item, ast.Number)
+                or not isinstance(item.value, int)
+                or item.value < 1
+            ):
                 self.error("each dimension of `input` must be a whole number >= 1", item.span)
                 return None
             dims.append(item.value)
         if math.prod(dims) > 2**31:
-            self.error(f"`input` has {math.prod(dims):,} features per sample; that cannot fit in memory",
-                       value.span)
+            self.error(
+                f"`input` has {math.prod(dims):,} features per sample; that cannot fit in memory",
+                value.span,
+            )
             return None
         return tuple(dims)
 
@@ -512,7 +591,9 @@ class _Checker:
             hint = _did_you_mean(name, catalog.LAYERS) or "layers: " + ", ".join(catalog.LAYERS)
         self.error(f"unknown layer or activation `{name}`", call.name_span, hint)
 
-    def layer(self, name: str, call: ast.Call, attrs: dict, in_shape: tuple[int, ...]) -> ir.Layer | None:
+    def layer(
+        self, name: str, call: ast.Call, attrs: dict, in_shape: tuple[int, ...]
+    ) -> ir.Layer | None:
         op = call.name
         params: dict[str, tuple[int, ...]] = {}
         out_shape = in_shape
@@ -521,8 +602,11 @@ class _Checker:
         elif op == "linear":
             if len(in_shape) != 1:
                 dims = ", ".join(map(str, in_shape))
-                self.error(f"`linear` takes a flat sample, but its input has shape [{dims}]", call.span,
-                           f"add `flatten` before it (giving [{math.prod(in_shape)}])")
+                self.error(
+                    f"`linear` takes a flat sample, but its input has shape [{dims}]",
+                    call.span,
+                    f"add `flatten` before it (giving [{math.prod(in_shape)}])",
+                )
                 return None
             units = attrs["units"]
             params["weight"] = (units, in_shape[0])
@@ -530,16 +614,22 @@ class _Checker:
                 params["bias"] = (units,)
             out_shape = (units,)
             if units * in_shape[0] > 2**31:
-                self.error(f"`linear({units})` on {in_shape[0]} inputs has {units * in_shape[0]:,} weights "
-                           "(over 8 GB in float32)", call.span)
+                self.error(
+                    f"`linear({units})` on {in_shape[0]} inputs has {units * in_shape[0]:,} weights "
+                    "(over 8 GB in float32)",
+                    call.span,
+                )
                 return None
         return ir.Layer(name, op, dict(attrs), in_shape, out_shape, params, call.span)
 
     # ---- loss ------------------------------------------------------------
     def loss(self, section: ast.CallSection | None, model: ir.Model | None):
         if section is None:
-            self.error("no `loss` section", self._end_span(),
-                       "add one, e.g. `loss cross_entropy` (classification) or `loss mse` (regression)")
+            self.error(
+                "no `loss` section",
+                self._end_span(),
+                "add one, e.g. `loss cross_entropy` (classification) or `loss mse` (regression)",
+            )
             return None, None
         call = self._single_call(section)
         if call is None:
@@ -564,50 +654,88 @@ class _Checker:
         out = model.output_shape
         where = call.name_span
         if len(out) != 1:
-            self.error(f"`{kind}` needs a flat model output, but the model ends with shape "
-                       f"[{', '.join(map(str, out))}]", where, "add `flatten` and a `linear` layer")
+            self.error(
+                f"`{kind}` needs a flat model output, but the model ends with shape "
+                f"[{', '.join(map(str, out))}]",
+                where,
+                "add `flatten` and a `linear` layer",
+            )
             return
         width = out[0]
         if kind in ("cross_entropy", "nll"):
             if width < 2:
-                self.error(f"`{kind}` needs at least 2 classes, but the model has {width} output", where,
-                           "for a yes/no target use `bce_with_logits` (or `bce` after a final `sigmoid`)")
+                self.error(
+                    f"`{kind}` needs at least 2 classes, but the model has {width} output",
+                    where,
+                    "for a yes/no target use `bce_with_logits` (or `bce` after a final `sigmoid`)",
+                )
             if loss.options.get("weight") is not None and len(loss.options["weight"]) != width:
-                self.error(f"`weight` has {len(loss.options['weight'])} entries but the model has "
-                           f"{width} classes", spans.get("weight", where))
+                self.error(
+                    f"`weight` has {len(loss.options['weight'])} entries but the model has "
+                    f"{width} classes",
+                    spans.get("weight", where),
+                )
         if kind == "cross_entropy":
             if last.op == "softmax":
-                self.warn("the model ends in `softmax` and `cross_entropy` applies log-softmax itself: "
-                          "softmax is applied twice", last.span or where,
-                          "remove the final `softmax` (train on logits); for probabilities at inference, "
-                          "export with `--probabilities`")
+                self.warn(
+                    "the model ends in `softmax` and `cross_entropy` applies log-softmax itself: "
+                    "softmax is applied twice",
+                    last.span or where,
+                    "remove the final `softmax` (train on logits); for probabilities at inference, "
+                    "export with `--probabilities`",
+                )
             elif last.op == "log_softmax":
-                self.warn("the model ends in `log_softmax`; `cross_entropy` applies log-softmax again",
-                          last.span or where, "use `loss nll`, which takes log-probabilities")
+                self.warn(
+                    "the model ends in `log_softmax`; `cross_entropy` applies log-softmax again",
+                    last.span or where,
+                    "use `loss nll`, which takes log-probabilities",
+                )
             elif last.op == "sigmoid":
-                self.warn("`cross_entropy` takes logits, but the model ends in `sigmoid`",
-                          last.span or where, "remove the final `sigmoid`")
+                self.warn(
+                    "`cross_entropy` takes logits, but the model ends in `sigmoid`",
+                    last.span or where,
+                    "remove the final `sigmoid`",
+                )
         elif kind == "nll" and last.op != "log_softmax":
-            self.error("`nll` takes log-probabilities, but the model does not end in `log_softmax`", where,
-                       "end the model with `log_softmax`, or use `cross_entropy` on logits")
+            self.error(
+                "`nll` takes log-probabilities, but the model does not end in `log_softmax`",
+                where,
+                "end the model with `log_softmax`, or use `cross_entropy` on logits",
+            )
         elif kind == "kl_div" and last.op != "log_softmax":
-            self.error("`kl_div` takes log-probabilities, but the model does not end in `log_softmax`",
-                       where, "end the model with `log_softmax`")
+            self.error(
+                "`kl_div` takes log-probabilities, but the model does not end in `log_softmax`",
+                where,
+                "end the model with `log_softmax`",
+            )
         elif kind == "bce" and last.op != "sigmoid":
-            self.error("`bce` takes probabilities, but the model does not end in `sigmoid`", where,
-                       "end the model with `sigmoid`, or use `bce_with_logits` on logits (more stable)")
+            self.error(
+                "`bce` takes probabilities, but the model does not end in `sigmoid`",
+                where,
+                "end the model with `sigmoid`, or use `bce_with_logits` on logits (more stable)",
+            )
         elif kind == "bce_with_logits" and last.op == "sigmoid":
-            self.error("`bce_with_logits` applies the sigmoid itself, but the model already ends in "
-                       "`sigmoid`", where, "remove the final `sigmoid`, or use `bce`")
+            self.error(
+                "`bce_with_logits` applies the sigmoid itself, but the model already ends in "
+                "`sigmoid`",
+                where,
+                "remove the final `sigmoid`, or use `bce`",
+            )
         elif kind in ("mse", "mae", "huber") and last.op in ("softmax", "log_softmax"):
-            self.warn(f"a regression loss (`{kind}`) after `{last.op}`", last.span or where,
-                      "for classification use `cross_entropy` on logits")
+            self.warn(
+                f"a regression loss (`{kind}`) after `{last.op}`",
+                last.span or where,
+                "for classification use `cross_entropy` on logits",
+            )
 
     # ---- optimizer, schedule, regularize -----------------------------------
     def optimizer(self, section: ast.CallSection | None) -> ir.Optimizer | None:
         if section is None:
-            self.error("no `optimizer` section", self._end_span(),
-                       "add one, e.g. `optimizer sgd(lr = 0.01, momentum = 0.9)` or `optimizer adam`")
+            self.error(
+                "no `optimizer` section",
+                self._end_span(),
+                "add one, e.g. `optimizer sgd(lr = 0.01, momentum = 0.9)` or `optimizer adam`",
+            )
             return None
         call = self._single_call(section)
         if call is None:
@@ -622,19 +750,25 @@ class _Checker:
         options, spans = bound
         if call.name == "sgd" and options["nesterov"]:
             if options["momentum"] <= 0 or options["dampening"] != 0:
-                self.error("nesterov momentum needs `momentum` > 0 and `dampening` = 0 (PyTorch's rule)",
-                           spans.get("nesterov", call.span),
-                           "set `momentum = 0.9`" if options["momentum"] <= 0 else "remove `dampening`")
+                self.error(
+                    "nesterov momentum needs `momentum` > 0 and `dampening` = 0 (PyTorch's rule)",
+                    spans.get("nesterov", call.span),
+                    "set `momentum = 0.9`" if options["momentum"] <= 0 else "remove `dampening`",
+                )
                 return None
         return ir.Optimizer(call.name, options, call.span)
 
-    def schedule(self, section: ast.CallSection | None, train: ir.Train | None, data) -> ir.Schedule | None:
+    def schedule(
+        self, section: ast.CallSection | None, train: ir.Train | None, data
+    ) -> ir.Schedule | None:
         if section is None:
             return ir.Schedule("constant", {}, None)
         call = self._single_call(section)
         if call is None:
             return None
-        known = self.lookup(call, catalog.SCHEDULES, catalog.SCHEDULE_ALIASES, "schedule", "schedules")
+        known = self.lookup(
+            call, catalog.SCHEDULES, catalog.SCHEDULE_ALIASES, "schedule", "schedules"
+        )
         if known is None:
             return None
         kind, sig = known
@@ -650,12 +784,23 @@ class _Checker:
                 options["monitor"] = "val_loss" if has_val else "train_loss"
             monitor = options["monitor"]
             if monitor not in catalog.MONITORS:
-                self.error(f"`monitor` must be one of {', '.join(catalog.MONITORS)}, not `{monitor}`",
-                           spans.get("monitor", call.span), _did_you_mean(monitor, catalog.MONITORS))
+                self.error(
+                    f"`monitor` must be one of {', '.join(catalog.MONITORS)}, not `{monitor}`",
+                    spans.get("monitor", call.span),
+                    _did_you_mean(monitor, catalog.MONITORS),
+                )
                 return None
-            if monitor.startswith("val_") and data is not None and data is not False and not has_val:
-                self.error(f"the schedule monitors `{monitor}` but the data has no validation set",
-                           spans.get("monitor", call.span), "add `validate = 0.1` to the data section")
+            if (
+                monitor.startswith("val_")
+                and data is not None
+                and data is not False
+                and not has_val
+            ):
+                self.error(
+                    f"the schedule monitors `{monitor}` but the data has no validation set",
+                    spans.get("monitor", call.span),
+                    "add `validate = 0.1` to the data section",
+                )
                 return None
             if options["mode"] is None:
                 options["mode"] = "max" if monitor.endswith("accuracy") else "min"
@@ -669,8 +814,11 @@ class _Checker:
         for call in section.calls:
             sig = catalog.REGULARIZERS.get(call.name)
             if sig is None:
-                self.error(f"unknown regularizer `{call.name}`", call.name_span,
-                           _did_you_mean(call.name, catalog.REGULARIZERS) or "regularizers: l1(a), l2(a)")
+                self.error(
+                    f"unknown regularizer `{call.name}`",
+                    call.name_span,
+                    _did_you_mean(call.name, catalog.REGULARIZERS) or "regularizers: l1(a), l2(a)",
+                )
                 ok = False
                 continue
             if call.name in values:
@@ -687,7 +835,9 @@ class _Checker:
         return ir.Regularize(values.get("l1", 0.0), values.get("l2", 0.0), section.span)
 
     # ---- data --------------------------------------------------------------
-    def _block(self, section: ast.BlockSection, keys: dict[str, Opt], extra_calls=()) -> tuple[dict, dict]:
+    def _block(
+        self, section: ast.BlockSection, keys: dict[str, Opt], extra_calls=()
+    ) -> tuple[dict, dict]:
         """Assignments of a block, checked for unknown and duplicate keys. Returns (values, spans)."""
         values: dict[str, ast.Value] = {}
         spans: dict[str, Span] = {}
@@ -696,20 +846,30 @@ class _Checker:
                 if stmt.name in extra_calls:
                     continue
                 if stmt.name in keys:
-                    self.error(f"`{stmt.name}` needs a value", stmt.span, f"write `{stmt.name} = ...`")
+                    self.error(
+                        f"`{stmt.name}` needs a value", stmt.span, f"write `{stmt.name} = ...`"
+                    )
                 else:
-                    self.error(f"unexpected `{stmt.name}` in the `{section.keyword}` section", stmt.span,
-                               f"settings are `name = value`; the {section.keyword} section takes "
-                               + ", ".join(list(keys) + list(extra_calls)))
+                    self.error(
+                        f"unexpected `{stmt.name}` in the `{section.keyword}` section",
+                        stmt.span,
+                        f"settings are `name = value`; the {section.keyword} section takes "
+                        + ", ".join(list(keys) + list(extra_calls)),
+                    )
                 continue
             if stmt.name not in keys:
                 hint = _did_you_mean(stmt.name, list(keys) + list(extra_calls))
-                self.error(f"unknown setting `{stmt.name}` in the `{section.keyword}` section", stmt.name_span,
-                           hint or f"the {section.keyword} section takes " + ", ".join(keys))
+                self.error(
+                    f"unknown setting `{stmt.name}` in the `{section.keyword}` section",
+                    stmt.name_span,
+                    hint or f"the {section.keyword} section takes " + ", ".join(keys),
+                )
                 continue
             if stmt.name in values:
-                self.error(f"`{stmt.name}` is set twice (first at line {spans[stmt.name].line})",
-                           stmt.name_span)
+                self.error(
+                    f"`{stmt.name}` is set twice (first at line {spans[stmt.name].line})",
+                    stmt.name_span,
+                )
                 continue
             values[stmt.name] = stmt.value
             spans[stmt.name] = stmt.name_span
@@ -725,8 +885,11 @@ class _Checker:
         for key, opt in catalog.DATA_KEYS.items():
             if key not in values:
                 if opt.required:
-                    self.error("the data section needs `train = ...`", section.keyword_span,
-                               'for example `train = dataset("digits")`')
+                    self.error(
+                        "the data section needs `train = ...`",
+                        section.keyword_span,
+                        'for example `train = dataset("digits")`',
+                    )
                     ok = False
                 else:
                     out[key] = opt.default
@@ -739,8 +902,11 @@ class _Checker:
                     if isinstance(value, ast.Number):
                         frac = float(value.value)
                         if not 0 <= frac < 1:
-                            self.error(f"`{key}` is the fraction of train held out and must be in [0, 1), "
-                                       f"got {value.text}", value.span)
+                            self.error(
+                                f"`{key}` is the fraction of train held out and must be in [0, 1), "
+                                f"got {value.text}",
+                                value.span,
+                            )
                             raise _Invalid
                         out[key] = frac or None
                     else:
@@ -760,8 +926,11 @@ class _Checker:
                 hint = _did_you_mean(value.name, catalog.SOURCES)
             if isinstance(value, ast.String):
                 hint = f'wrap the path in a reader: npz("{value.value}") or csv("{value.value}", target = ...)'
-            self.error(f"`{key}` must be a data source (npz, csv, idx, mnist, dataset), not {_describe(value)}",
-                       value.span, hint)
+            self.error(
+                f"`{key}` must be a data source (npz, csv, idx, mnist, dataset), not {_describe(value)}",
+                value.span,
+                hint,
+            )
             raise _Invalid
         bound = self.bind(value, catalog.SOURCES[value.name], f"`{value.name}`")
         if bound is None:
@@ -772,8 +941,10 @@ class _Checker:
         base = Path(self.path).parent
         for arg in ("path", "images", "labels"):
             if arg in args and self.path != "<string>" and not (base / args[arg]).exists():
-                self.warn(f"data file `{args[arg]}` not found (paths are relative to the spec's folder)",
-                          spans[arg])
+                self.warn(
+                    f"data file `{args[arg]}` not found (paths are relative to the spec's folder)",
+                    spans[arg],
+                )
         return ir.DataSource(value.name, args, value.span)
 
     # ---- train -------------------------------------------------------------
@@ -796,8 +967,11 @@ class _Checker:
             allowed = catalog.METRICS[task]
             for m, item in zip(out["metrics"], values["metrics"].items):
                 if m not in allowed:
-                    self.error(f"unknown metric `{m}` for a {task} model", item.span,
-                               ("metrics here: " + ", ".join(allowed)) if allowed else "no metrics apply")
+                    self.error(
+                        f"unknown metric `{m}` for a {task} model",
+                        item.span,
+                        ("metrics here: " + ", ".join(allowed)) if allowed else "no metrics apply",
+                    )
                     ok = False
         if out.get("metrics") is None:
             out["metrics"] = metrics_default
@@ -815,17 +989,29 @@ class _Checker:
             else:
                 es, es_spans = bound
                 monitor = es["monitor"]
-                if monitor.startswith("val_") and data is not None and data is not False and not has_val:
-                    self.error(f"`early_stop` monitors `{monitor}` but the data has no validation set",
-                               es_spans.get("monitor", call.span),
-                               "add `validate = 0.1` to the data section, or monitor `train_loss`")
+                if (
+                    monitor.startswith("val_")
+                    and data is not None
+                    and data is not False
+                    and not has_val
+                ):
+                    self.error(
+                        f"`early_stop` monitors `{monitor}` but the data has no validation set",
+                        es_spans.get("monitor", call.span),
+                        "add `validate = 0.1` to the data section, or monitor `train_loss`",
+                    )
                     ok = False
                 if monitor.endswith(("accuracy",)) and task in ("regression", "distribution"):
-                    self.error(f"a {task} model has no accuracy to monitor", es_spans.get("monitor", call.span),
-                               "monitor `val_loss`")
+                    self.error(
+                        f"a {task} model has no accuracy to monitor",
+                        es_spans.get("monitor", call.span),
+                        "monitor `val_loss`",
+                    )
                     ok = False
                 if monitor.endswith(("mae", "rmse")) and task != "regression":
-                    self.error(f"`{monitor}` is a regression metric", es_spans.get("monitor", call.span))
+                    self.error(
+                        f"`{monitor}` is a regression metric", es_spans.get("monitor", call.span)
+                    )
                     ok = False
                 if es["mode"] is None:
                     es["mode"] = "max" if monitor.endswith("accuracy") else "min"
@@ -835,12 +1021,25 @@ class _Checker:
         return ir.Train(span=section.span, **out)
 
     def cross_checks(self, optimizer: ir.Optimizer | None, reg: ir.Regularize | None) -> None:
-        if optimizer and reg and reg.l2 > 0 and optimizer.options.get("weight_decay", 0) > 0 \
-                and optimizer.kind != "adamw":
-            self.warn("both `regularize l2(...)` and the optimizer's `weight_decay` penalize large weights",
-                      reg.span, "keep one of them (weight_decay also decays biases)")
+        if (
+            optimizer
+            and reg
+            and reg.l2 > 0
+            and optimizer.options.get("weight_decay", 0) > 0
+            and optimizer.kind != "adamw"
+        ):
+            self.warn(
+                "both `regularize l2(...)` and the optimizer's `weight_decay` penalize large weights",
+                reg.span,
+                "keep one of them (weight_decay also decays biases)",
+            )
 
 
 def _example(opt: Opt) -> str:
-    return {"int": "10", "float": "0.1", "str": '"file"', "ints": "[30, 60]", "choice":
-            f'"{opt.choices[0]}"' if opt.choices else "..."}.get(opt.kind, "...")
+    return {
+        "int": "10",
+        "float": "0.1",
+        "str": '"file"',
+        "ints": "[30, 60]",
+        "choice": f'"{opt.choices[0]}"' if opt.choices else "...",
+    }.get(opt.kind, "...")

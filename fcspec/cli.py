@@ -144,8 +144,12 @@ def explain(file: str) -> None:
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
 @click.option("--write", "-w", is_flag=True, help="Rewrite the files in place (atomically).")
-@click.option("--check", "check_only", is_flag=True,
-              help="Write nothing; exit 1 if any file is not formatted.")
+@click.option(
+    "--check",
+    "check_only",
+    is_flag=True,
+    help="Write nothing; exit 1 if any file is not formatted.",
+)
 @_fails_cleanly
 def fmt(files: tuple[str, ...], write: bool, check_only: bool) -> None:
     """Print .fc files in canonical form (comments kept). The formatted spec
@@ -175,16 +179,34 @@ def fmt(files: tuple[str, ...], write: bool, check_only: bool) -> None:
 
 @main.command()
 @SPEC
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=str),
-              help="Run folder [default: runs/<model name>/].")
-@click.option("--epochs", type=click.IntRange(min=1), help="Override the spec's epochs (with --resume: the total).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=str),
+    help="Run folder [default: runs/<model name>/].",
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    help="Override the spec's epochs (with --resume: the total).",
+)
 @click.option("--seed", type=click.IntRange(min=0), help="Override the spec's seed.")
-@click.option("--init", type=click.Path(dir_okay=False, path_type=str),
-              help="Start from these weights (.npz with NAME.weight / NAME.bias).")
-@click.option("--resume", type=click.Path(path_type=str),
-              help="Continue an interrupted run from its checkpoint.npz (or its run folder).")
+@click.option(
+    "--init",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Start from these weights (.npz with NAME.weight / NAME.bias).",
+)
+@click.option(
+    "--resume",
+    type=click.Path(path_type=str),
+    help="Continue an interrupted run from its checkpoint.npz (or its run folder).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print only errors.")
-@click.option("--plot", is_flag=True, help="Also write curves.png (needs matplotlib: pip install 'fcspec[plot]').")
+@click.option(
+    "--plot",
+    is_flag=True,
+    help="Also write curves.png (needs matplotlib: pip install 'fcspec[plot]').",
+)
 @_fails_cleanly
 def run(file: str, out_dir, epochs, seed, init, resume, quiet, plot) -> None:
     """Train FILE with the NumPy interpreter.
@@ -201,8 +223,17 @@ def run(file: str, out_dir, epochs, seed, init, resume, quiet, plot) -> None:
     from . import train
 
     spec = _load(file, quiet=quiet)
-    summary = train.run(spec, out_dir=out_dir, epochs=epochs, seed=seed, init=init, resume=resume,
-                        quiet=quiet, plot=plot, echo=None if not quiet else (lambda _s: None))
+    summary = train.run(
+        spec,
+        out_dir=out_dir,
+        epochs=epochs,
+        seed=seed,
+        init=init,
+        resume=resume,
+        quiet=quiet,
+        plot=plot,
+        echo=None if not quiet else (lambda _s: None),
+    )
     if not quiet:
         click.echo(run_report(summary, train.output_dir(spec, out_dir, resume)))
 
@@ -210,8 +241,16 @@ def run(file: str, out_dir, epochs, seed, init, resume, quiet, plot) -> None:
 def run_report(summary: dict, where: Path) -> str:
     """The closing lines of `fcspec run`: final figures and where the files are."""
     figures = []
-    for key in ("test_accuracy", "test_loss", "test_mae", "test_rmse", "val_accuracy", "val_loss",
-                "val_mae", "val_rmse"):
+    for key in (
+        "test_accuracy",
+        "test_loss",
+        "test_mae",
+        "test_rmse",
+        "val_accuracy",
+        "val_loss",
+        "val_mae",
+        "val_rmse",
+    ):
         if key in summary and summary[key] is not None:
             v = summary[key]
             figures.append(f"{key} {v:.2%}" if key.endswith("accuracy") else f"{key} {v:.4g}")
@@ -219,15 +258,21 @@ def run_report(summary: dict, where: Path) -> str:
     if figures:
         lines.append("  ".join(figures[:4]))
     took = summary.get("seconds")
-    lines.append(f"saved {where}/ (weights.npz, checkpoint.npz, metrics.jsonl, summary.json)"
-                 + (f" after {summary.get('epochs')} epochs in {took:.1f} s" if took is not None else ""))
+    lines.append(
+        f"saved {where}/ (weights.npz, checkpoint.npz, metrics.jsonl, summary.json)"
+        + (f" after {summary.get('epochs')} epochs in {took:.1f} s" if took is not None else "")
+    )
     return "\n".join(lines)
 
 
 @main.command(name="eval")
 @SPEC
-@click.option("--weights", required=True, type=click.Path(dir_okay=False, path_type=str),
-              help="Trained weights (.npz), e.g. runs/<name>/weights.npz.")
+@click.option(
+    "--weights",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Trained weights (.npz), e.g. runs/<name>/weights.npz.",
+)
 @_fails_cleanly
 def eval_command(file: str, weights: str) -> None:
     """Loss and metrics of trained weights on the spec's test data (or, without
@@ -242,19 +287,35 @@ def eval_command(file: str, weights: str) -> None:
     for key, value in result.items():
         if key.startswith(("test_", "val_", "train_")):
             continue
-        click.echo(f"  {key:<10} {value:.6g}" if isinstance(value, float) else f"  {key:<10} {value}")
+        click.echo(
+            f"  {key:<10} {value:.6g}" if isinstance(value, float) else f"  {key:<10} {value}"
+        )
 
 
 @main.command()
 @SPEC
-@click.option("--onnx", "as_onnx", is_flag=True, required=True, help="Export as an ONNX model (the format).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str),
-              help="Output file [default: next to the weights, <name>.onnx].")
-@click.option("--weights", type=click.Path(dir_okay=False, path_type=str),
-              help="Trained weights [default: runs/<name>/weights.npz].")
-@click.option("--opset", type=int, default=None, help="ONNX opset [default: fcspec's pinned default].")
-@click.option("--probabilities", is_flag=True,
-              help="Append the softmax (or sigmoid) a model trained on logits leaves out.")
+@click.option(
+    "--onnx", "as_onnx", is_flag=True, required=True, help="Export as an ONNX model (the format)."
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Output file [default: next to the weights, <name>.onnx].",
+)
+@click.option(
+    "--weights",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Trained weights [default: runs/<name>/weights.npz].",
+)
+@click.option(
+    "--opset", type=int, default=None, help="ONNX opset [default: fcspec's pinned default]."
+)
+@click.option(
+    "--probabilities",
+    is_flag=True,
+    help="Append the softmax (or sigmoid) a model trained on logits leaves out.",
+)
 @_fails_cleanly
 def export(file: str, as_onnx: bool, output, weights, opset, probabilities) -> None:
     """Export FILE with trained weights as an ONNX inference graph. The data
@@ -273,12 +334,18 @@ def export(file: str, as_onnx: bool, output, weights, opset, probabilities) -> N
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=str))
 @click.argument("data", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--output", type=click.Path(dir_okay=False, path_type=str),
-              help="Write predictions: .npz (keys output, class) or .csv.")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Write predictions: .npz (keys output, class) or .csv.",
+)
 @click.option("--batch", type=click.IntRange(min=1), help="Rows per onnxruntime call.")
 @click.option("--target", help="Label column of a CSV file.")
-@click.option("--labels", type=click.Path(dir_okay=False, path_type=str),
-              help="IDX labels file for IDX images (e.g. t10k-labels-idx1-ubyte.gz).")
+@click.option(
+    "--labels",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="IDX labels file for IDX images (e.g. t10k-labels-idx1-ubyte.gz).",
+)
 @_fails_cleanly
 def predict(model: str, data: str, output, batch, target, labels) -> None:
     """Run an exported MODEL.onnx over DATA with onnxruntime; prints accuracy
@@ -292,7 +359,9 @@ def predict(model: str, data: str, output, batch, target, labels) -> None:
     """
     from . import onnx_export
 
-    result = onnx_export.predict(model, data, output=output, batch=batch, target=target, labels=labels)
+    result = onnx_export.predict(
+        model, data, output=output, batch=batch, target=target, labels=labels
+    )
     click.echo(f"{result['rows']:,} rows -> output {list(result['output_shape'])}")
     for key in ("accuracy", "mse", "mae"):
         if key in result:
@@ -303,8 +372,11 @@ def predict(model: str, data: str, output, batch, target, labels) -> None:
 
 @main.command()
 @SPEC
-@click.option("--weights", type=click.Path(dir_okay=False, path_type=str),
-              help="Trained weights [default: runs/<name>/weights.npz].")
+@click.option(
+    "--weights",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Trained weights [default: runs/<name>/weights.npz].",
+)
 @_fails_cleanly
 def verify(file: str, weights) -> None:
     """Run the NumPy interpreter, onnxruntime and onnx.reference on the same

@@ -41,7 +41,9 @@ def show(spec: ir.Spec) -> str:
     rows = [("Layer (op)", "Output shape", "Param #")]
     rows.append(("input", _shape(spec.model.input_shape), "0"))
     for layer in spec.model.layers:
-        rows.append((f"{layer.name} ({layer.op})", _shape(layer.out_shape), f"{layer.num_params:,}"))
+        rows.append(
+            (f"{layer.name} ({layer.op})", _shape(layer.out_shape), f"{layer.num_params:,}")
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     widths[0] = max(widths[0], 28)
     widths[1] = max(widths[1], 14)
@@ -52,13 +54,20 @@ def show(spec: ir.Spec) -> str:
         return f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}".rstrip()
 
     n = spec.model.num_params
-    out = [f"Model: {spec.name}  ({spec.path})", "=" * total_width, line(rows[0]), "-" * total_width]
+    out = [
+        f"Model: {spec.name}  ({spec.path})",
+        "=" * total_width,
+        line(rows[0]),
+        "-" * total_width,
+    ]
     out += [line(r) for r in rows[1:]]
     out.append("=" * total_width)
     out.append(f"Total params: {n:,} ({_bytes(n * 4)} as float32)")
     out.append(f"Trainable params: {n:,}")
-    out.append(f"Loss: {spec.loss.kind} ({spec.task})   Optimizer: {spec.optimizer.kind}"
-               f"(lr = {spec.optimizer.lr:g})")
+    out.append(
+        f"Loss: {spec.loss.kind} ({spec.task})   Optimizer: {spec.optimizer.kind}"
+        f"(lr = {spec.optimizer.lr:g})"
+    )
     return "\n".join(out) + "\n"
 
 
@@ -86,7 +95,9 @@ def explain(spec: ir.Spec) -> str:
 
     out: list[str] = [f"{spec.name}  ({spec.path})", ""]
     m = spec.model
-    out.append(f"Model: input {_shape(m.input_shape)}, {len(m.layers)} layers, {m.num_params:,} parameters")
+    out.append(
+        f"Model: input {_shape(m.input_shape)}, {len(m.layers)} layers, {m.num_params:,} parameters"
+    )
     for layer in m.layers:
         attrs = f"({_options(layer.attrs)})" if layer.attrs else ""
         line = f"  {layer.name} = {layer.op}{attrs}: {_shape(layer.in_shape)} -> {_shape(layer.out_shape)}"
@@ -96,12 +107,16 @@ def explain(spec: ir.Spec) -> str:
             bound = 1 / math.sqrt(fan_in)
             init = layer.attrs["init"]
             if init == "default":
-                out.append(f"      weight {_shape(layer.params['weight'])} and bias ~ U(-{bound:.4g}, {bound:.4g})"
-                           f"  (nn.Linear's default: 1/sqrt(in), in = {fan_in})")
+                out.append(
+                    f"      weight {_shape(layer.params['weight'])} and bias ~ U(-{bound:.4g}, {bound:.4g})"
+                    f"  (nn.Linear's default: 1/sqrt(in), in = {fan_in})"
+                )
             else:
                 out.append(f"      weight {_shape(layer.params['weight'])} ~ {init}, bias = 0")
         elif layer.op == "dropout":
-            out.append(f"      training: x * mask / (1 - {layer.attrs['p']:g}); inference: identity")
+            out.append(
+                f"      training: x * mask / (1 - {layer.attrs['p']:g}); inference: identity"
+            )
         elif layer.op in catalog.LAYERS:
             out.append(f"      {catalog.LAYERS[layer.op].doc}")
     out.append("")
@@ -144,31 +159,50 @@ def explain(spec: ir.Spec) -> str:
         out.append("Data:")
         out.append(f"  train = {d.train.kind}({_options(d.train.args)})")
         if isinstance(d.test, float):
-            out.append(f"  test = {d.test:g}: a seeded random {d.test:.0%} of train is held out for testing")
+            out.append(
+                f"  test = {d.test:g}: a seeded random {d.test:.0%} of train is held out for testing"
+            )
         elif d.test is not None:
             out.append(f"  test = {d.test.kind}({_options(d.test.args)})")
         if isinstance(d.validate, float):
-            out.append(f"  validate = {d.validate:g}: a seeded random {d.validate:.0%} of train is held out")
+            out.append(
+                f"  validate = {d.validate:g}: a seeded random {d.validate:.0%} of train is held out"
+            )
         elif d.validate is not None:
             out.append(f"  validate = {d.validate.kind}({_options(d.validate.args)})")
-        out.append(f"  inputs: x / {d.scale:g}" + {
-            "none": "",
-            "standard": ", then (x - mean) / std per feature, from the training split",
-            "minmax": ", then (x - min) / (max - min) per feature, from the training split",
-        }[d.normalize])
+        out.append(
+            f"  inputs: x / {d.scale:g}"
+            + {
+                "none": "",
+                "standard": ", then (x - mean) / std per feature, from the training split",
+                "minmax": ", then (x - min) / (max - min) per feature, from the training split",
+            }[d.normalize]
+        )
     out.append("")
     t = spec.train
-    batch = "full (batch gradient descent: one step per epoch)" if t.batch is None else (
-        "1 (stochastic gradient descent: one step per sample)" if t.batch == 1
-        else f"{t.batch} (mini-batch gradient descent)")
+    batch = (
+        "full (batch gradient descent: one step per epoch)"
+        if t.batch is None
+        else (
+            "1 (stochastic gradient descent: one step per sample)"
+            if t.batch == 1
+            else f"{t.batch} (mini-batch gradient descent)"
+        )
+    )
     out.append("Train:")
     out.append(f"  epochs = {t.epochs}, batch = {batch}")
-    out.append(f"  shuffle = {_value(t.shuffle)} (seed {t.seed}: the same seed gives the same weights, bit for bit)")
+    out.append(
+        f"  shuffle = {_value(t.shuffle)} (seed {t.seed}: the same seed gives the same weights, bit for bit)"
+    )
     if t.clip_grad_norm is not None:
-        out.append(f"  clip_grad_norm = {t.clip_grad_norm:g}: gradients scaled so their global norm is at most that")
+        out.append(
+            f"  clip_grad_norm = {t.clip_grad_norm:g}: gradients scaled so their global norm is at most that"
+        )
     if t.early_stop is not None:
         e = t.early_stop
-        out.append(f"  early_stop: stop when {e.monitor} has not improved ({e.mode}, by more than "
-                   f"{e.min_delta:g}) for {e.patience} epochs; restore_best = {_value(e.restore_best)}")
+        out.append(
+            f"  early_stop: stop when {e.monitor} has not improved ({e.mode}, by more than "
+            f"{e.min_delta:g}) for {e.patience} epochs; restore_best = {_value(e.restore_best)}"
+        )
     out.append(f"  metrics = [{', '.join(t.metrics)}]")
     return "\n".join(out) + "\n"

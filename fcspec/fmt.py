@@ -24,7 +24,12 @@ def value_text(v: ast.Value) -> str:
     if isinstance(v, ast.Number):
         return v.text
     if isinstance(v, ast.String):
-        body = v.value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+        body = (
+            v.value.replace("\\", "\\\\")
+            .replace('"', '\\"')
+            .replace("\n", "\\n")
+            .replace("\t", "\\t")
+        )
         return f'"{body}"'
     if isinstance(v, ast.Call):
         if not v.args:
@@ -99,15 +104,22 @@ def format_program(program: ast.Program) -> str:
         prev = sections[k - 1] if k else None
         one_liner = isinstance(section, ast.CallSection)
         # One-line sections written together stay together; blocks get a blank line around them.
-        if prev is not None and not (one_liner and isinstance(prev, ast.CallSection)
-                                     and section.span.line - prev.span.end_line <= 1):
+        if prev is not None and not (
+            one_liner
+            and isinstance(prev, ast.CallSection)
+            and section.span.line - prev.span.end_line <= 1
+        ):
             p.blank()
         if isinstance(section, ast.CallSection):
             text = f"{section.keyword} " + " + ".join(value_text(c) for c in section.calls)
             nxt = sections[k + 1].span.line if k + 1 < len(sections) else None
             p.statement(text, section, "", nxt)
             continue
-        header = f"model {section.name} {{" if isinstance(section, ast.ModelSection) else f"{section.keyword} {{"
+        header = (
+            f"model {section.name} {{"
+            if isinstance(section, ast.ModelSection)
+            else f"{section.keyword} {{"
+        )
         p.leading(section.span.line, "")
         body = section.body
         first_body_line = body[0].span.line if body else section.span.end_line
@@ -118,7 +130,7 @@ def format_program(program: ast.Program) -> str:
             if j:
                 # keep one blank line where the author left one before the statement or its comments
                 prev_end = body[j - 1].span.end_line
-                pending = [c.line for c in p.comments[p.i:] if prev_end < c.line < stmt.span.line]
+                pending = [c.line for c in p.comments[p.i :] if prev_end < c.line < stmt.span.line]
                 if min(pending + [stmt.span.line]) - prev_end > 1:
                     p.blank()
             nxt = body[j + 1].span.line if j + 1 < len(body) else section.span.end_line

@@ -133,7 +133,9 @@ class Train:
 class Spec:
     name: str  # the model's name
     path: str  # the .fc file as given
-    sha256: str  # of the canonical IR (the meaning, not the bytes): checkpoints and exports record it
+    sha256: (
+        str  # of the canonical IR (the meaning, not the bytes): checkpoints and exports record it
+    )
     task: str  # classification | binary | regression | distribution (from the loss)
     model: Model
     loss: Loss

@@ -49,8 +49,18 @@ MIN_OPSET = 17
 # upgraded onnx.  Values are the minimal IR version of each opset (onnx's
 # VERSION_TABLE).
 IR_VERSION_FOR_OPSET = {
-    17: 8, 18: 8, 19: 9, 20: 9, 21: 10, 22: 10, 23: 11, 24: 12,
-    25: 13, 26: 13, 27: 13, 28: 14,
+    17: 8,
+    18: 8,
+    19: 9,
+    20: 9,
+    21: 10,
+    22: 10,
+    23: 11,
+    24: 12,
+    25: 13,
+    26: 13,
+    27: 13,
+    28: 14,
 }
 # The newest opset this installation can write: known to us and to onnx.
 MAX_OPSET = min(max(IR_VERSION_FOR_OPSET), onnx.defs.onnx_opset_version())
@@ -176,7 +186,9 @@ def check_opset(opset: int) -> int:
     return opset
 
 
-def check_params(model: ir.Model, params: Mapping[str, Any], where: str = "weights") -> dict[str, np.ndarray]:
+def check_params(
+    model: ir.Model, params: Mapping[str, Any], where: str = "weights"
+) -> dict[str, np.ndarray]:
     """The weights as float32 arrays, after checking names and shapes against the IR."""
     expected = model.param_shapes()
     missing = [k for k in expected if k not in params]
@@ -218,7 +230,9 @@ class _Pre:
 
     @property
     def is_identity(self) -> bool:
-        return bool(np.all(self.scale == 1) and np.all(self.shift == 0) and np.all(self.divisor == 1))
+        return bool(
+            np.all(self.scale == 1) and np.all(self.shift == 0) and np.all(self.divisor == 1)
+        )
 
 
 def _preprocess_arrays(spec: ir.Spec, preprocess: Any) -> _Pre:
@@ -398,8 +412,12 @@ def export(
     g.rename(x, OUTPUT_NAME)
 
     batch: list[Any] = [BATCH_DIM]
-    inp = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, batch + list(spec.model.input_shape))
-    out = helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, batch + list(spec.model.output_shape))
+    inp = helper.make_tensor_value_info(
+        INPUT_NAME, TensorProto.FLOAT, batch + list(spec.model.input_shape)
+    )
+    out = helper.make_tensor_value_info(
+        OUTPUT_NAME, TensorProto.FLOAT, batch + list(spec.model.output_shape)
+    )
     graph = helper.make_graph(
         g.nodes,
         spec.name,
@@ -425,11 +443,22 @@ def export(
         "output": kind,
         "input_shape": json.dumps(list(spec.model.input_shape)),
         "output_shape": json.dumps(list(spec.model.output_shape)),
-        "preprocess": json.dumps({
-            "normalize": str(getattr(preprocess, "normalize", None) or (spec.data.normalize if spec.data else "none")),
-            **{k: (v.item() if v.size == 1 else f"per-feature {list(v.shape)}")
-               for k, v in (("scale", pre.scale), ("shift", pre.shift), ("divisor", pre.divisor))},
-        }),
+        "preprocess": json.dumps(
+            {
+                "normalize": str(
+                    getattr(preprocess, "normalize", None)
+                    or (spec.data.normalize if spec.data else "none")
+                ),
+                **{
+                    k: (v.item() if v.size == 1 else f"per-feature {list(v.shape)}")
+                    for k, v in (
+                        ("scale", pre.scale),
+                        ("shift", pre.shift),
+                        ("divisor", pre.divisor),
+                    )
+                },
+            }
+        ),
     }
     if spec.classes is not None:
         meta["classes"] = str(spec.classes)
@@ -461,13 +490,17 @@ def run_dir(spec: ir.Spec) -> Path:
     return Path("runs") / spec.name
 
 
-def load_weights(spec: ir.Spec, weights: str | os.PathLike | None = None) -> tuple[dict[str, np.ndarray], Any, Path]:
+def load_weights(
+    spec: ir.Spec, weights: str | os.PathLike | None = None
+) -> tuple[dict[str, np.ndarray], Any, Path]:
     """(params, preprocess, weights path) for `spec`: `weights` or runs/<name>/weights.npz,
     with `preprocess.npz` beside it when present."""
     if weights is None:
         path = run_dir(spec) / "weights.npz"
         if not path.exists():
-            raise FcspecError(f"no trained weights for {spec.name} (looked for {path})", hint=_HINT_TRAIN)
+            raise FcspecError(
+                f"no trained weights for {spec.name} (looked for {path})", hint=_HINT_TRAIN
+            )
     else:
         path = Path(weights)
         if not path.exists():
@@ -617,7 +650,10 @@ def _write_predictions(path: Path, output: np.ndarray, classes: np.ndarray | Non
             flat = output.reshape(len(output), -1)
             buf = _stdio.StringIO()
             w = csv.writer(buf, lineterminator="\n")
-            w.writerow([f"output_{j}" for j in range(flat.shape[1])] + (["class"] if classes is not None else []))
+            w.writerow(
+                [f"output_{j}" for j in range(flat.shape[1])]
+                + (["class"] if classes is not None else [])
+            )
             for i, row in enumerate(flat):
                 # repr-exact floats: the csv reads back to the same float32 values
                 cells = [repr(float(v)) for v in row]
@@ -626,7 +662,9 @@ def _write_predictions(path: Path, output: np.ndarray, classes: np.ndarray | Non
                 w.writerow(cells)
             atomic_write_text(path, buf.getvalue())
         else:
-            raise FcspecError(f"cannot write predictions to {path}", hint="use a .npz or .csv file name")
+            raise FcspecError(
+                f"cannot write predictions to {path}", hint="use a .npz or .csv file name"
+            )
     except OSError as e:
         raise FcspecError(f"cannot write {path}: {e.strerror or e}") from None
 
@@ -656,8 +694,10 @@ def predict(
         raise DataError(f"{model_path} has {len(inputs)} inputs; fcspec models have one")
     if inputs[0].type != "tensor(float)":
         # onnxruntime would fail inside run() with its own exception type
-        raise DataError(f"{model_path} takes {inputs[0].type} inputs; fcspec models take tensor(float)",
-                        hint="export one with `fcspec export FILE`")
+        raise DataError(
+            f"{model_path} takes {inputs[0].type} inputs; fcspec models take tensor(float)",
+            hint="export one with `fcspec export FILE`",
+        )
     meta = sess.get_modelmeta().custom_metadata_map
     task = meta.get("task", "")
     kind = meta.get("output", "")
@@ -669,8 +709,10 @@ def predict(
         out = _run_batches(sess, x, batch or PREDICT_BATCH)
     except Exception as e:  # noqa: BLE001 - onnxruntime's InvalidArgument/Fail/...: a model that is not ours
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"onnxruntime cannot run {model_path} on {data_path}: {first}",
-                        hint="export the model with `fcspec export FILE`") from None
+        raise DataError(
+            f"onnxruntime cannot run {model_path} on {data_path}: {first}",
+            hint="export the model with `fcspec export FILE`",
+        ) from None
     classes = classes_of(out, task, kind)
     result: dict[str, Any] = {
         "rows": int(len(x)),
@@ -685,7 +727,9 @@ def predict(
             labels = y.reshape(len(y), -1)[:, 0] if task == "binary" else y.reshape(len(y))
             result["accuracy"] = float(np.mean(classes == labels.astype(np.int64)))
         elif task == "regression":
-            diff = out.reshape(len(out), -1).astype(np.float64) - y.reshape(len(y), -1).astype(np.float64)
+            diff = out.reshape(len(out), -1).astype(np.float64) - y.reshape(len(y), -1).astype(
+                np.float64
+            )
             result["mse"] = float(np.mean(diff**2))
             result["mae"] = float(np.mean(np.abs(diff)))
     if output is not None:
@@ -715,7 +759,9 @@ def _compare(got: np.ndarray, want: np.ndarray) -> dict[str, float]:
     got = np.asarray(got, np.float64)
     want = np.asarray(want, np.float64)
     if got.shape != want.shape:
-        raise FcspecError(f"verify: ONNX output shape {list(got.shape)} != interpreter's {list(want.shape)}")
+        raise FcspecError(
+            f"verify: ONNX output shape {list(got.shape)} != interpreter's {list(want.shape)}"
+        )
     d = np.abs(got - want)
     bad_nan = np.isnan(got) != np.isnan(want)
     d = np.where(np.isnan(got) & np.isnan(want), 0.0, d)

@@ -54,7 +54,9 @@ class Buffers:
             b = self._arrays[name] = np.empty(shape, dtype)
         return b
 
-    def filled(self, name: str, shape: tuple[int, ...], value: float, dtype: Any = np.float32) -> np.ndarray:
+    def filled(
+        self, name: str, shape: tuple[int, ...], value: float, dtype: Any = np.float32
+    ) -> np.ndarray:
         """Like `get`, but holding `value` everywhere: filled when allocated, so never write into it."""
         b = self._arrays.get(name)
         if b is None or b.shape != shape or b.dtype != dtype:
@@ -88,7 +90,9 @@ class Context:
     def buf(self, name: str, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
         return self._bufs.get(name, shape, dtype)
 
-    def filled(self, name: str, shape: tuple[int, ...], value: float, dtype: Any = np.float32) -> np.ndarray:
+    def filled(
+        self, name: str, shape: tuple[int, ...], value: float, dtype: Any = np.float32
+    ) -> np.ndarray:
         return self._bufs.filled(name, shape, value, dtype)
 
 

@@ -64,7 +64,9 @@ def _axpy(x: np.ndarray, alpha: Any, y: np.ndarray, out: np.ndarray, w: np.ndarr
     np.add(w, y, out=out)
 
 
-def _lerp(start: np.ndarray, end: np.ndarray, weight: float, diff: np.ndarray, w: np.ndarray) -> None:
+def _lerp(
+    start: np.ndarray, end: np.ndarray, weight: float, diff: np.ndarray, w: np.ndarray
+) -> None:
     """torch's `start.lerp_(end, weight)`: start + weight (end - start), in place; `diff` is f32 scratch.
 
     torch picks the form by the weight's size so that weight 1 returns `end`
@@ -97,7 +99,9 @@ class Optimizer:
         self.options = dict(options)
         self.size = int(size)
         self.t = 0
-        self.state: dict[str, np.ndarray] = {name: np.zeros(self.size, F32) for name in self.buffers}
+        self.state: dict[str, np.ndarray] = {
+            name: np.zeros(self.size, F32) for name in self.buffers
+        }
         # scratch: the decayed gradient and three more float32 vectors
         self._g = np.empty(self.size, F32)
         self._s = np.empty(self.size, F32)
@@ -106,7 +110,12 @@ class Optimizer:
 
     def step(self, theta: np.ndarray, grad: np.ndarray, lr: float) -> None:
         """Update `theta` in place from `grad` (read, not modified) at learning rate `lr`."""
-        if theta.shape != (self.size,) or grad.shape != (self.size,) or theta.dtype != F32 or grad.dtype != F32:
+        if (
+            theta.shape != (self.size,)
+            or grad.shape != (self.size,)
+            or theta.dtype != F32
+            or grad.dtype != F32
+        ):
             raise TrainingError(
                 f"{self.kind} was built for {self.size} float32 parameters, got theta "
                 f"{theta.dtype}{list(theta.shape)} and grad {grad.dtype}{list(grad.shape)}"
@@ -135,7 +144,9 @@ class Optimizer:
     def load_state_dict(self, d: Mapping[str, np.ndarray]) -> None:
         kind = str(np.asarray(d["kind"])) if "kind" in d else "no"
         if kind != self.kind:
-            raise TrainingError(f"the checkpoint holds {kind} optimizer state, the spec uses {self.kind}")
+            raise TrainingError(
+                f"the checkpoint holds {kind} optimizer state, the spec uses {self.kind}"
+            )
         for name in ("step", *self.buffers):
             if name not in d:
                 raise TrainingError(f"the checkpoint's {self.kind} state lacks {name!r}")
@@ -321,10 +332,14 @@ def resolved_options(opt: ir.Optimizer) -> dict[str, Any]:
     """The IR's options over the catalog's (torch's) defaults, so a hand-built IR may omit defaults."""
     sig = catalog.OPTIMIZERS.get(opt.kind)
     if sig is None or opt.kind not in _KINDS:
-        raise _spec_error(opt, f"unknown optimizer {opt.kind!r}", f"use one of: {', '.join(_KINDS)}")
+        raise _spec_error(
+            opt, f"unknown optimizer {opt.kind!r}", f"use one of: {', '.join(_KINDS)}"
+        )
     unknown = sorted(set(opt.options) - set(sig.opts))
     if unknown:
-        raise _spec_error(opt, f"{opt.kind} has no option {unknown[0]!r}", f"its options: {', '.join(sig.opts)}")
+        raise _spec_error(
+            opt, f"{opt.kind} has no option {unknown[0]!r}", f"its options: {', '.join(sig.opts)}"
+        )
     options = {name: o.default for name, o in sig.opts.items() if not o.required}
     options.update(opt.options)
     return {name: options[name] for name in sig.opts if name in options}  # the catalog's order
@@ -336,17 +351,34 @@ def _spec_error(opt: ir.Optimizer, message: str, hint: str | None = None) -> Spe
 
 def _validate(opt: ir.Optimizer, o: Mapping[str, Any]) -> None:
     """What torch.optim rejects at construction, so a spec fails before training, not during it."""
-    for name in ("lr", "eps", "weight_decay", "momentum", "dampening", "alpha", "lr_decay",
-                 "initial_accumulator_value"):
-        if name in o and not (isinstance(o[name], (int, float)) and math.isfinite(o[name]) and o[name] >= 0):
-            raise _spec_error(opt, f"{opt.kind}: {name} must be a finite number >= 0, got {o[name]!r}")
+    for name in (
+        "lr",
+        "eps",
+        "weight_decay",
+        "momentum",
+        "dampening",
+        "alpha",
+        "lr_decay",
+        "initial_accumulator_value",
+    ):
+        if name in o and not (
+            isinstance(o[name], (int, float)) and math.isfinite(o[name]) and o[name] >= 0
+        ):
+            raise _spec_error(
+                opt, f"{opt.kind}: {name} must be a finite number >= 0, got {o[name]!r}"
+            )
     if "betas" in o:
         betas = tuple(o["betas"])
         if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
-            raise _spec_error(opt, f"{opt.kind}: betas must be two numbers in [0, 1), got {o['betas']!r}")
+            raise _spec_error(
+                opt, f"{opt.kind}: betas must be two numbers in [0, 1), got {o['betas']!r}"
+            )
     if opt.kind == "sgd" and o["nesterov"] and (o["momentum"] <= 0 or o["dampening"] != 0):
-        raise _spec_error(opt, "sgd: nesterov momentum requires momentum > 0 and dampening = 0",
-                          "set momentum, e.g. sgd(lr = 0.1, momentum = 0.9, nesterov = true)")
+        raise _spec_error(
+            opt,
+            "sgd: nesterov momentum requires momentum > 0 and dampening = 0",
+            "set momentum, e.g. sgd(lr = 0.1, momentum = 0.9, nesterov = true)",
+        )
 
 
 def make_optimizer(opt: ir.Optimizer, size: int) -> Optimizer:
@@ -393,8 +425,13 @@ def describe(opt: ir.Optimizer) -> str:
     """The update rule with the resolved numbers filled in, one statement a line."""
     o = resolved_options(opt)
     head = f"{opt.kind}(" + ", ".join(f"{k} = {_n(v)}" for k, v in o.items()) + ")"
-    lines = [head, (f"  each step t = 1, 2, ... with gradient g of every parameter p (biases too), "
-                    f"lr = {_n(o['lr'])} unless the schedule changes it:")]
+    lines = [
+        head,
+        (
+            f"  each step t = 1, 2, ... with gradient g of every parameter p (biases too), "
+            f"lr = {_n(o['lr'])} unless the schedule changes it:"
+        ),
+    ]
     add = lines.append
     wd = o["weight_decay"]
     if opt.kind != "adamw" and wd != 0:
@@ -414,9 +451,13 @@ def describe(opt: ir.Optimizer) -> str:
         add(f"    v = {_n(b2)} * v + {_n(1 - b2)} * g^2")
         if o["amsgrad"]:
             add("    v_max = max(v_max, v)   (amsgrad)")
-            add(f"    p = p - lr / (1 - {_n(b1)}^t) * m / (sqrt(v_max / (1 - {_n(b2)}^t)) + {_n(o['eps'])})")
+            add(
+                f"    p = p - lr / (1 - {_n(b1)}^t) * m / (sqrt(v_max / (1 - {_n(b2)}^t)) + {_n(o['eps'])})"
+            )
         else:
-            add(f"    p = p - lr / (1 - {_n(b1)}^t) * m / (sqrt(v / (1 - {_n(b2)}^t)) + {_n(o['eps'])})")
+            add(
+                f"    p = p - lr / (1 - {_n(b1)}^t) * m / (sqrt(v / (1 - {_n(b2)}^t)) + {_n(o['eps'])})"
+            )
     elif opt.kind == "rmsprop":
         a, mom = o["alpha"], o["momentum"]
         add(f"    v = {_n(a)} * v + {_n(1 - a)} * g^2")

@@ -48,16 +48,28 @@ def resolved_options(s: ir.Schedule) -> dict[str, Any]:
         raise _spec_error(s, f"unknown schedule {s.kind!r}", f"use one of: {', '.join(_KINDS)}")
     unknown = sorted(set(s.options) - set(sig.opts))
     if unknown:
-        raise _spec_error(s, f"{kind} has no option {unknown[0]!r}",
-                          f"its options: {', '.join(sig.opts) or 'none'}")
+        raise _spec_error(
+            s,
+            f"{kind} has no option {unknown[0]!r}",
+            f"its options: {', '.join(sig.opts) or 'none'}",
+        )
     options = {name: o.default for name, o in sig.opts.items() if not o.required}
     options.update(s.options)
     options = {name: options[name] for name in sig.opts if name in options}  # the catalog's order
-    if kind == "plateau" and options.get("mode") is None and isinstance(options.get("monitor"), str):
-        options["mode"] = "max" if options["monitor"].endswith("accuracy") else "min"  # as check.py does
+    if (
+        kind == "plateau"
+        and options.get("mode") is None
+        and isinstance(options.get("monitor"), str)
+    ):
+        options["mode"] = (
+            "max" if options["monitor"].endswith("accuracy") else "min"
+        )  # as check.py does
     # monitor and mode may stay None: plateau derives mode from the monitor and rejects no monitor
-    missing = [name for name in sig.opts
-               if name not in options or (options[name] is None and name not in ("monitor", "mode"))]
+    missing = [
+        name
+        for name in sig.opts
+        if name not in options or (options[name] is None and name not in ("monitor", "mode"))
+    ]
     if missing:
         raise _spec_error(s, f"{kind} needs {missing[0]}")
     return options
@@ -95,13 +107,18 @@ class Schedule:
         self.lr = self._next(self.lr, self.epoch)
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        return {"kind": np.array(self.kind), "lr": np.array(self.lr, np.float64),
-                "epoch": np.array(self.epoch, np.int64)}
+        return {
+            "kind": np.array(self.kind),
+            "lr": np.array(self.lr, np.float64),
+            "epoch": np.array(self.epoch, np.int64),
+        }
 
     def load_state_dict(self, d: Mapping[str, np.ndarray]) -> None:
         kind = str(np.asarray(d["kind"])) if "kind" in d else "no"
         if kind != self.kind:
-            raise TrainingError(f"the checkpoint holds {kind} schedule state, the spec uses {self.kind}")
+            raise TrainingError(
+                f"the checkpoint holds {kind} schedule state, the spec uses {self.kind}"
+            )
         missing = [k for k in self.state_dict() if k not in d]
         if missing:
             raise TrainingError(f"the checkpoint's {self.kind} schedule state lacks {missing[0]!r}")
@@ -162,12 +179,9 @@ class Cosine(Schedule):
         if (epoch - 1 - t_max) % (2 * t_max) == 0:
             # the trough: the ratio below would divide by 1 + cos(pi) = 0
             return lr + (self.base_lr - eta_min) * (1 - math.cos(math.pi / t_max)) / 2
-        return (
-            (1 + math.cos(math.pi * epoch / t_max))
-            / (1 + math.cos(math.pi * (epoch - 1) / t_max))
-            * (lr - eta_min)
-            + eta_min
-        )
+        return (1 + math.cos(math.pi * epoch / t_max)) / (
+            1 + math.cos(math.pi * (epoch - 1) / t_max)
+        ) * (lr - eta_min) + eta_min
 
 
 class Polynomial(Schedule):
@@ -206,8 +220,10 @@ class Plateau(Schedule):
     def step(self, metrics: Mapping[str, float] | None = None) -> None:
         if metrics is None or self.monitor not in metrics:
             have = ", ".join(sorted(metrics or {})) or "none"
-            raise TrainingError(f"the plateau schedule monitors {self.monitor}, which this run does not "
-                                f"measure (it has: {have})")
+            raise TrainingError(
+                f"the plateau schedule monitors {self.monitor}, which this run does not "
+                f"measure (it has: {have})"
+            )
         current = float(metrics[self.monitor])
         self.epoch += 1
         if self._is_better(current, self.best):
@@ -227,9 +243,11 @@ class Plateau(Schedule):
 
     def state_dict(self):
         d = super().state_dict()
-        d.update(best=np.array(self.best, np.float64),
-                 num_bad_epochs=np.array(self.num_bad_epochs, np.int64),
-                 cooldown_counter=np.array(self.cooldown_counter, np.int64))
+        d.update(
+            best=np.array(self.best, np.float64),
+            num_bad_epochs=np.array(self.num_bad_epochs, np.int64),
+            cooldown_counter=np.array(self.cooldown_counter, np.int64),
+        )
         return d
 
     def load_state_dict(self, d):
@@ -255,18 +273,29 @@ def _validate(s: ir.Schedule, kind: str, o: Mapping[str, Any]) -> None:
         return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
     if "gamma" in o:
-        need(isinstance(o["gamma"], (int, float)) and o["gamma"] > 0, f"gamma must be > 0, got {o['gamma']!r}")
+        need(
+            isinstance(o["gamma"], (int, float)) and o["gamma"] > 0,
+            f"gamma must be > 0, got {o['gamma']!r}",
+        )
     if kind == "step":
         need(is_int(o["step_size"]) and o["step_size"] >= 1, "step_size must be an integer >= 1")
     if kind == "multistep":
-        need(len(o["milestones"]) > 0 and all(is_int(m) and m >= 0 for m in o["milestones"]),
-             "milestones must be epoch numbers")
+        need(
+            len(o["milestones"]) > 0 and all(is_int(m) and m >= 0 for m in o["milestones"]),
+            "milestones must be epoch numbers",
+        )
     if kind == "cosine":
         need(is_int(o["t_max"]) and o["t_max"] >= 1, "t_max must be an integer >= 1")
     if kind == "polynomial":
-        need(is_int(o["total_iters"]) and o["total_iters"] >= 1, "total_iters must be an integer >= 1")
+        need(
+            is_int(o["total_iters"]) and o["total_iters"] >= 1,
+            "total_iters must be an integer >= 1",
+        )
     if kind == "plateau":
-        need(isinstance(o["monitor"], str), "plateau needs the metric to monitor, e.g. monitor = val_loss")
+        need(
+            isinstance(o["monitor"], str),
+            "plateau needs the metric to monitor, e.g. monitor = val_loss",
+        )
         need(o["mode"] in ("min", "max"), "mode must be min or max")
         need(o["threshold_mode"] in ("rel", "abs"), "threshold_mode must be rel or abs")
         need(0 < o["factor"] < 1, "factor must be in (0, 1)")  # torch: "Factor should be < 1.0."
@@ -304,35 +333,50 @@ def describe(s: ir.Schedule, base_lr: float | None = None) -> str:
     o = resolved_options(s)
     _validate(s, kind, o)
     base = _n(float(base_lr)) if base_lr is not None else "lr0"
-    head = f"{kind}(" + ", ".join(f"{k} = {_n(v) if not isinstance(v, (list, tuple)) else list(v)}"
-                                  for k, v in o.items()) + ")"
+    head = (
+        f"{kind}("
+        + ", ".join(
+            f"{k} = {_n(v) if not isinstance(v, (list, tuple)) else list(v)}" for k, v in o.items()
+        )
+        + ")"
+    )
     if kind == "constant":
         rule = f"lr = {base} every epoch"
     elif kind == "step":
         rule = f"lr = {base} * {_n(o['gamma'])}^floor(e / {o['step_size']})"
     elif kind == "multistep":
-        rule = (f"lr = {base} * {_n(o['gamma'])}^(number of milestones <= e), "
-                f"milestones {list(o['milestones'])}")
+        rule = (
+            f"lr = {base} * {_n(o['gamma'])}^(number of milestones <= e), "
+            f"milestones {list(o['milestones'])}"
+        )
     elif kind == "exponential":
         rule = f"lr = {base} * {_n(o['gamma'])}^e"
     elif kind == "cosine":
         eta = _n(o["eta_min"])
         wave = f"(1 + cos(pi * e / {o['t_max']})) / 2"
-        rule = (f"lr = {eta} + ({base} - {eta}) * {wave}" if o["eta_min"] else f"lr = {base} * {wave}")
+        rule = (
+            f"lr = {eta} + ({base} - {eta}) * {wave}" if o["eta_min"] else f"lr = {base} * {wave}"
+        )
         rule += f"   (lowest at e = {o['t_max']}; rises again after, as in PyTorch)"
     elif kind == "polynomial":
-        rule = (f"lr = {base} * (1 - min(e, {o['total_iters']}) / {o['total_iters']})^{_n(o['power'])}"
-                f"   (0 from epoch {o['total_iters'] + 1} on)")
+        rule = (
+            f"lr = {base} * (1 - min(e, {o['total_iters']}) / {o['total_iters']})^{_n(o['power'])}"
+            f"   (0 from epoch {o['total_iters'] + 1} on)"
+        )
     else:  # plateau
-        better = {("min", "rel"): f"below best * (1 - {_n(o['threshold'])})",
-                  ("min", "abs"): f"below best - {_n(o['threshold'])}",
-                  ("max", "rel"): f"above best * (1 + {_n(o['threshold'])})",
-                  ("max", "abs"): f"above best + {_n(o['threshold'])}"}[(o["mode"], o["threshold_mode"])]
-        rule = (f"lr starts at {base}; after each epoch, {o['monitor']} improves when it is {better}; "
-                f"after more than {o['patience']} epochs without improvement lr = max(lr * {_n(o['factor'])}, "
-                f"{_n(o['min_lr'])})"
-                + (f", then {o['cooldown']} epochs of cooldown" if o["cooldown"] else "")
-                + " (depends on the run: no table)")
+        better = {
+            ("min", "rel"): f"below best * (1 - {_n(o['threshold'])})",
+            ("min", "abs"): f"below best - {_n(o['threshold'])}",
+            ("max", "rel"): f"above best * (1 + {_n(o['threshold'])})",
+            ("max", "abs"): f"above best + {_n(o['threshold'])}",
+        }[(o["mode"], o["threshold_mode"])]
+        rule = (
+            f"lr starts at {base}; after each epoch, {o['monitor']} improves when it is {better}; "
+            f"after more than {o['patience']} epochs without improvement lr = max(lr * {_n(o['factor'])}, "
+            f"{_n(o['min_lr'])})"
+            + (f", then {o['cooldown']} epochs of cooldown" if o["cooldown"] else "")
+            + " (depends on the run: no table)"
+        )
     return f"{head}\n  {rule}"
 
 
@@ -359,7 +403,13 @@ class EarlyStopping:
         self.min_delta = abs(float(es.min_delta))
         self.mode = es.mode or ("max" if es.monitor.endswith("accuracy") else "min")
         if self.mode not in ("min", "max"):
-            raise SpecError([Diagnostic("error", f"early_stop: mode must be min or max, not {self.mode!r}", es.span)])
+            raise SpecError(
+                [
+                    Diagnostic(
+                        "error", f"early_stop: mode must be min or max, not {self.mode!r}", es.span
+                    )
+                ]
+            )
         self.restore_best = bool(es.restore_best)
         self.best: float | None = None
         self.best_epoch: int | None = None
@@ -381,8 +431,10 @@ class EarlyStopping:
         """Record the epoch just finished; True means stop training now."""
         if self.monitor not in metrics:
             have = ", ".join(sorted(metrics)) or "none"
-            raise TrainingError(f"early stopping monitors {self.monitor}, which this run does not measure "
-                                f"(it has: {have})")
+            raise TrainingError(
+                f"early stopping monitors {self.monitor}, which this run does not measure "
+                f"(it has: {have})"
+            )
         value = float(metrics[self.monitor])
         self.updates += 1
         self.wait += 1
@@ -404,7 +456,9 @@ class EarlyStopping:
             "best_epoch": np.array(-1 if self.best_epoch is None else self.best_epoch, np.int64),
             "wait": np.array(self.wait, np.int64),
             "updates": np.array(self.updates, np.int64),
-            "stopped_epoch": np.array(-1 if self.stopped_epoch is None else self.stopped_epoch, np.int64),
+            "stopped_epoch": np.array(
+                -1 if self.stopped_epoch is None else self.stopped_epoch, np.int64
+            ),
         }
 
     def load_state_dict(self, d: Mapping[str, np.ndarray]) -> None:
@@ -412,8 +466,10 @@ class EarlyStopping:
         if missing:
             raise TrainingError(f"the checkpoint's early-stopping state lacks {missing[0]!r}")
         if str(np.asarray(d["monitor"])) != self.monitor:
-            raise TrainingError(f"the checkpoint's early stopping monitored {np.asarray(d['monitor'])}, "
-                                f"the spec monitors {self.monitor}")
+            raise TrainingError(
+                f"the checkpoint's early stopping monitored {np.asarray(d['monitor'])}, "
+                f"the spec monitors {self.monitor}"
+            )
         best = float(np.asarray(d["best"]))
         self.best = None if math.isnan(best) else best
         be = int(np.asarray(d["best_epoch"]))

@@ -26,7 +26,9 @@ def grammar_text() -> str:
     try:
         return resources.files("fcspec.grammar").joinpath("fcspec.lark").read_text("utf-8")
     except (ModuleNotFoundError, FileNotFoundError):  # running from a checkout, not installed
-        return (Path(__file__).resolve().parent.parent / "grammar" / "fcspec.lark").read_text("utf-8")
+        return (Path(__file__).resolve().parent.parent / "grammar" / "fcspec.lark").read_text(
+            "utf-8"
+        )
 
 
 class _Comments:
@@ -83,7 +85,7 @@ def _keyword_as_name(text: str):
         tok = getattr(e, "token", None)
         if not isinstance(e, UnexpectedToken) or tok is None or str(tok) not in SECTIONS:
             return False
-        rest = text[tok.end_pos:].lstrip()
+        rest = text[tok.end_pos :].lstrip()
         if not rest.startswith("=") or rest.startswith("=="):
             return False
         try:
@@ -115,8 +117,12 @@ def _too_deep(tree, file: str) -> Diagnostic | None:
         if node.data in ("list", "tuple", "call"):
             depth += 1
             if depth > MAX_NESTING:
-                return Diagnostic("error", f"values nested more than {MAX_NESTING} deep",
-                                  _span(file, node.meta), "is this the right file?")
+                return Diagnostic(
+                    "error",
+                    f"values nested more than {MAX_NESTING} deep",
+                    _span(file, node.meta),
+                    "is this the right file?",
+                )
         stack.extend((child, depth) for child in node.children)
     return None
 
@@ -170,8 +176,9 @@ class _ToAst(Transformer):
 
     def model(self, meta, children):
         name, *body = children
-        return ast.ModelSection(str(name), tuple(body), _span(self.file, meta),
-                                self._keyword_span(meta, "model"))
+        return ast.ModelSection(
+            str(name), tuple(body), _span(self.file, meta), self._keyword_span(meta, "model")
+        )
 
     def input(self, meta, children):
         return ast.Input(children[0], _span(self.file, meta))
@@ -179,12 +186,15 @@ class _ToAst(Transformer):
     def chain(self, meta, children):
         if isinstance(children[0], Token):
             name, *calls = children
-            return ast.Chain(str(name), tuple(calls), _span(self.file, meta), _tok_span(self.file, name))
+            return ast.Chain(
+                str(name), tuple(calls), _span(self.file, meta), _tok_span(self.file, name)
+            )
         return ast.Chain(None, tuple(children), _span(self.file, meta))
 
     def _call_section(self, keyword, meta, children):
-        return ast.CallSection(keyword, tuple(children), _span(self.file, meta),
-                               self._keyword_span(meta, keyword))
+        return ast.CallSection(
+            keyword, tuple(children), _span(self.file, meta), self._keyword_span(meta, keyword)
+        )
 
     def loss(self, meta, children):
         return self._call_section("loss", meta, children)
@@ -199,12 +209,14 @@ class _ToAst(Transformer):
         return self._call_section("regularize", meta, children)
 
     def data(self, meta, children):
-        return ast.BlockSection("data", tuple(children), _span(self.file, meta),
-                                self._keyword_span(meta, "data"))
+        return ast.BlockSection(
+            "data", tuple(children), _span(self.file, meta), self._keyword_span(meta, "data")
+        )
 
     def train(self, meta, children):
-        return ast.BlockSection("train", tuple(children), _span(self.file, meta),
-                                self._keyword_span(meta, "train"))
+        return ast.BlockSection(
+            "train", tuple(children), _span(self.file, meta), self._keyword_span(meta, "train")
+        )
 
     def assign(self, meta, children):
         name, value = children
@@ -214,7 +226,9 @@ class _ToAst(Transformer):
         name, *args = children
         # `relu` and `relu()` are the same call; remember which was written for fmt.
         parens = meta.end_column != name.end_column or meta.end_line != name.end_line
-        return ast.Call(str(name), tuple(args), parens, _span(self.file, meta), _tok_span(self.file, name))
+        return ast.Call(
+            str(name), tuple(args), parens, _span(self.file, meta), _tok_span(self.file, name)
+        )
 
     def arg(self, meta, children):
         if len(children) == 2:
@@ -317,15 +331,27 @@ def _syntax_diagnostic(e: UnexpectedInput, text: str, file: str) -> Diagnostic:
     if isinstance(e, UnexpectedCharacters):
         ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else ""
         if ch == '"':
-            return Diagnostic("error", "unterminated string: a string must close with `\"` on the same line",
-                              span, None)
+            return Diagnostic(
+                "error",
+                'unterminated string: a string must close with `"` on the same line',
+                span,
+                None,
+            )
         if ch == ":":
-            return Diagnostic("error", "unexpected character `:`", span, "settings are written `name = value`")
+            return Diagnostic(
+                "error", "unexpected character `:`", span, "settings are written `name = value`"
+            )
         if ch == "'":
-            return Diagnostic("error", "unexpected character `'`", span, 'strings use double quotes: "digits"')
+            return Diagnostic(
+                "error", "unexpected character `'`", span, 'strings use double quotes: "digits"'
+            )
         shown = repr(ch)[1:-1] if not ch.isprintable() or ch.isspace() else ch
-        return Diagnostic("error", f"unexpected character `{shown}`", span,
-                          "names are letters, digits and `_`; comments start with `#`")
+        return Diagnostic(
+            "error",
+            f"unexpected character `{shown}`",
+            span,
+            "names are letters, digits and `_`; comments start with `#`",
+        )
 
     tok = getattr(e, "token", None)
     expected = set(getattr(e, "expected", set()) or set())
@@ -340,14 +366,27 @@ def _syntax_diagnostic(e: UnexpectedInput, text: str, file: str) -> Diagnostic:
         if opened:
             kw, opened_line = opened
             what = f"the `{kw}` block" if kw else "a block"
-            return Diagnostic("error", f"unexpected end of file: {what} opened at line {opened_line} "
-                              "is not closed", span, "add the missing `}`")
-        return Diagnostic("error", "unexpected end of file", span,
-                          f"expected {' or '.join(_describe_expected(parser, expected)[:6])}")
+            return Diagnostic(
+                "error",
+                f"unexpected end of file: {what} opened at line {opened_line} is not closed",
+                span,
+                "add the missing `}`",
+            )
+        return Diagnostic(
+            "error",
+            "unexpected end of file",
+            span,
+            f"expected {' or '.join(_describe_expected(parser, expected)[:6])}",
+        )
 
     assert isinstance(e, UnexpectedToken)
-    tok_span = Span(file, tok.line, tok.column, tok.end_line or tok.line,
-                    tok.end_column or tok.column + len(str(tok)))
+    tok_span = Span(
+        file,
+        tok.line,
+        tok.column,
+        tok.end_line or tok.line,
+        tok.end_column or tok.column + len(str(tok)),
+    )
     found = _describe_found(tok)
     words = _describe_expected(parser, expected)
     section_keywords = {k.upper() for k in SECTIONS}
@@ -362,19 +401,39 @@ def _syntax_diagnostic(e: UnexpectedInput, text: str, file: str) -> Diagnostic:
         return Diagnostic("error", message, tok_span, hint)
     if "RBRACE" in expected and str(tok) in SECTIONS and tok.type != "NAME":
         opened = _open_block(text, tok.start_pos)
-        what = f"the `{opened[0]}` block opened at line {opened[1]}" if opened and opened[0] else "the block"
-        return Diagnostic("error", f"expected `}}` to close {what}, found `{tok}`", tok_span,
-                          "add the missing `}`")
-    if "EQUAL" in expected and "LPAR" in expected and tok.type in ("NUMBER", "STRING", "LSQB", "LPAR"):
+        what = (
+            f"the `{opened[0]}` block opened at line {opened[1]}"
+            if opened and opened[0]
+            else "the block"
+        )
+        return Diagnostic(
+            "error",
+            f"expected `}}` to close {what}, found `{tok}`",
+            tok_span,
+            "add the missing `}`",
+        )
+    if (
+        "EQUAL" in expected
+        and "LPAR" in expected
+        and tok.type in ("NUMBER", "STRING", "LSQB", "LPAR")
+    ):
         prev = _previous_name(text, tok)
-        message = f"expected `=` after `{prev}`, found {found}" if prev else f"expected `=`, found {found}"
+        message = (
+            f"expected `=` after `{prev}`, found {found}"
+            if prev
+            else f"expected `=`, found {found}"
+        )
         return Diagnostic("error", message, tok_span, f"write `{prev} = {tok}`" if prev else None)
     if tok.type == "EQUAL" and "EQUAL" not in expected:
         hint = "one layer per `name = ...`: chain layers with `->`"
     if len(words) > 6:
         words = words[:6] + ["..."]
-    message = f"expected {', '.join(words[:-1]) + ' or ' + words[-1] if len(words) > 1 else words[0]}, " \
-              f"found {found}" if words else f"unexpected {found}"
+    message = (
+        f"expected {', '.join(words[:-1]) + ' or ' + words[-1] if len(words) > 1 else words[0]}, "
+        f"found {found}"
+        if words
+        else f"unexpected {found}"
+    )
     return Diagnostic("error", message, tok_span, hint)
 
 

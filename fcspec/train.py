@@ -288,7 +288,9 @@ class _SignalCatcher:
 class _Progress:
     """A tqdm bar on a TTY, one plain line per epoch otherwise, nothing when quiet."""
 
-    def __init__(self, quiet: bool, echo: Callable[[str], None] | None, total_steps: int, done: int):
+    def __init__(
+        self, quiet: bool, echo: Callable[[str], None] | None, total_steps: int, done: int
+    ):
         self.quiet = quiet
         self.echo = echo or (lambda s: print(s, file=sys.stderr, flush=True))
         self.bar = None
@@ -296,8 +298,14 @@ class _Progress:
         if not quiet and echo is None and sys.stderr.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total_steps, initial=done, unit="step", file=sys.stderr,
-                            dynamic_ncols=True, leave=True)
+            self.bar = tqdm(
+                total=total_steps,
+                initial=done,
+                unit="step",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                leave=True,
+            )
 
     def message(self, text: str) -> None:
         if self.quiet:
@@ -307,8 +315,15 @@ class _Progress:
         else:
             self.echo(text)
 
-    def step(self, epoch: int, total_epochs: int, loss_sum: float, seen: int, correct: int | None,
-             lr: float) -> None:
+    def step(
+        self,
+        epoch: int,
+        total_epochs: int,
+        loss_sum: float,
+        seen: int,
+        correct: int | None,
+        lr: float,
+    ) -> None:
         """One step done; on a terminal, the epoch's running loss (and accuracy) in the bar."""
         if self.bar is None:
             return
@@ -407,10 +422,15 @@ def _load_checkpoint(path: Path, spec: ir.Spec) -> tuple[dict[str, Any], dict[st
     except (ValueError, TypeError) as e:
         raise DataError(f"checkpoint {path} is damaged: {e}") from None
     if meta.get("format") != CHECKPOINT_FORMAT:
-        raise DataError(f"checkpoint {path} has format {meta.get('format')!r}, "
-                        f"this fcspec reads format {CHECKPOINT_FORMAT}")
-    missing = [k for k in ("spec_sha256", "epoch", "seed", "n_train", "history", "optimizer",
-                           "schedule") if k not in meta]
+        raise DataError(
+            f"checkpoint {path} has format {meta.get('format')!r}, "
+            f"this fcspec reads format {CHECKPOINT_FORMAT}"
+        )
+    missing = [
+        k
+        for k in ("spec_sha256", "epoch", "seed", "n_train", "history", "optimizer", "schedule")
+        if k not in meta
+    ]
     if missing:
         raise DataError(f"checkpoint {path} is damaged: its record lacks {missing[0]!r}")
     if meta.get("spec_sha256") != spec.sha256:
@@ -428,8 +448,9 @@ def _prefixed(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarra
     return {k[n:]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
-def output_dir(spec: ir.Spec, out_dir: str | os.PathLike | None = None,
-               resume: str | os.PathLike | None = None) -> Path:
+def output_dir(
+    spec: ir.Spec, out_dir: str | os.PathLike | None = None, resume: str | os.PathLike | None = None
+) -> Path:
     """Where `run` writes: `out_dir`, else the resumed checkpoint's folder, else runs/<name>/."""
     if out_dir is not None:
         return Path(out_dir)
@@ -463,11 +484,14 @@ def run(
     from . import interpreter, losses, optim, schedules
 
     if init is not None and resume is not None:
-        raise TrainingError("--init and --resume cannot be combined",
-                            hint="a checkpoint already holds the weights to continue from")
+        raise TrainingError(
+            "--init and --resume cannot be combined",
+            hint="a checkpoint already holds the weights to continue from",
+        )
     if spec.data is None or spec.data.train is None:
-        raise TrainingError(f"{spec.path}: the spec has no training data",
-                            hint="add a data { train = ... } block")
+        raise TrainingError(
+            f"{spec.path}: the spec has no training data", hint="add a data { train = ... } block"
+        )
 
     meta = ck_arrays = None
     ckpt_in = None
@@ -475,8 +499,10 @@ def run(
         ckpt_in = _resolve_checkpoint(resume)
         meta, ck_arrays = _load_checkpoint(ckpt_in, spec)
         if seed is not None and seed != meta["seed"]:
-            raise TrainingError(f"--seed {seed} differs from the checkpoint's seed {meta['seed']}",
-                                hint="drop --seed when resuming")
+            raise TrainingError(
+                f"--seed {seed} differs from the checkpoint's seed {meta['seed']}",
+                hint="drop --seed when resuming",
+            )
         seed = meta["seed"]
 
     total_epochs = int(epochs if epochs is not None else spec.train.epochs)
@@ -521,7 +547,9 @@ def run(
         try:
             net.load_params(fio.load_npz(init, "weights"))
         except DataError as e:
-            raise DataError(f"--init {init}: {e.diagnostic.message}", hint=e.diagnostic.hint) from None
+            raise DataError(
+                f"--init {init}: {e.diagnostic.message}", hint=e.diagnostic.hint
+            ) from None
     loss_fn = losses.make_loss(spec.loss)
     opt = optim.make_optimizer(spec.optimizer, net.theta.size)
     sched = schedules.make_schedule(spec.schedule, spec.optimizer.lr)
@@ -538,7 +566,9 @@ def run(
         if meta.get("n_train") != n:
             raise TrainingError(
                 f"checkpoint {ckpt_in} was trained on {meta.get('n_train')} rows, "
-                f"the data now has {n}", hint="the data files changed since the checkpoint")
+                f"the data now has {n}",
+                hint="the data files changed since the checkpoint",
+            )
         net.load_params(_prefixed(ck_arrays, "weights/"))
         try:
             opt.load_state_dict(_unpack(meta["optimizer"], ck_arrays))
@@ -589,7 +619,9 @@ def run(
     # The state a resume would start from, kept in memory (not written: an
     # older run's files in `out` stay until this run finishes its first epoch).
     pending_ckpt = fio.npz_bytes(checkpoint_arrays(start_epoch, False))
-    ckpt_written = meta is not None and ckpt_in is not None and ckpt_in.resolve() == ckpt_path.resolve()
+    ckpt_written = (
+        meta is not None and ckpt_in is not None and ckpt_in.resolve() == ckpt_path.resolve()
+    )
 
     steps_per_epoch = -(-n // batch)
     progress = _Progress(quiet, echo, total_epochs * steps_per_epoch, start_epoch * steps_per_epoch)
@@ -607,7 +639,9 @@ def run(
     stopped_early = False
     epoch = start_epoch
 
-    def diverged(what: str, epoch: int, step: int, lr: float, gnorm: float, where: str) -> TrainingError:
+    def diverged(
+        what: str, epoch: int, step: int, lr: float, gnorm: float, where: str
+    ) -> TrainingError:
         if ckpt_written:
             kept = f"{ckpt_path} and weights.npz still hold epoch {epoch - 1}"
         else:
@@ -627,7 +661,9 @@ def run(
         raise Interrupted(
             f"interrupted at epoch {epoch}; resume with: "
             f"fcspec run {spec.path} --resume {ckpt_path}",
-            exit_code=128 + int(signum), epoch=epoch, checkpoint=str(ckpt_path),
+            exit_code=128 + int(signum),
+            epoch=epoch,
+            checkpoint=str(ckpt_path),
         )
 
     try:
@@ -645,7 +681,10 @@ def run(
                     e = min(s + batch, n)
                     b = e - s
                     if order is None:
-                        xb, yb = train.rows(slice(s, e), None if x_buf is None else x_buf[:b]), train.y[s:e]
+                        xb, yb = (
+                            train.rows(slice(s, e), None if x_buf is None else x_buf[:b]),
+                            train.y[s:e],
+                        )
                     elif x_buf is None:  # one batch of the whole set, permuted
                         xb, yb = train.x[order], train.y[order]
                     else:
@@ -657,27 +696,47 @@ def run(
                     net.backward(g_out)  # overwrites net.grad
                     value = float(value) + float(losses.regularization(net, spec.regularize))
                     if not math.isfinite(value):
-                        raise diverged("the loss", epoch, step, lr, gnorm,
-                                       f"loss {value}; largest weights {_largest(net.params)}")
+                        raise diverged(
+                            "the loss",
+                            epoch,
+                            step,
+                            lr,
+                            gnorm,
+                            f"loss {value}; largest weights {_largest(net.params)}",
+                        )
                     # One pass gives the norm and the finiteness check at once.
                     gnorm = math.sqrt(_sumsq(net.grad))
                     if not math.isfinite(gnorm):
-                        raise diverged("the gradient", epoch, step, lr, gnorm,
-                                       f"gradient of {_first_nonfinite(net.grads)}")
+                        raise diverged(
+                            "the gradient",
+                            epoch,
+                            step,
+                            lr,
+                            gnorm,
+                            f"gradient of {_first_nonfinite(net.grads)}",
+                        )
                     if max_norm is not None:
                         optim.clip_grad_norm(net.grad, max_norm)
                     opt.step(net.theta, net.grad, lr)
                     loss_sum += value * b
                     correct += _batch_correct(task, loss_kind, outb, yb)
-                    progress.step(epoch, total_epochs, loss_sum, e, correct if classifier else None, lr)
+                    progress.step(
+                        epoch, total_epochs, loss_sum, e, correct if classifier else None, lr
+                    )
                     if sig.signum is not None:
                         break
                 # Finite gradients and a finite rate keep the weights finite except by overflow;
                 # a weight that overflowed makes the next step's loss non-finite (caught above),
                 # so the weights need checking only once, before anything is written.
                 if not math.isfinite(_sumsq(net.theta)):
-                    raise diverged("the weights", epoch, step, lr, gnorm,
-                                   f"weights of {_first_nonfinite(net.params)}")
+                    raise diverged(
+                        "the weights",
+                        epoch,
+                        step,
+                        lr,
+                        gnorm,
+                        f"weights of {_first_nonfinite(net.params)}",
+                    )
                 if sig.signum is not None:
                     interrupted(sig.signum, epoch)
                 m: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / n, "lr": lr}
@@ -696,13 +755,17 @@ def run(
                 m["seconds"] = time.perf_counter() - t0
                 history.append(m)
                 fio.save_npz(out / "weights.npz", _weights_arrays(net))
-                fio.atomic_write_bytes(ckpt_path, fio.npz_bytes(checkpoint_arrays(epoch, stopped_early)))
+                fio.atomic_write_bytes(
+                    ckpt_path, fio.npz_bytes(checkpoint_arrays(epoch, stopped_early))
+                )
                 ckpt_written = True
                 fio.atomic_write_jsonl(out / "metrics.jsonl", history)
                 progress.epoch(m, total_epochs)
                 if stopped_early:
-                    progress.message(f"early stopping after epoch {epoch} "
-                                     f"({es_spec.monitor} did not improve for {es_spec.patience} epochs)")
+                    progress.message(
+                        f"early stopping after epoch {epoch} "
+                        f"({es_spec.monitor} did not improve for {es_spec.patience} epochs)"
+                    )
                     break
     finally:
         progress.close()
@@ -745,8 +808,9 @@ def _summary(spec, history, net, loss_fn, test, best_epoch, stopped_early) -> di
     return s
 
 
-def evaluate(spec: ir.Spec, weights_path: str | os.PathLike,
-             base_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+def evaluate(
+    spec: ir.Spec, weights_path: str | os.PathLike, base_dir: str | os.PathLike | None = None
+) -> dict[str, Any]:
     """Loss and task figures of saved weights on the spec's test data.
 
     Falls back to the validation split, then to the training set, when the
@@ -762,8 +826,11 @@ def evaluate(spec: ir.Spec, weights_path: str | os.PathLike,
     net = interpreter.Network(spec.model, rng=np.random.default_rng(0))
     net.load_params(fio.load_npz(weights_path, "weights"))
     loss_fn = losses.make_loss(spec.loss)
-    for split_name, split in (("test", prepared.test), ("val", prepared.val),
-                              ("train", prepared.train)):
+    for split_name, split in (
+        ("test", prepared.test),
+        ("val", prepared.val),
+        ("train", prepared.train),
+    ):
         if split is not None and len(split):
             out = net.predict(split.x, EVAL_BATCH)
             m = _eval_metrics(spec.task, spec.loss.kind, loss_fn, out, split.y, split_name)

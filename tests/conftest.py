@@ -47,8 +47,12 @@ SPECS = sorted((ROOT / "specs").glob("*.fc"))
 
 
 def pytest_addoption(parser):
-    parser.addoption("--update-golden", action="store_true", default=False,
-                     help="rewrite tests/golden/ from the current output (then read the diff)")
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        default=False,
+        help="rewrite tests/golden/ from the current output (then read the diff)",
+    )
 
 
 @pytest.fixture
@@ -62,7 +66,9 @@ def golden(request):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
             return
-        assert path.exists(), f"missing golden file {path}; run pytest --update-golden and review the diff"
+        assert path.exists(), (
+            f"missing golden file {path}; run pytest --update-golden and review the diff"
+        )
         expected = path.read_text(encoding="utf-8")
         assert text == expected, f"output differs from {path} (pytest --update-golden rewrites it)"
 

@@ -34,8 +34,9 @@ def load_train_speed():
 
 def run_script(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, FCSPEC_DATA=str(SHARED_DATA))
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
-                          env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def test_paired_ratio_is_the_median_of_per_round_ratios():
@@ -59,9 +60,23 @@ def table_rows(text: str) -> dict[str, list[str]]:
 def test_training_table_smoke_run(tmp_path):
     pytest.importorskip("torch")  # the parity extra: the table's other engine
     doc = tmp_path / "performance.md"
-    doc.write_text("# Performance\n\nintro\n\n<!-- inference:begin -->\nkept\n<!-- inference:end -->\n")
-    r = run_script("--batches", "256", "--optimizers", "sgd", "--rounds", "2", "--no-sklearn",
-                   "--no-memory", "--check-repeats", "0", "--write", str(doc))
+    doc.write_text(
+        "# Performance\n\nintro\n\n<!-- inference:begin -->\nkept\n<!-- inference:end -->\n"
+    )
+    r = run_script(
+        "--batches",
+        "256",
+        "--optimizers",
+        "sgd",
+        "--rounds",
+        "2",
+        "--no-sklearn",
+        "--no-memory",
+        "--check-repeats",
+        "0",
+        "--write",
+        str(doc),
+    )
     assert r.returncode == 0, r.stderr
     rows = table_rows(r.stdout)
     assert list(rows) == ["sgd, batch 256"]
@@ -75,7 +90,9 @@ def test_training_table_smoke_run(tmp_path):
     paired = float(row["fcspec/torch (paired)"])
     assert row["<= 0.6?"] == ("yes" if paired <= 0.6 else "**no**")
     text = doc.read_text()
-    assert "kept" in text and text.count("<!-- training:begin -->") == 1 and "sgd, batch 256" in text
+    assert (
+        "kept" in text and text.count("<!-- training:begin -->") == 1 and "sgd, batch 256" in text
+    )
 
 
 @needs_mnist
@@ -106,7 +123,9 @@ def test_hand_written_loop_computes_fcspecs_training_step(optimizer):
     rng = np.random.default_rng(4)
     x = rng.random((100, 784), dtype=np.float32)
     y = rng.integers(0, 10, 100).astype(np.uint8)  # MNIST stores its labels as bytes
-    for step, idx in enumerate([rng.permutation(100)[:32], rng.permutation(100)[:32], np.arange(68, 100)]):
+    for step, idx in enumerate(
+        [rng.permutation(100)[:32], rng.permutation(100)[:32], np.arange(68, 100)]
+    ):
         out = net.forward(x[idx].reshape(-1, 1, 28, 28), training=True)
         correct = int((out.argmax(1) == y[idx]).sum())
         loss, g = loss_fn.value_and_grad(out, y[idx])

@@ -63,8 +63,9 @@ def test_specs_are_formatted_and_fmt_keeps_meaning(path):
     assert format_source(out, str(path)) == out
     assert ir.to_json(compile_source(out, str(path))) == ir.to_json(compile_source(text, str(path)))
     # comments survive formatting
-    assert [l.strip() for l in text.splitlines() if l.strip().startswith("#")] == \
-        [l.strip() for l in out.splitlines() if l.strip().startswith("#")]
+    assert [l.strip() for l in text.splitlines() if l.strip().startswith("#")] == [
+        l.strip() for l in out.splitlines() if l.strip().startswith("#")
+    ]
 
 
 # ---- bad specs: one mistake each, exact messages --------------------------------
@@ -122,7 +123,9 @@ def test_enormous_file_is_refused(tmp_path):
 
 def test_enormous_layer_is_refused():
     with pytest.raises(SpecError, match="cannot fit|weights"):
-        compile_source("model M { input [100000] out = linear(100000000) }\nloss mse\noptimizer sgd")
+        compile_source(
+            "model M { input [100000] out = linear(100000000) }\nloss mse\noptimizer sgd"
+        )
 
 
 # ---- the language sketch: its examples check and mean what it says --------------
@@ -134,19 +137,40 @@ def test_sketch_mnist_means_what_it_says():
     spec = compile_source(SKETCH_MNIST, "mnist.fc")
     assert spec.model.input_shape == (1, 28, 28)
     ops = [(l.name, l.op) for l in spec.model.layers]
-    assert ops == [("flatten_1", "flatten"), ("fc1", "linear"), ("relu_1", "relu"), ("fc2", "linear"),
-                   ("relu_2", "relu"), ("fc3", "linear")]
-    assert spec.model.param_shapes() == {"fc1.weight": (128, 784), "fc1.bias": (128,),
-                                         "fc2.weight": (64, 128), "fc2.bias": (64,),
-                                         "fc3.weight": (10, 64), "fc3.bias": (10,)}
+    assert ops == [
+        ("flatten_1", "flatten"),
+        ("fc1", "linear"),
+        ("relu_1", "relu"),
+        ("fc2", "linear"),
+        ("relu_2", "relu"),
+        ("fc3", "linear"),
+    ]
+    assert spec.model.param_shapes() == {
+        "fc1.weight": (128, 784),
+        "fc1.bias": (128,),
+        "fc2.weight": (64, 128),
+        "fc2.bias": (64,),
+        "fc3.weight": (10, 64),
+        "fc3.bias": (10,),
+    }
     assert spec.model.num_params == 109_386
     assert spec.loss.kind == "cross_entropy" and spec.task == "classification"
-    assert spec.optimizer.options == {"lr": 0.01, "momentum": 0.9, "dampening": 0.0, "nesterov": False,
-                                      "weight_decay": 0.0}
+    assert spec.optimizer.options == {
+        "lr": 0.01,
+        "momentum": 0.9,
+        "dampening": 0.0,
+        "nesterov": False,
+        "weight_decay": 0.0,
+    }
     assert spec.schedule.kind == "step" and spec.schedule.options == {"step_size": 2, "gamma": 0.1}
     assert spec.data.train.kind == "mnist" and spec.data.train.args == {"split": "train"}
     assert spec.data.scale == 255.0
-    assert (spec.train.epochs, spec.train.batch, spec.train.shuffle, spec.train.seed) == (5, 64, True, 0)
+    assert (spec.train.epochs, spec.train.batch, spec.train.shuffle, spec.train.seed) == (
+        5,
+        64,
+        True,
+        0,
+    )
 
 
 BASE = "model M {{ input [784]  {body} }}\nloss {loss}\noptimizer {opt}\n{rest}\n"
@@ -156,34 +180,91 @@ def _c(body="out = linear(10)", loss="cross_entropy", opt="sgd", rest=""):
     return compile_source(BASE.format(body=body, loss=loss, opt=opt, rest=rest))
 
 
-@pytest.mark.parametrize("line,kind,expected", [
-    ("sgd(lr = 0.1, momentum = 0.9, nesterov = true, weight_decay = 5e-4)", "sgd",
-     {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "dampening": 0.0}),
-    ("adam(lr = 1e-3, betas = (0.9, 0.999), eps = 1e-8)", "adam",
-     {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0, "amsgrad": False}),
-    ("adamw(lr = 1e-3, weight_decay = 0.01)", "adamw",
-     {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.01, "amsgrad": False}),
-    ("rmsprop(lr = 0.01, alpha = 0.99, momentum = 0, centered = false)", "rmsprop",
-     {"lr": 0.01, "alpha": 0.99, "eps": 1e-8, "weight_decay": 0.0, "momentum": 0.0, "centered": False}),
-    ("adagrad(lr = 0.01, lr_decay = 0)", "adagrad",
-     {"lr": 0.01, "lr_decay": 0.0, "weight_decay": 0.0, "initial_accumulator_value": 0.0, "eps": 1e-10}),
-    ("adamw", "adamw", {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.01,
-                        "amsgrad": False}),
-    ("sgd", "sgd", {"lr": 1e-3, "momentum": 0.0, "dampening": 0.0, "nesterov": False, "weight_decay": 0.0}),
-])
+@pytest.mark.parametrize(
+    "line,kind,expected",
+    [
+        (
+            "sgd(lr = 0.1, momentum = 0.9, nesterov = true, weight_decay = 5e-4)",
+            "sgd",
+            {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "dampening": 0.0},
+        ),
+        (
+            "adam(lr = 1e-3, betas = (0.9, 0.999), eps = 1e-8)",
+            "adam",
+            {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0, "amsgrad": False},
+        ),
+        (
+            "adamw(lr = 1e-3, weight_decay = 0.01)",
+            "adamw",
+            {
+                "lr": 1e-3,
+                "betas": (0.9, 0.999),
+                "eps": 1e-8,
+                "weight_decay": 0.01,
+                "amsgrad": False,
+            },
+        ),
+        (
+            "rmsprop(lr = 0.01, alpha = 0.99, momentum = 0, centered = false)",
+            "rmsprop",
+            {
+                "lr": 0.01,
+                "alpha": 0.99,
+                "eps": 1e-8,
+                "weight_decay": 0.0,
+                "momentum": 0.0,
+                "centered": False,
+            },
+        ),
+        (
+            "adagrad(lr = 0.01, lr_decay = 0)",
+            "adagrad",
+            {
+                "lr": 0.01,
+                "lr_decay": 0.0,
+                "weight_decay": 0.0,
+                "initial_accumulator_value": 0.0,
+                "eps": 1e-10,
+            },
+        ),
+        (
+            "adamw",
+            "adamw",
+            {
+                "lr": 1e-3,
+                "betas": (0.9, 0.999),
+                "eps": 1e-8,
+                "weight_decay": 0.01,
+                "amsgrad": False,
+            },
+        ),
+        (
+            "sgd",
+            "sgd",
+            {"lr": 1e-3, "momentum": 0.0, "dampening": 0.0, "nesterov": False, "weight_decay": 0.0},
+        ),
+    ],
+)
 def test_sketch_optimizers(line, kind, expected):
     spec = _c(opt=line)
     assert spec.optimizer.kind == kind and spec.optimizer.options == expected
 
 
-@pytest.mark.parametrize("line,kind,expected", [
-    ("step(step_size = 10, gamma = 0.5)", "step", {"step_size": 10, "gamma": 0.5}),
-    ("multistep(milestones = [30, 60], gamma = 0.1)", "multistep", {"milestones": (30, 60), "gamma": 0.1}),
-    ("exponential(gamma = 0.95)", "exponential", {"gamma": 0.95}),
-    ("cosine(t_max = 50, eta_min = 0)", "cosine", {"t_max": 50, "eta_min": 0.0}),
-    ("cosine", "cosine", {"t_max": 10, "eta_min": 0.0}),  # t_max defaults to the epochs
-    ("polynomial", "polynomial", {"total_iters": 5, "power": 1.0}),
-])
+@pytest.mark.parametrize(
+    "line,kind,expected",
+    [
+        ("step(step_size = 10, gamma = 0.5)", "step", {"step_size": 10, "gamma": 0.5}),
+        (
+            "multistep(milestones = [30, 60], gamma = 0.1)",
+            "multistep",
+            {"milestones": (30, 60), "gamma": 0.1},
+        ),
+        ("exponential(gamma = 0.95)", "exponential", {"gamma": 0.95}),
+        ("cosine(t_max = 50, eta_min = 0)", "cosine", {"t_max": 50, "eta_min": 0.0}),
+        ("cosine", "cosine", {"t_max": 10, "eta_min": 0.0}),  # t_max defaults to the epochs
+        ("polynomial", "polynomial", {"total_iters": 5, "power": 1.0}),
+    ],
+)
 def test_sketch_schedules(line, kind, expected):
     spec = _c(rest=f"schedule {line}")
     assert spec.schedule.kind == kind and spec.schedule.options == expected
@@ -197,13 +278,18 @@ def test_sketch_regularize_and_defaults():
     assert spec.train == ir.Train(metrics=("accuracy",))
 
 
-@pytest.mark.parametrize("loss,options", [
-    ("cross_entropy(label_smoothing = 0.1, weight = [1, 1, 1, 1, 1, 1, 1, 1, 1, 2])",
-     {"label_smoothing": 0.1, "weight": (1.0,) * 9 + (2.0,), "reduction": "mean"}),
-    ("mse(reduction = sum)", {"reduction": "sum"}),
-    ("l1", {"reduction": "mean"}),
-    ("huber(delta = 1.0)", {"delta": 1.0, "reduction": "mean"}),
-])
+@pytest.mark.parametrize(
+    "loss,options",
+    [
+        (
+            "cross_entropy(label_smoothing = 0.1, weight = [1, 1, 1, 1, 1, 1, 1, 1, 1, 2])",
+            {"label_smoothing": 0.1, "weight": (1.0,) * 9 + (2.0,), "reduction": "mean"},
+        ),
+        ("mse(reduction = sum)", {"reduction": "sum"}),
+        ("l1", {"reduction": "mean"}),
+        ("huber(delta = 1.0)", {"delta": 1.0, "reduction": "mean"}),
+    ],
+)
 def test_sketch_losses(loss, options):
     spec = _c(loss=loss)
     assert spec.loss.options == options
@@ -211,7 +297,8 @@ def test_sketch_losses(loss, options):
 
 
 def test_sketch_data_and_train_blocks():
-    spec = _c(rest="""
+    spec = _c(
+        rest="""
 data {
     train    = npz("train.npz", x = "x", y = "y")   # paths relative to the .fc file
     test     = csv("test.csv", target = "label")
@@ -226,14 +313,21 @@ train {
     early_stop(monitor = val_loss, patience = 5)
     clip_grad_norm = 1.0
     metrics = [accuracy]
-}""")
+}"""
+    )
     d = spec.data
     assert d.train == ir.DataSource("npz", {"path": "train.npz", "x": "x", "y": "y"})
     assert d.test == ir.DataSource("csv", {"path": "test.csv", "target": "label"})
     assert d.validate == 0.1 and d.normalize == "standard"
     t = spec.train
-    assert (t.epochs, t.batch, t.shuffle, t.seed, t.clip_grad_norm, t.metrics) == \
-        (50, 32, True, 0, 1.0, ("accuracy",))
+    assert (t.epochs, t.batch, t.shuffle, t.seed, t.clip_grad_norm, t.metrics) == (
+        50,
+        32,
+        True,
+        0,
+        1.0,
+        ("accuracy",),
+    )
     assert t.early_stop == ir.EarlyStop("val_loss", 5, 0.0, "min", False)
 
 
@@ -248,7 +342,11 @@ optimizer sgd(lr = 0.1)
 data { train = dataset("breast_cancer")  validate = 0.2  normalize = standard }
 train { epochs = 100  batch = full  seed = 0 }
 """)
-    assert logistic.task == "binary" and logistic.train.batch is None and logistic.model.num_params == 31
+    assert (
+        logistic.task == "binary"
+        and logistic.train.batch is None
+        and logistic.model.num_params == 31
+    )
     assert logistic.data.validate == 0.2
     diabetes = compile_source((ROOT / "specs" / "diabetes.fc").read_text())
     assert diabetes.task == "regression" and diabetes.regularize.l2 == 1e-4
@@ -256,11 +354,21 @@ train { epochs = 100  batch = full  seed = 0 }
 
 
 def test_layers_and_generated_names():
-    spec = _c(body="linear(32) -> leaky_relu(0.2) -> dropout(0.5) linear(16) -> gelu(approximate = tanh) "
-                   "-> elu -> softplus(beta = 2) linear(10)")
+    spec = _c(
+        body="linear(32) -> leaky_relu(0.2) -> dropout(0.5) linear(16) -> gelu(approximate = tanh) "
+        "-> elu -> softplus(beta = 2) linear(10)"
+    )
     names = [l.name for l in spec.model.layers]
-    assert names == ["linear_1", "leaky_relu_1", "dropout_1", "linear_2", "gelu_1", "elu_1", "softplus_1",
-                     "linear_3"]
+    assert names == [
+        "linear_1",
+        "leaky_relu_1",
+        "dropout_1",
+        "linear_2",
+        "gelu_1",
+        "elu_1",
+        "softplus_1",
+        "linear_3",
+    ]
     attrs = {l.name: l.attrs for l in spec.model.layers}
     assert attrs["leaky_relu_1"] == {"negative_slope": 0.2}
     assert attrs["dropout_1"] == {"p": 0.5}
@@ -298,21 +406,36 @@ def test_cli_version_and_help():
     assert r.exit_code == 0 and "fcspec, version" in r.output
     r = cli("--help")
     assert r.exit_code == 0 and "fcspec run specs/digits.fc" in r.output
-    for command in ("check", "show", "fmt", "ir", "explain", "run", "eval", "export", "predict", "verify"):
+    for command in (
+        "check",
+        "show",
+        "fmt",
+        "ir",
+        "explain",
+        "run",
+        "eval",
+        "export",
+        "predict",
+        "verify",
+    ):
         r = cli(command, "--help")
         assert r.exit_code == 0 and "Usage:" in r.output, command
 
 
 def test_cli_fmt_check_and_write(tmp_path):
     messy = tmp_path / "messy.fc"
-    messy.write_text("model M{input [4] out=linear(3)}  # tiny\nloss   cross_entropy optimizer adam(lr=1e-3)\n")
+    messy.write_text(
+        "model M{input [4] out=linear(3)}  # tiny\nloss   cross_entropy optimizer adam(lr=1e-3)\n"
+    )
     r = CliRunner().invoke(main, ["fmt", "--check", str(messy)])
     assert r.exit_code == 1 and "would reformat" in r.output
     before = cli("ir", str(messy)).output
     r = cli("fmt", "--write", str(messy))
     assert r.exit_code == 0
-    assert messy.read_text() == ("model M {\n    input [4]\n    out = linear(3)\n}  # tiny\n\n"
-                                 "loss cross_entropy\noptimizer adam(lr = 1e-3)\n")
+    assert messy.read_text() == (
+        "model M {\n    input [4]\n    out = linear(3)\n}  # tiny\n\n"
+        "loss cross_entropy\noptimizer adam(lr = 1e-3)\n"
+    )
     assert cli("fmt", "--check", str(messy)).exit_code == 0
     assert cli("ir", str(messy)).output == before
 
@@ -343,18 +466,33 @@ def test_check_reads_no_data(tmp_path, monkeypatch):
 
 
 def test_check_does_not_import_onnx_or_training():
-    code = ("import sys; from fcspec.cli import main\n"
-            "sys.argv=['fcspec','check','specs/digits.fc']\n"
-            "try: main()\nexcept SystemExit: pass\n"
-            "print(sorted(m for m in ('onnx','onnxruntime','fcspec.train','fcspec.interpreter') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True).stdout
+    code = (
+        "import sys; from fcspec.cli import main\n"
+        "sys.argv=['fcspec','check','specs/digits.fc']\n"
+        "try: main()\nexcept SystemExit: pass\n"
+        "print(sorted(m for m in ('onnx','onnxruntime','fcspec.train','fcspec.interpreter') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True
+    ).stdout
     assert out.strip().endswith("[]"), out
 
 
 # ---- property: formatting is idempotent and keeps the IR ---------------------------
 
-ACTS = ["relu", "tanh", "sigmoid", "gelu", "silu", "selu", "elu(alpha = 0.5)", "leaky_relu(0.1)",
-        "softplus", "dropout(0.25)", "gelu(approximate = tanh)"]
+ACTS = [
+    "relu",
+    "tanh",
+    "sigmoid",
+    "gelu",
+    "silu",
+    "selu",
+    "elu(alpha = 0.5)",
+    "leaky_relu(0.1)",
+    "softplus",
+    "dropout(0.25)",
+    "gelu(approximate = tanh)",
+]
 SEPARATORS = [" ", "\n", "\n\n", "  # a comment\n", "\n    ", "\t"]
 
 
@@ -376,29 +514,65 @@ def specs(draw):
     family = draw(st.sampled_from(["ce", "bce", "mse", "nll"]))
     out_units = draw(st.integers(2, 5))
     ending, loss = {
-        "ce": (f"out = linear({out_units})", draw(st.sampled_from(
-            ["cross_entropy", "cross_entropy(label_smoothing = 0.1)", "cross_entropy(reduction = sum)"]))),
+        "ce": (
+            f"out = linear({out_units})",
+            draw(
+                st.sampled_from(
+                    [
+                        "cross_entropy",
+                        "cross_entropy(label_smoothing = 0.1)",
+                        "cross_entropy(reduction = sum)",
+                    ]
+                )
+            ),
+        ),
         "bce": ("out = linear(1) -> sigmoid", "bce"),
-        "mse": (f"out = linear({out_units})", draw(st.sampled_from(["mse", "mae", "huber(delta = 2.0)"]))),
+        "mse": (
+            f"out = linear({out_units})",
+            draw(st.sampled_from(["mse", "mae", "huber(delta = 2.0)"])),
+        ),
         "nll": (f"out = linear({out_units}) -> log_softmax", "nll"),
     }[family]
     body.append(ending)
     model = "model Net {" + sep() + sep().join(body) + sep() + "}"
-    opt = draw(st.sampled_from(["sgd(lr = 0.1, momentum = 0.9)", "adam", "adamw(lr = 3e-4)",
-                                "rmsprop(centered = true)", "adagrad(lr_decay = 0.01)"]))
+    opt = draw(
+        st.sampled_from(
+            [
+                "sgd(lr = 0.1, momentum = 0.9)",
+                "adam",
+                "adamw(lr = 3e-4)",
+                "rmsprop(centered = true)",
+                "adagrad(lr_decay = 0.01)",
+            ]
+        )
+    )
     sections = [model, f"loss {loss}", f"optimizer {opt}"]
     if draw(st.booleans()):
-        sections.append("schedule " + draw(st.sampled_from(
-            ["step(step_size = 3)", "cosine", "exponential(0.9)", "multistep([2, 5])"])))
+        sections.append(
+            "schedule "
+            + draw(
+                st.sampled_from(
+                    ["step(step_size = 3)", "cosine", "exponential(0.9)", "multistep([2, 5])"]
+                )
+            )
+        )
     if draw(st.booleans()):
         sections.append("regularize l1(1e-5) + l2(1e-4)")
     if draw(st.booleans()):
-        sections.append("data {" + sep() + f'train = dataset("iris"){sep()}validate = 0.2' + sep() + "}")
+        sections.append(
+            "data {" + sep() + f'train = dataset("iris"){sep()}validate = 0.2' + sep() + "}"
+        )
     if draw(st.booleans()):
-        sections.append("train {" + sep() + f"epochs = {draw(st.integers(1, 50))}{sep()}batch = "
-                        + draw(st.sampled_from(["full", "1", "32"])) + sep() + "}")
+        sections.append(
+            "train {"
+            + sep()
+            + f"epochs = {draw(st.integers(1, 50))}{sep()}batch = "
+            + draw(st.sampled_from(["full", "1", "32"]))
+            + sep()
+            + "}"
+        )
     order = draw(st.permutations(sections))
-    return (("# header comment\n" if draw(st.booleans()) else "") + sep().join(order) + "\n")
+    return ("# header comment\n" if draw(st.booleans()) else "") + sep().join(order) + "\n"
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -51,7 +51,11 @@ SCALE = 20 if LONG else 1
 settings.register_profile(
     "fcspec-fuzz",
     deadline=None,  # a slow example is not a bug here; the suite's total time is the budget
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
     print_blob=True,
 )
 _BASE = settings.get_profile("fcspec-fuzz")
@@ -66,20 +70,107 @@ SPEC_TEXTS = [p.read_text("utf-8") for p in SPECS]
 
 # Pieces of the language (and near misses) to splice into the specs.
 TOKENS = [
-    "{", "}", "(", ")", "[", "]", "=", "->", ",", "+", "-", ".", "#", '"', "\\", ":", "'", ";", "*",
-    "\n", " ", "\t", "\r", "\f", "\u00e9", "\u2028", "\ufeff", "\x00", "\x7f",
-    *catalog.LAYERS, *catalog.LOSSES, *catalog.OPTIMIZERS, *catalog.SCHEDULES, *catalog.SOURCES,
-    *catalog.DATA_KEYS, *catalog.TRAIN_KEYS, *catalog.DATASETS, *catalog.MONITORS,
-    "model", "loss", "optimizer", "schedule", "regularize", "data", "train", "input", "early_stop",
-    "l1", "l2", "true", "false", "full", "units", "bias", "init", "lr", "betas", "weight", "p",
-    "fc1", "fc1", "out", "x", "y", "_",
-    "0", "1", "-1", "2", "10", "0.5", "1e-3", "1e300", "1e999", "-0", "+1", ".5", "1.", "1e", "0x10", "nan",
-    "99999999999999999999", "9" * 5000,
-    '"x"', '""', '"digits"', '"train"', '"a\\"b"', '"/dev/zero"', '"../../etc/passwd"',
-    "[" * 40, "(" * 40, "[1, 2]", "(0.9, 0.999)", "[]", "()",
+    "{",
+    "}",
+    "(",
+    ")",
+    "[",
+    "]",
+    "=",
+    "->",
+    ",",
+    "+",
+    "-",
+    ".",
+    "#",
+    '"',
+    "\\",
+    ":",
+    "'",
+    ";",
+    "*",
+    "\n",
+    " ",
+    "\t",
+    "\r",
+    "\f",
+    "\u00e9",
+    "\u2028",
+    "\ufeff",
+    "\x00",
+    "\x7f",
+    *catalog.LAYERS,
+    *catalog.LOSSES,
+    *catalog.OPTIMIZERS,
+    *catalog.SCHEDULES,
+    *catalog.SOURCES,
+    *catalog.DATA_KEYS,
+    *catalog.TRAIN_KEYS,
+    *catalog.DATASETS,
+    *catalog.MONITORS,
+    "model",
+    "loss",
+    "optimizer",
+    "schedule",
+    "regularize",
+    "data",
+    "train",
+    "input",
+    "early_stop",
+    "l1",
+    "l2",
+    "true",
+    "false",
+    "full",
+    "units",
+    "bias",
+    "init",
+    "lr",
+    "betas",
+    "weight",
+    "p",
+    "fc1",
+    "fc1",
+    "out",
+    "x",
+    "y",
+    "_",
+    "0",
+    "1",
+    "-1",
+    "2",
+    "10",
+    "0.5",
+    "1e-3",
+    "1e300",
+    "1e999",
+    "-0",
+    "+1",
+    ".5",
+    "1.",
+    "1e",
+    "0x10",
+    "nan",
+    "99999999999999999999",
+    "9" * 5000,
+    '"x"',
+    '""',
+    '"digits"',
+    '"train"',
+    '"a\\"b"',
+    '"/dev/zero"',
+    '"../../etc/passwd"',
+    "[" * 40,
+    "(" * 40,
+    "[1, 2]",
+    "(0.9, 0.999)",
+    "[]",
+    "()",
 ]
 
-_TOKEN_RE = re.compile(r'[A-Za-z_]\w*|[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|"[^"\n]*"|->|#[^\n]*|\S')
+_TOKEN_RE = re.compile(
+    r'[A-Za-z_]\w*|[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|"[^"\n]*"|->|#[^\n]*|\S'
+)
 
 
 @st.composite
@@ -88,9 +179,21 @@ def mutated_text(draw) -> str:
     text = draw(st.sampled_from(SPEC_TEXTS))
     for _ in range(draw(st.integers(1, 4))):
         n = len(text)
-        kind = draw(st.sampled_from(
-            ["delete", "insert", "insert_text", "duplicate", "truncate", "token_delete", "token_replace",
-             "token_duplicate", "token_swap"]))
+        kind = draw(
+            st.sampled_from(
+                [
+                    "delete",
+                    "insert",
+                    "insert_text",
+                    "duplicate",
+                    "truncate",
+                    "token_delete",
+                    "token_replace",
+                    "token_duplicate",
+                    "token_swap",
+                ]
+            )
+        )
         tokens = list(_TOKEN_RE.finditer(text))
         if kind.startswith("token") and not tokens:
             kind = "insert"
@@ -141,15 +244,27 @@ def mutated_bytes(draw) -> bytes:
         if kind == "noise":
             raw = raw[:i] + draw(st.binary(min_size=1, max_size=6)) + raw[i:]
         elif kind == "piece":
-            piece = draw(st.sampled_from(
-                [b"\xff", b"\xc3", b"\xe2\x82", b"\xed\xa0\x80", b"\x00", b"\xef\xbb\xbf", b"\xc3\xa9", b"\r\n"]))
+            piece = draw(
+                st.sampled_from(
+                    [
+                        b"\xff",
+                        b"\xc3",
+                        b"\xe2\x82",
+                        b"\xed\xa0\x80",
+                        b"\x00",
+                        b"\xef\xbb\xbf",
+                        b"\xc3\xa9",
+                        b"\r\n",
+                    ]
+                )
+            )
             raw = raw[:i] + piece + raw[i:]
         elif kind == "truncate":
             raw = raw[:i]
         elif kind == "bom":
             raw = b"\xef\xbb\xbf" + raw
         else:
-            raw = raw[:i] + bytes([draw(st.integers(0, 255))]) + raw[i + 1:]
+            raw = raw[:i] + bytes([draw(st.integers(0, 255))]) + raw[i + 1 :]
     return raw
 
 
@@ -227,7 +342,10 @@ def test_deep_nesting_and_enormous_numbers_are_located_errors():
     base = (Path(SPECS[0]).parent / "iris.fc").read_text("utf-8")
     for bad, needle in [
         (base.replace("input [4]", "input " + "[" * 3000 + "4" + "]" * 3000), "nested more than"),
-        (base.replace("adam(lr = 0.01)", "adam(lr = " + "f(" * 3000 + "1" + ")" * 3000 + ")"), "nested more than"),
+        (
+            base.replace("adam(lr = 0.01)", "adam(lr = " + "f(" * 3000 + "1" + ")" * 3000 + ")"),
+            "nested more than",
+        ),
         (base.replace("input [4]", "input " + "(1," * 3000 + "4" + ")" * 3000), "nested more than"),
         (base.replace("linear(16)", "linear(" + "9" * 5000 + ")"), "whole number"),
     ]:
@@ -270,7 +388,9 @@ def _candidates(opt: catalog.Opt) -> list[str]:
 
 
 @st.composite
-def call_text(draw, name: str, sig: catalog.Sig, skip=(), fixed: dict[str, str] | None = None) -> str:
+def call_text(
+    draw, name: str, sig: catalog.Sig, skip=(), fixed: dict[str, str] | None = None
+) -> str:
     """`name(opts...)` with a random subset of in-range options, sometimes positional."""
     fixed = dict(fixed or {})
     args: list[str] = []
@@ -284,8 +404,12 @@ def call_text(draw, name: str, sig: catalog.Sig, skip=(), fixed: dict[str, str] 
             if not cands or not (opt.required or draw(st.booleans())):
                 continue
             value = draw(st.sampled_from(cands))
-        positional = key in sig.positional and len(args) == sig.positional.index(key) and \
-            all("=" not in a for a in args) and draw(st.booleans())
+        positional = (
+            key in sig.positional
+            and len(args) == sig.positional.index(key)
+            and all("=" not in a for a in args)
+            and draw(st.booleans())
+        )
         args.append(value if positional else f"{key} = {value}")
     if not args and draw(st.booleans()):
         return name
@@ -309,7 +433,15 @@ def valid_spec(draw) -> tuple[str, dict]:
         body.append("flatten")
     names = iter(f"h{i}" for i in range(100))
     for _ in range(draw(st.integers(0, 3))):
-        chain = [draw(call_text("linear", catalog.LAYERS["linear"], fixed={"units": str(draw(st.integers(1, 12)))}))]
+        chain = [
+            draw(
+                call_text(
+                    "linear",
+                    catalog.LAYERS["linear"],
+                    fixed={"units": str(draw(st.integers(1, 12)))},
+                )
+            )
+        ]
         chain += [_activation(draw) for _ in range(draw(st.integers(0, 2)))]
         if draw(st.booleans()):
             chain[0] = f"{next(names)} = {chain[0]}"
@@ -317,13 +449,24 @@ def valid_spec(draw) -> tuple[str, dict]:
     loss = draw(st.sampled_from(list(catalog.LOSSES) + list(catalog.LOSS_ALIASES)))
     kind = catalog.LOSS_ALIASES.get(loss, loss)
     task = catalog.TASKS[kind]
-    width = 1 if task == "binary" else draw(st.integers(2, 6)) if task in ("classification", "distribution") \
+    width = (
+        1
+        if task == "binary"
+        else draw(st.integers(2, 6))
+        if task in ("classification", "distribution")
         else draw(st.integers(1, 4))
-    ending = {"nll": " -> log_softmax", "kl_div": " -> log_softmax", "bce": " -> sigmoid"}.get(kind, "")
+    )
+    ending = {"nll": " -> log_softmax", "kl_div": " -> log_softmax", "bce": " -> sigmoid"}.get(
+        kind, ""
+    )
     body.append(f"out = linear({width}){ending}")
     fixed = {}
     if "weight" in catalog.LOSSES[kind].opts and draw(st.booleans()):
-        fixed["weight"] = "[" + ", ".join(draw(st.sampled_from(["0.5", "1", "2.0", "0"])) for _ in range(width)) + "]"
+        fixed["weight"] = (
+            "["
+            + ", ".join(draw(st.sampled_from(["0.5", "1", "2.0", "0"])) for _ in range(width))
+            + "]"
+        )
     loss_text = draw(call_text(loss, catalog.LOSSES[kind], fixed=fixed))
 
     opt_name = draw(st.sampled_from(list(catalog.OPTIMIZERS)))
@@ -334,12 +477,17 @@ def valid_spec(draw) -> tuple[str, dict]:
             opt_skip = ("dampening",)
         else:
             opt_skip = ("nesterov",)
-    optimizer = draw(call_text(opt_name, catalog.OPTIMIZERS[opt_name], skip=opt_skip, fixed=opt_fixed))
+    optimizer = draw(
+        call_text(opt_name, catalog.OPTIMIZERS[opt_name], skip=opt_skip, fixed=opt_fixed)
+    )
 
     has_data = draw(st.booleans())
     validate = has_data and draw(st.booleans())
-    sections = ["model Net {" + sep() + sep().join(body) + sep() + "}", f"loss {loss_text}",
-                f"optimizer {optimizer}"]
+    sections = [
+        "model Net {" + sep() + sep().join(body) + sep() + "}",
+        f"loss {loss_text}",
+        f"optimizer {optimizer}",
+    ]
 
     if draw(st.booleans()):
         sched = draw(st.sampled_from(list(catalog.SCHEDULES) + list(catalog.SCHEDULE_ALIASES)))
@@ -350,12 +498,18 @@ def valid_spec(draw) -> tuple[str, dict]:
             sfixed["milestones"] = "[" + ", ".join(map(str, ms)) + "]"
         if skind == "plateau":
             monitor = "val_loss" if validate else "train_loss"
-            sfixed["monitor"] = draw(st.sampled_from([monitor, f'"{monitor}"']))  # bare, like early_stop's
-        sections.append("schedule " + draw(call_text(sched, catalog.SCHEDULES[skind], fixed=sfixed)))
+            sfixed["monitor"] = draw(
+                st.sampled_from([monitor, f'"{monitor}"'])
+            )  # bare, like early_stop's
+        sections.append(
+            "schedule " + draw(call_text(sched, catalog.SCHEDULES[skind], fixed=sfixed))
+        )
     if draw(st.booleans()):
         terms = draw(st.lists(st.sampled_from(["l1", "l2"]), min_size=1, max_size=2, unique=True))
-        sections.append("regularize " + " + ".join(f"{t}({draw(st.sampled_from(['0', '1e-5', '0.001']))})"
-                                                    for t in terms))
+        sections.append(
+            "regularize "
+            + " + ".join(f"{t}({draw(st.sampled_from(['0', '1e-5', '0.001']))})" for t in terms)
+        )
     if has_data:
         lines = [f'train = dataset("{draw(st.sampled_from(catalog.DATASETS))}")']
         if draw(st.booleans()):
@@ -369,26 +523,55 @@ def valid_spec(draw) -> tuple[str, dict]:
         sections.append("data {" + sep() + sep().join(draw(st.permutations(lines))) + sep() + "}")
     if draw(st.booleans()):
         lines = []
-        for key in draw(st.lists(st.sampled_from(["epochs", "batch", "shuffle", "seed", "clip_grad_norm",
-                                                  "metrics"]), unique=True)):
+        for key in draw(
+            st.lists(
+                st.sampled_from(
+                    ["epochs", "batch", "shuffle", "seed", "clip_grad_norm", "metrics"]
+                ),
+                unique=True,
+            )
+        ):
             value = {
                 "epochs": str(draw(st.integers(1, 60))),
                 "batch": draw(st.sampled_from(["full", "1", "32", "64"])),
                 "shuffle": draw(st.sampled_from(["true", "false"])),
                 "seed": str(draw(st.integers(0, 2**31))),
                 "clip_grad_norm": draw(st.sampled_from(["1.0", "0.5", "5"])),
-                "metrics": "[" + ", ".join(draw(st.lists(st.sampled_from(catalog.METRICS[task]), unique=True))
-                                           if catalog.METRICS[task] else []) + "]",
+                "metrics": "["
+                + ", ".join(
+                    draw(st.lists(st.sampled_from(catalog.METRICS[task]), unique=True))
+                    if catalog.METRICS[task]
+                    else []
+                )
+                + "]",
             }[key]
             lines.append(f"{key} = {value}")
         if draw(st.booleans()):
-            monitors = ["train_loss"] + (["val_loss"] if validate else []) + (
-                ["val_accuracy", "train_accuracy"] if validate and task in ("classification", "binary") else []) + (
-                ["val_mae", "val_rmse"] if validate and task == "regression" else [])
-            lines.append(draw(call_text("early_stop", catalog.EARLY_STOP,
-                                        fixed={"monitor": draw(st.sampled_from(monitors))})))
+            monitors = (
+                ["train_loss"]
+                + (["val_loss"] if validate else [])
+                + (
+                    ["val_accuracy", "train_accuracy"]
+                    if validate and task in ("classification", "binary")
+                    else []
+                )
+                + (["val_mae", "val_rmse"] if validate and task == "regression" else [])
+            )
+            lines.append(
+                draw(
+                    call_text(
+                        "early_stop",
+                        catalog.EARLY_STOP,
+                        fixed={"monitor": draw(st.sampled_from(monitors))},
+                    )
+                )
+            )
         sections.append("train {" + sep() + sep().join(draw(st.permutations(lines))) + sep() + "}")
-    text = ("# generated\n" if draw(st.booleans()) else "") + sep().join(draw(st.permutations(sections))) + "\n"
+    text = (
+        ("# generated\n" if draw(st.booleans()) else "")
+        + sep().join(draw(st.permutations(sections)))
+        + "\n"
+    )
     return text, {"dims": dims, "task": task, "width": width}
 
 
@@ -440,20 +623,26 @@ def test_cli_never_shows_a_traceback(scratch_dir, text, command):
         assume(result.spec is None or result.spec.train.epochs <= 10_000)
     res = CliRunner().invoke(main, [command, str(path)], catch_exceptions=True)
     assert res.exception is None or isinstance(res.exception, SystemExit), (
-        f"{type(res.exception).__name__}: {res.exception}")
+        f"{type(res.exception).__name__}: {res.exception}"
+    )
     assert res.exit_code in (0, 1), (res.exit_code, res.output)
     assert "Traceback" not in res.output
 
 
-@pytest.mark.parametrize("block", [
-    'data { normalize = standard  train = dataset("iris") }',
-    'data { test = dataset("iris")\n  train = dataset("iris") }',
-    'data { validate = 0.2  normalize = none  train = dataset("iris")  scale = 2 }',
-])
+@pytest.mark.parametrize(
+    "block",
+    [
+        'data { normalize = standard  train = dataset("iris") }',
+        'data { test = dataset("iris")\n  train = dataset("iris") }',
+        'data { validate = 0.2  normalize = none  train = dataset("iris")  scale = 2 }',
+    ],
+)
 def test_train_setting_after_a_value_is_a_name_not_the_section_keyword(block):
     """Found by the generator above: LALR's merged lookaheads made the lexer read `train` after a
     value as the `train` section keyword, so `data { normalize = standard  train = ... }` failed."""
-    text = f"model N {{ input [4]  out = linear(3) }}\nloss cross_entropy\noptimizer adam\n{block}\n"
+    text = (
+        f"model N {{ input [4]  out = linear(3) }}\nloss cross_entropy\noptimizer adam\n{block}\n"
+    )
     spec = compile_source(text)
     assert spec.data.train == ir.DataSource("dataset", {"name": "iris"})
     once = format_source(text)
@@ -461,7 +650,9 @@ def test_train_setting_after_a_value_is_a_name_not_the_section_keyword(block):
 
 
 def test_a_missing_brace_before_a_section_still_says_so():
-    text = 'model N { input [4]  out = linear(3) }\nloss mse\noptimizer adam\ndata { train = dataset("iris")\n' \
-           "train { epochs = 1 }\n"
+    text = (
+        'model N { input [4]  out = linear(3) }\nloss mse\noptimizer adam\ndata { train = dataset("iris")\n'
+        "train { epochs = 1 }\n"
+    )
     (err,) = check_source(text).errors
     assert "expected `}` to close the `data` block" in err.message and err.span.line == 5

@@ -29,6 +29,7 @@ from test_train import assert_same_weights, metrics, strip_time, weights, write_
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 
+
 def checkpoint_meta(path: Path) -> dict:
     arrays = fio.load_npz(path, "checkpoint")
     return json.loads(str(arrays["meta"][()]))
@@ -56,11 +57,16 @@ def signal_at_step(monkeypatch, signum: int, step: int) -> None:
 
 
 # digits: 1437 training rows, batch 32 -> 45 steps an epoch
-@pytest.mark.parametrize("signum,code,step", [
-    (signal.SIGINT, 130, 100),  # in epoch 3: checkpoint of epoch 2
-    (signal.SIGTERM, 143, 10),  # in epoch 1: the start state is written
-])
-def test_signal_in_process_checkpoints_and_resumes_exactly(tmp_path, monkeypatch, signum, code, step):
+@pytest.mark.parametrize(
+    "signum,code,step",
+    [
+        (signal.SIGINT, 130, 100),  # in epoch 3: checkpoint of epoch 2
+        (signal.SIGTERM, 143, 10),  # in epoch 1: the start state is written
+    ],
+)
+def test_signal_in_process_checkpoints_and_resumes_exactly(
+    tmp_path, monkeypatch, signum, code, step
+):
     spec = load_spec(write_spec(tmp_path, dropout="drop = dropout(0.2)", epochs=4))
     train.run(spec, out_dir=tmp_path / "full", quiet=True)
     with monkeypatch.context() as m:
@@ -71,13 +77,17 @@ def test_signal_in_process_checkpoints_and_resumes_exactly(tmp_path, monkeypatch
     err = e.value
     assert err.exit_code == code and err.epoch == done + 1
     ckpt = tmp_path / "cut/checkpoint.npz"
-    assert f"interrupted at epoch {done + 1}; resume with: fcspec run {spec.path} --resume {ckpt}" \
+    assert (
+        f"interrupted at epoch {done + 1}; resume with: fcspec run {spec.path} --resume {ckpt}"
         in str(err)
+    )
     assert checkpoint_meta(ckpt)["epoch"] == done
     # our handlers are gone again
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     train.run(spec, resume=ckpt, quiet=True)
-    assert_same_weights(weights(tmp_path / "full/weights.npz"), weights(tmp_path / "cut/weights.npz"))
+    assert_same_weights(
+        weights(tmp_path / "full/weights.npz"), weights(tmp_path / "cut/weights.npz")
+    )
     assert strip_time(metrics(tmp_path / "full")) == strip_time(metrics(tmp_path / "cut"))
 
 

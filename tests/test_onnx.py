@@ -41,7 +41,9 @@ def act(name: str, op: str, shape: tuple[int, ...], **attrs) -> ir.Layer:
 
 def linear(name: str, n_in: int, n_out: int, bias: bool = True) -> ir.Layer:
     params = {"weight": (n_out, n_in)} | ({"bias": (n_out,)} if bias else {})
-    return ir.Layer(name, "linear", {"units": n_out, "bias": bias, "init": "default"}, (n_in,), (n_out,), params)
+    return ir.Layer(
+        name, "linear", {"units": n_out, "bias": bias, "init": "default"}, (n_in,), (n_out,), params
+    )
 
 
 def flatten(name: str, shape: tuple[int, ...]) -> ir.Layer:
@@ -51,10 +53,17 @@ def flatten(name: str, shape: tuple[int, ...]) -> ir.Layer:
 def make_spec(layers, input_shape, task="classification", data_=None, name="Net") -> ir.Spec:
     model = ir.Model(name, tuple(input_shape), tuple(layers))
     return ir.Spec(
-        name=name, path=f"{name}.fc", sha256=hashlib.sha256(name.encode()).hexdigest(), task=task,
-        model=model, loss=ir.Loss(LOSS_OF_TASK[task], {"reduction": "mean"}),
-        optimizer=ir.Optimizer("sgd", {"lr": 0.1}), schedule=ir.Schedule("constant", {}),
-        regularize=ir.Regularize(), data=data_, train=ir.Train(),
+        name=name,
+        path=f"{name}.fc",
+        sha256=hashlib.sha256(name.encode()).hexdigest(),
+        task=task,
+        model=model,
+        loss=ir.Loss(LOSS_OF_TASK[task], {"reduction": "mean"}),
+        optimizer=ir.Optimizer("sgd", {"lr": 0.1}),
+        schedule=ir.Schedule("constant", {}),
+        regularize=ir.Regularize(),
+        data=data_,
+        train=ir.Train(),
     )
 
 
@@ -62,7 +71,10 @@ def random_params(spec: ir.Spec, seed: int = 0, std: float = 1.0) -> dict[str, n
     # N(0, 1) weights rather than PyTorch's small init: pre-activations then
     # reach every region of every activation (softplus' threshold, elu's tail).
     rng = np.random.default_rng(seed)
-    return {k: (std * rng.standard_normal(s)).astype(np.float32) for k, s in spec.model.param_shapes().items()}
+    return {
+        k: (std * rng.standard_normal(s)).astype(np.float32)
+        for k, s in spec.model.param_shapes().items()
+    }
 
 
 # One small model per op and per interesting option; every row of ops.OPS must appear.
@@ -78,7 +90,11 @@ OP_CASES: dict[str, list[dict]] = {
     "tanh": [{}],
     "silu": [{}],
     "gelu": [{"approximate": "none"}, {"approximate": "tanh"}],
-    "softplus": [{"beta": 1.0, "threshold": 20.0}, {"beta": 2.0, "threshold": 20.0}, {"beta": 1.0, "threshold": 2.0}],
+    "softplus": [
+        {"beta": 1.0, "threshold": 20.0},
+        {"beta": 2.0, "threshold": 20.0},
+        {"beta": 1.0, "threshold": 2.0},
+    ],
     "softmax": [{}],
     "log_softmax": [{}],
 }
@@ -88,10 +104,16 @@ CASES = [(op, attrs) for op, rows in OP_CASES.items() for attrs in rows]
 def op_spec(op: str, attrs: dict) -> ir.Spec:
     """input [6] -> fc1 -> <op> -> fc2 -> [3]; flatten and linear get their own shapes."""
     if op == "linear":
-        layers = [linear("fc1", 6, 8, bias=attrs["bias"]), act("relu_1", "relu", (8,)), linear("fc2", 8, 3, attrs["bias"])]
+        layers = [
+            linear("fc1", 6, 8, bias=attrs["bias"]),
+            act("relu_1", "relu", (8,)),
+            linear("fc2", 8, 3, attrs["bias"]),
+        ]
         return make_spec(layers, (6,), name="OpLinear")
     if op == "flatten":
-        return make_spec([flatten("flatten_1", (2, 3)), linear("fc1", 6, 3)], (2, 3), name="OpFlatten")
+        return make_spec(
+            [flatten("flatten_1", (2, 3)), linear("fc1", 6, 3)], (2, 3), name="OpFlatten"
+        )
     layers = [linear("fc1", 6, 8), act(f"{op}_1", op, (8,), **attrs), linear("fc2", 8, 3)]
     return make_spec(layers, (6,), name=f"Op_{op}")
 
@@ -113,7 +135,10 @@ def test_op_matches_interpreter_in_onnxruntime_and_reference(case, opset):
     params = random_params(spec)
     report = onnx_export.verify(spec, params, None, n=16, rng=1, opset=opset)
     assert set(report["runs"]) == {
-        "onnxruntime/batch_1", "onnxruntime/batch_16", "reference/batch_1", "reference/batch_16"
+        "onnxruntime/batch_1",
+        "onnxruntime/batch_16",
+        "reference/batch_1",
+        "reference/batch_16",
     }
     assert report["ok"], report
     assert report["error"] <= TOL
@@ -157,8 +182,10 @@ def mnist_like(task="classification", data_=None, input_shape=(1, 4, 4), classes
     n = int(np.prod(input_shape))
     layers = [
         flatten("flatten_1", input_shape),
-        linear("fc1", n, 12), act("relu_1", "relu", (12,)),
-        linear("fc2", 12, 8), act("relu_2", "relu", (8,)),
+        linear("fc1", n, 12),
+        act("relu_1", "relu", (12,)),
+        linear("fc2", 12, 8),
+        act("relu_2", "relu", (8,)),
         linear("fc3", 8, classes),
     ]
     return make_spec(layers, input_shape, task=task, data_=data_, name="MnistLike")
@@ -193,7 +220,12 @@ def test_node_names_follow_the_layers():
     spec = mnist_like()
     model = onnx_export.export(spec, random_params(spec))
     assert [n.name for n in model.graph.node] == [
-        "flatten_1/Flatten", "fc1/Gemm", "relu_1/Relu", "fc2/Gemm", "relu_2/Relu", "fc3/Gemm"
+        "flatten_1/Flatten",
+        "fc1/Gemm",
+        "relu_1/Relu",
+        "fc2/Gemm",
+        "relu_2/Relu",
+        "fc3/Gemm",
     ]
     assert model.graph.node[-1].output[0] == "output"
     assert {t.name for t in model.graph.initializer} == set(spec.model.param_shapes())
@@ -202,7 +234,9 @@ def test_node_names_follow_the_layers():
 def raw_images(n=40, seed=5):
     # raw "pixels" 0..255 with per-feature offsets, so standardization matters
     rng = np.random.default_rng(seed)
-    return (rng.integers(0, 256, (n, 1, 4, 4)) * rng.uniform(0.2, 1.0, (1, 1, 4, 4))).astype(np.float32)
+    return (rng.integers(0, 256, (n, 1, 4, 4)) * rng.uniform(0.2, 1.0, (1, 1, 4, 4))).astype(
+        np.float32
+    )
 
 
 @pytest.mark.parametrize("normalize", ["standard", "minmax"])
@@ -232,7 +266,10 @@ def test_scale_only_adds_one_div_and_identity_adds_nothing():
         want = interpreter.Network(spec.model, params).predict(x / np.float32(255.0))
         assert close(ort_run(model, x), want)
     plain = mnist_like()
-    assert op_types(onnx_export.export(plain, params, data.Preprocess.identity((1, 4, 4))))[0] == "Flatten"
+    assert (
+        op_types(onnx_export.export(plain, params, data.Preprocess.identity((1, 4, 4))))[0]
+        == "Flatten"
+    )
 
 
 def softmax(z):
@@ -267,9 +304,14 @@ def test_probabilities_flag():
 def test_probabilities_when_already_probabilities_or_log_probabilities():
     x = np.random.default_rng(0).standard_normal((5, 6)).astype(np.float32)
     sm = op_spec("softmax", {})
-    sm = make_spec(list(sm.model.layers[:1]) + [act("sm", "softmax", (8,))], (6,), name="EndsInSoftmax")
+    sm = make_spec(
+        list(sm.model.layers[:1]) + [act("sm", "softmax", (8,))], (6,), name="EndsInSoftmax"
+    )
     params = random_params(sm)
-    plain, flagged = onnx_export.export(sm, params), onnx_export.export(sm, params, probabilities=True)
+    plain, flagged = (
+        onnx_export.export(sm, params),
+        onnx_export.export(sm, params, probabilities=True),
+    )
     assert op_types(plain) == op_types(flagged) == ["Gemm", "Softmax"]
     assert "already" in onnx_export.probabilities_note(sm)
     ls = make_spec([linear("fc1", 6, 4), act("ls", "log_softmax", (4,))], (6,), name="LogProbs")
@@ -286,17 +328,23 @@ def test_probabilities_when_already_probabilities_or_log_probabilities():
 def test_metadata_opset_ir_version_and_full_check():
     spec = mnist_like()
     for opset in (17, 18, 19, 20, 21, onnx_export.MAX_OPSET):
-        model = onnx_export.export(spec, random_params(spec), opset=opset, source="model MnistLike {}\n")
+        model = onnx_export.export(
+            spec, random_params(spec), opset=opset, source="model MnistLike {}\n"
+        )
         onnx.checker.check_model(model, full_check=True)
         assert [(o.domain, o.version) for o in model.opset_import] == [("", opset)]
         assert model.ir_version == onnx_export.IR_VERSION_FOR_OPSET[opset]
-        assert model.ir_version == onnx.helper.find_min_ir_version_for([onnx.helper.make_opsetid("", opset)])
+        assert model.ir_version == onnx.helper.find_min_ir_version_for(
+            [onnx.helper.make_opsetid("", opset)]
+        )
     meta = {p.key: p.value for p in model.metadata_props}
     from fcspec import __version__
 
     assert meta["fcspec_version"] == __version__
     assert meta["spec_sha256"] == spec.sha256 and meta["spec_name"] == "MnistLike"
-    assert meta["task"] == "classification" and meta["classes"] == "5" and meta["output"] == "logits"
+    assert (
+        meta["task"] == "classification" and meta["classes"] == "5" and meta["output"] == "logits"
+    )
     assert model.producer_name == "fcspec"
     assert model.graph.doc_string == "model MnistLike {}\n"
 
@@ -324,7 +372,9 @@ def test_graph_text_strips_weights_but_keeps_the_graph():
     text = onnx_export.graph_text(onnx_export.export(spec, params))
     gelu = op_spec("gelu", {"approximate": "none"})
     gelu_text = onnx_export.graph_text(onnx_export.export(gelu, random_params(gelu), opset=17))
-    assert "Erf" in gelu_text and "0.70710677" in gelu_text  # the expansion's constant is graph logic
+    assert (
+        "Erf" in gelu_text and "0.70710677" in gelu_text
+    )  # the expansion's constant is graph logic
     assert '"fc1.weight"' in text and "float[12,16]" in text and "Gemm" in text
     # no weight value appears in the text; the tiny scale constant does
     for name in ("fc1.weight", "fc3.bias"):  # fc3.bias is tiny (5 values) but trained
@@ -354,7 +404,11 @@ def test_export_file_needs_weights_and_uses_the_run_folder(tmp_path, monkeypatch
     pre.save(run / "preprocess.npz")
     path = onnx_export.export_file(spec)
     assert path == Path("runs") / spec.name / f"{spec.name}.onnx"
-    assert sorted(p.name for p in run.iterdir()) == ["MnistLike.onnx", "preprocess.npz", "weights.npz"]
+    assert sorted(p.name for p in run.iterdir()) == [
+        "MnistLike.onnx",
+        "preprocess.npz",
+        "weights.npz",
+    ]
     want = interpreter.Network(spec.model, params).predict(pre.apply(x))
     assert close(ort_run(onnx.load(path), x), want)
     # explicit weights of another model: names and shapes are checked
@@ -387,10 +441,16 @@ def iris_model(tmp_path, task="classification", probabilities=False):
     with np.load(IRIS) as z:
         x, y = z["x"].astype(np.float32), z["y"]
     classes = {"classification": 3, "binary": 1, "regression": 1}[task]
-    spec = make_spec([linear("fc1", 4, 10), act("tanh_1", "tanh", (10,)), linear("fc2", 10, classes)],
-                     (4,), task=task, name="Iris")
+    spec = make_spec(
+        [linear("fc1", 4, 10), act("tanh_1", "tanh", (10,)), linear("fc2", 10, classes)],
+        (4,),
+        task=task,
+        name="Iris",
+    )
     params = random_params(spec, seed=2, std=0.7)
-    path = onnx_export.save(onnx_export.export(spec, params, probabilities=probabilities), tmp_path / "iris.onnx")
+    path = onnx_export.save(
+        onnx_export.export(spec, params, probabilities=probabilities), tmp_path / "iris.onnx"
+    )
     return spec, params, path, x, y
 
 
@@ -472,7 +532,9 @@ def test_input_width_mismatch_is_a_clear_error(tmp_path):
     np.savez(flat, x=xs)
     onnx_export.predict(mpath, flat, output=tmp_path / "o.npz")
     with np.load(tmp_path / "o.npz") as z:
-        assert close(z["output"], interpreter.Network(spec.model, params).predict(xs.reshape(6, 1, 4, 4)))
+        assert close(
+            z["output"], interpreter.Network(spec.model, params).predict(xs.reshape(6, 1, 4, 4))
+        )
 
 
 def test_spec_from_the_front_end_exports_with_its_source(tmp_path):
@@ -480,7 +542,7 @@ def test_spec_from_the_front_end_exports_with_its_source(tmp_path):
     text = (
         "model Small {\n    input [1, 2, 3]\n    flatten\n    fc1 = linear(8) -> gelu\n"
         "    drop = dropout(0.3)\n    fc2 = linear(3)\n}\nloss cross_entropy\noptimizer sgd(lr = 0.1)\n"
-        "data { train = dataset(\"iris\")  scale = 2 }\n"
+        'data { train = dataset("iris")  scale = 2 }\n'
     )
     src = tmp_path / "small.fc"
     src.write_text(text)
@@ -535,7 +597,9 @@ def torch_sequential(torch, spec: ir.Spec, params):
     """The equivalent nn.Sequential, named after the layers: fcspec's weights load as its state_dict."""
     from collections import OrderedDict
 
-    seq = torch.nn.Sequential(OrderedDict((l.name, TORCH_MODULES[l.op](torch, l)) for l in spec.model.layers))
+    seq = torch.nn.Sequential(
+        OrderedDict((l.name, TORCH_MODULES[l.op](torch, l)) for l in spec.model.layers)
+    )
     seq.load_state_dict({k: torch.from_numpy(v) for k, v in params.items()}, strict=True)
     return seq.eval()
 
@@ -551,20 +615,33 @@ def test_torch_sequential_agrees_with_onnxruntime(case):
     assert close(ort_run(onnx_export.export(spec, params), x), want)
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's TorchScript exporter announces its end
+@pytest.mark.filterwarnings(
+    "ignore::DeprecationWarning"
+)  # torch's TorchScript exporter announces its end
 @pytest.mark.parametrize("act_op", ["relu", "gelu"])
 def test_torch_onnx_export_runs_like_ours(act_op, tmp_path):
     torch = pytest.importorskip("torch")
     spec = mnist_like()
-    layers = [l if l.op != "relu" else act(l.name, act_op, l.in_shape, **({"approximate": "none"} if act_op == "gelu" else {}))
-              for l in spec.model.layers]
+    layers = [
+        l
+        if l.op != "relu"
+        else act(
+            l.name, act_op, l.in_shape, **({"approximate": "none"} if act_op == "gelu" else {})
+        )
+        for l in spec.model.layers
+    ]
     spec = make_spec(layers, (1, 4, 4), name="MnistLike")
     params = random_params(spec, std=0.5)
     seq = torch_sequential(torch, spec, params)
     buf = io.BytesIO()
     torch.onnx.export(
-        seq, (torch.zeros(2, 1, 4, 4),), buf, dynamo=False, opset_version=17,
-        input_names=["input"], output_names=["output"],
+        seq,
+        (torch.zeros(2, 1, 4, 4),),
+        buf,
+        dynamo=False,
+        opset_version=17,
+        input_names=["input"],
+        output_names=["output"],
         dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
     )
     theirs = onnx.load_from_string(buf.getvalue())
@@ -576,7 +653,11 @@ def test_torch_onnx_export_runs_like_ours(act_op, tmp_path):
     assert close(ort_run(ours, x), want)
     if act_op == "relu":
         # the same graph, node for node
-        assert op_types(ours) == op_types(theirs) == ["Flatten", "Gemm", "Relu", "Gemm", "Relu", "Gemm"]
+        assert (
+            op_types(ours)
+            == op_types(theirs)
+            == ["Flatten", "Gemm", "Relu", "Gemm", "Relu", "Gemm"]
+        )
     else:
         # both expand Gelu into Erf at opset 17 (torch with Div by sqrt 2, we Mul by 1/sqrt 2)
         assert "Erf" in op_types(ours) and "Erf" in op_types(theirs)
@@ -588,7 +669,9 @@ def test_torch_onnx_export_runs_like_ours(act_op, tmp_path):
 
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location("inference_speed", ROOT / "benchmarks" / "inference_speed.py")
+    spec = importlib.util.spec_from_file_location(
+        "inference_speed", ROOT / "benchmarks" / "inference_speed.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -256,11 +256,19 @@ def test_onnx_emitters_follow_the_builder_protocol(case, opset):
 def test_linear_weight_gradient_at_batch_1_is_the_matmul_bit_for_bit():
     """Batch 1 takes a broadcast multiply instead of a K = 1 matmul: the same numbers, to the bit."""
 
-    layer = ir.Layer("fc", "linear", {"units": 128, "bias": True, "init": "default"}, (784,), (128,),
-                     {"weight": (128, 784), "bias": (128,)})
+    layer = ir.Layer(
+        "fc",
+        "linear",
+        {"units": 128, "bias": True, "init": "default"},
+        (784,),
+        (128,),
+        {"weight": (128, 784), "bias": (128,)},
+    )
     rng = np.random.default_rng(0)
-    p = {"weight": rng.standard_normal((128, 784)).astype(np.float32),
-         "bias": rng.standard_normal(128).astype(np.float32)}
+    p = {
+        "weight": rng.standard_normal((128, 784)).astype(np.float32),
+        "bias": rng.standard_normal(128).astype(np.float32),
+    }
     g = {"weight": np.empty((128, 784), np.float32), "bias": np.empty(128, np.float32)}
     c = Context(layer, p, g)
     x = rng.standard_normal((1, 784)).astype(np.float32)

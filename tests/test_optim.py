@@ -43,7 +43,10 @@ CASES = [
     ("adagrad", {"lr": 0.1}),
     ("adagrad", {"lr": 0.1, "lr_decay": 0.05}),
     ("adagrad", {"lr": 0.1, "initial_accumulator_value": 0.1, "eps": 1e-6}),
-    ("adagrad", {"lr": 0.1, "lr_decay": 0.01, "weight_decay": 0.01, "initial_accumulator_value": 0.5}),
+    (
+        "adagrad",
+        {"lr": 0.1, "lr_decay": 0.01, "weight_decay": 0.01, "initial_accumulator_value": 0.5},
+    ),
 ]
 IDS = [k + "-" + "-".join(f"{n}={v}" for n, v in o.items()) for k, o in CASES]
 
@@ -183,7 +186,9 @@ def test_defaults_are_torchs():
     """An IR that leaves options out gets torch.optim's defaults (from the catalog)."""
     for kind, cls in TORCH.items():
         opt = optim.make_optimizer(ir.Optimizer(kind, {"lr": 0.01}), N)
-        torch_defaults = getattr(torch.optim, cls)([torch.zeros(1, requires_grad=True)], lr=0.01).defaults
+        torch_defaults = getattr(torch.optim, cls)(
+            [torch.zeros(1, requires_grad=True)], lr=0.01
+        ).defaults
         for name, value in opt.options.items():
             assert torch_defaults[name] == value, (kind, name)
 
@@ -220,7 +225,9 @@ def test_clip_grad_norm_matches_torch(max_norm):
     ours = g.copy()
     got = optim.clip_grad_norm(ours, max_norm)
     assert got == pytest.approx(want, rel=1e-6)
-    np.testing.assert_allclose(ours, torch.cat([p.grad for p in params]).numpy(), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        ours, torch.cat([p.grad for p in params]).numpy(), rtol=1e-6, atol=1e-9
+    )
     if max_norm > got:
         np.testing.assert_array_equal(ours, g)  # below the limit nothing moves
     else:
@@ -244,17 +251,37 @@ def test_clip_grad_norm_non_finite_spreads_like_torch():
 @pytest.mark.parametrize(
     ("kind", "opts", "lines"),
     [
-        ("sgd", {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
-         ["g = g + 0.0005 * p", "b = 0.9 * b + g  (t > 1)", "g = g + 0.9 * b", "p = p - lr * g"]),
-        ("sgd", {"lr": 0.1, "momentum": 0.9, "dampening": 0.25}, ["b = 0.9 * b + 0.75 * g  (t > 1)", "g = b"]),
+        (
+            "sgd",
+            {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
+            ["g = g + 0.0005 * p", "b = 0.9 * b + g  (t > 1)", "g = g + 0.9 * b", "p = p - lr * g"],
+        ),
+        (
+            "sgd",
+            {"lr": 0.1, "momentum": 0.9, "dampening": 0.25},
+            ["b = 0.9 * b + 0.75 * g  (t > 1)", "g = b"],
+        ),
         ("sgd", {"lr": 0.1}, ["p = p - lr * g"]),
-        ("adam", {"lr": 1e-3, "amsgrad": True},
-         ["m = 0.9 * m + 0.1 * g", "v_max = max(v_max, v)", "(1 - 0.999^t)", "+ 1e-08"]),
+        (
+            "adam",
+            {"lr": 1e-3, "amsgrad": True},
+            ["m = 0.9 * m + 0.1 * g", "v_max = max(v_max, v)", "(1 - 0.999^t)", "+ 1e-08"],
+        ),
         ("adamw", {"lr": 1e-3}, ["p = p * (1 - lr * 0.01)"]),
-        ("rmsprop", {"lr": 0.01, "centered": True, "momentum": 0.9},
-         ["gm = 0.99 * gm + 0.01 * g", "b = 0.9 * b + g / (sqrt(v - gm^2) + 1e-08)", "p = p - lr * b"]),
-        ("adagrad", {"lr": 0.01, "lr_decay": 0.1, "initial_accumulator_value": 0.5},
-         ["s starts at 0.5", "lr / (1 + (t - 1) * 0.1)"]),
+        (
+            "rmsprop",
+            {"lr": 0.01, "centered": True, "momentum": 0.9},
+            [
+                "gm = 0.99 * gm + 0.01 * g",
+                "b = 0.9 * b + g / (sqrt(v - gm^2) + 1e-08)",
+                "p = p - lr * b",
+            ],
+        ),
+        (
+            "adagrad",
+            {"lr": 0.01, "lr_decay": 0.1, "initial_accumulator_value": 0.5},
+            ["s starts at 0.5", "lr / (1 + (t - 1) * 0.1)"],
+        ),
     ],
 )
 def test_describe_fills_in_the_numbers(kind, opts, lines):

@@ -22,7 +22,9 @@ HAVE_MNIST = (SHARED_DATA / "mnist" / "train-images-idx3-ubyte.gz").is_file()
 @pytest.fixture(autouse=True)
 def _mnist_from_shared(monkeypatch, tmp_path):
     monkeypatch.setenv("FCSPEC_DATA", str(SHARED_DATA))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # never download into the real cache
+    monkeypatch.setenv(
+        "XDG_CACHE_HOME", str(tmp_path / "cache")
+    )  # never download into the real cache
     monkeypatch.setenv("FCSPEC_MNIST_MIRRORS", "http://127.0.0.1:9/")
 
 
@@ -111,8 +113,16 @@ def test_outputs_get_the_usual_file_mode(tmp_path):
     out = tmp_path / "run"
     old = os.umask(0o022)
     try:
-        fcspec("run", str(ROOT / "specs" / "iris.fc"), "--out", str(out), "--epochs", "1", "--quiet")
-        fcspec("export", str(ROOT / "specs" / "iris.fc"), "--onnx", "--weights", str(out / "weights.npz"))
+        fcspec(
+            "run", str(ROOT / "specs" / "iris.fc"), "--out", str(out), "--epochs", "1", "--quiet"
+        )
+        fcspec(
+            "export",
+            str(ROOT / "specs" / "iris.fc"),
+            "--onnx",
+            "--weights",
+            str(out / "weights.npz"),
+        )
     finally:
         os.umask(old)
     for f in out.iterdir():
@@ -134,10 +144,23 @@ def test_predict_reads_mnist_idx_files_with_labels(tmp_path):
     spec_path = str(ROOT / "specs" / "mnist_adam.fc")
     out = tmp_path / "run"
     fcspec("run", spec_path, "--out", str(out), "--epochs", "1", "--quiet")
-    fcspec("export", spec_path, "--onnx", "--weights", str(out / "weights.npz"), "-o", str(tmp_path / "m.onnx"))
+    fcspec(
+        "export",
+        spec_path,
+        "--onnx",
+        "--weights",
+        str(out / "weights.npz"),
+        "-o",
+        str(tmp_path / "m.onnx"),
+    )
     mnist = SHARED_DATA / "mnist"
-    text = fcspec("predict", str(tmp_path / "m.onnx"), str(mnist / "t10k-images-idx3-ubyte.gz"),
-                  "--labels", str(mnist / "t10k-labels-idx1-ubyte.gz"))
+    text = fcspec(
+        "predict",
+        str(tmp_path / "m.onnx"),
+        str(mnist / "t10k-images-idx3-ubyte.gz"),
+        "--labels",
+        str(mnist / "t10k-labels-idx1-ubyte.gz"),
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert text.startswith("10,000 rows")
     acc = float(text.split("accuracy")[1].split()[0])

@@ -38,10 +38,20 @@ from fcspec.cli import main
 MODEL = "model M { input [4]  h = linear(8) -> relu  out = linear(3) }"
 
 
-def write_spec(folder: Path, source: str, *, extra: str = "", model: str = MODEL, loss: str = "cross_entropy",
-               name: str = "s.fc", train: str = "epochs = 1  batch = 8") -> str:
-    (folder / name).write_text(f"{model}\nloss {loss}\noptimizer sgd(lr = 0.1)\n"
-                               f"data {{ train = {source}  {extra} }}\ntrain {{ {train} }}\n")
+def write_spec(
+    folder: Path,
+    source: str,
+    *,
+    extra: str = "",
+    model: str = MODEL,
+    loss: str = "cross_entropy",
+    name: str = "s.fc",
+    train: str = "epochs = 1  batch = 8",
+) -> str:
+    (folder / name).write_text(
+        f"{model}\nloss {loss}\noptimizer sgd(lr = 0.1)\n"
+        f"data {{ train = {source}  {extra} }}\ntrain {{ {train} }}\n"
+    )
     return name
 
 
@@ -50,7 +60,8 @@ def cli(folder: Path, *args: str):
     assert Path.cwd() == folder  # the `folder` fixture made it the working directory
     result = CliRunner().invoke(main, list(args), catch_exceptions=True)
     assert result.exception is None or isinstance(result.exception, SystemExit), (
-        f"uncaught {type(result.exception).__name__}: {result.exception}")
+        f"uncaught {type(result.exception).__name__}: {result.exception}"
+    )
     return result
 
 
@@ -87,7 +98,10 @@ def _truncated_npz(d: Path) -> str:
 
 def _truncated_idx(d: Path) -> str:
     rng = np.random.default_rng(1)
-    images = struct.pack(">HBBIII", 0, 8, 3, 10, 2, 2) + (rng.random((10, 2, 2)) * 255).astype(np.uint8).tobytes()
+    images = (
+        struct.pack(">HBBIII", 0, 8, 3, 10, 2, 2)
+        + (rng.random((10, 2, 2)) * 255).astype(np.uint8).tobytes()
+    )
     labels = struct.pack(">HBBI", 0, 8, 1, 10) + rng.integers(0, 3, 10).astype(np.uint8).tobytes()
     (d / "images.gz").write_bytes(gzip.compress(images)[:-20])
     (d / "labels.gz").write_bytes(gzip.compress(labels))
@@ -121,10 +135,19 @@ BAD_DATA = {
     "non-numeric csv": (_csv_not_numeric, ["bad.csv", "line 2", "not a number"]),
     "NaN in inputs": (_nan_inputs, ["NaN", "row 3"]),
     "label out of range": (lambda d: _npz(d, y=np.full(40, 7)), ["outside [0, 3)"]),
-    "float labels for a classifier": (lambda d: _npz(d, y=np.full(40, 0.5)), ["not a whole number"]),
+    "float labels for a classifier": (
+        lambda d: _npz(d, y=np.full(40, 0.5)),
+        ["not a whole number"],
+    ),
     "width mismatch": (lambda d: _npz(d, x=np.zeros((40, 5), np.float32)), ["[5]", "[4]"]),
-    "empty data": (lambda d: _npz(d, x=np.zeros((0, 4), np.float32), y=np.zeros(0, np.int64)), ["empty"]),
-    "pickled object array": (lambda d: _npz(d, x=np.array([{"a": 1}] * 40, dtype=object)), ["allow_pickle"]),
+    "empty data": (
+        lambda d: _npz(d, x=np.zeros((0, 4), np.float32), y=np.zeros(0, np.int64)),
+        ["empty"],
+    ),
+    "pickled object array": (
+        lambda d: _npz(d, x=np.array([{"a": 1}] * 40, dtype=object)),
+        ["allow_pickle"],
+    ),
     "rows and labels differ": (lambda d: _npz(d, y=np.zeros(39, np.int64)), ["39"]),
 }
 
@@ -139,9 +162,14 @@ def test_run_refuses_bad_data_with_one_located_message(folder, case):
 
 
 def test_run_refuses_too_few_rows_for_validate(folder):
-    spec = write_spec(folder, _npz(folder, x=np.zeros((1, 4), np.float32), y=np.zeros(1, np.int64)),
-                      extra="validate = 0.2")
-    assert_one_clean_error(cli(folder, "run", spec, "--out", "run", "-q"), "too few rows", "validate = 0.2")
+    spec = write_spec(
+        folder,
+        _npz(folder, x=np.zeros((1, 4), np.float32), y=np.zeros(1, np.int64)),
+        extra="validate = 0.2",
+    )
+    assert_one_clean_error(
+        cli(folder, "run", spec, "--out", "run", "-q"), "too few rows", "validate = 0.2"
+    )
 
 
 # ---- refusals of weights, checkpoints and models ---------------------------------------
@@ -157,16 +185,27 @@ def trained(folder):
 
 def test_export_without_weights(folder):
     spec = write_spec(folder, 'npz("good.npz")')
-    assert_one_clean_error(cli(folder, "export", spec, "--onnx"), "no trained weights", "fcspec run")
-    assert_one_clean_error(cli(folder, "export", spec, "--onnx", "--weights", "nowhere.npz"),
-                           "not found", "nowhere.npz")
+    assert_one_clean_error(
+        cli(folder, "export", spec, "--onnx"), "no trained weights", "fcspec run"
+    )
+    assert_one_clean_error(
+        cli(folder, "export", spec, "--onnx", "--weights", "nowhere.npz"),
+        "not found",
+        "nowhere.npz",
+    )
 
 
-@pytest.mark.parametrize("content", [b"hello, not a model", b"PK\x03\x04" + bytes(100), b"\x08\x07" * 50])
+@pytest.mark.parametrize(
+    "content", [b"hello, not a model", b"PK\x03\x04" + bytes(100), b"\x08\x07" * 50]
+)
 def test_predict_on_a_non_onnx_file(folder, content):
     (folder / "model.onnx").write_bytes(content)
-    assert_one_clean_error(cli(folder, "predict", "model.onnx", "good.npz"), "model.onnx", "not a valid ONNX model")
-    assert_one_clean_error(cli(folder, "predict", "good.npz", "good.npz"), "good.npz", "not a valid ONNX model")
+    assert_one_clean_error(
+        cli(folder, "predict", "model.onnx", "good.npz"), "model.onnx", "not a valid ONNX model"
+    )
+    assert_one_clean_error(
+        cli(folder, "predict", "good.npz", "good.npz"), "good.npz", "not a valid ONNX model"
+    )
 
 
 def _identity_model(path: Path, dims, elem=None) -> None:
@@ -204,15 +243,21 @@ def test_eval_with_wrong_shape_weights(trained):
         weights = {k: z[k] for k in z.files}
     weights["h.weight"] = np.zeros((8, 5), np.float32)
     np.savez(trained / "wrong.npz", **weights)
-    assert_one_clean_error(cli(trained, "eval", "s.fc", "--weights", "wrong.npz"), "h.weight", "[8, 4]", "[8, 5]")
+    assert_one_clean_error(
+        cli(trained, "eval", "s.fc", "--weights", "wrong.npz"), "h.weight", "[8, 4]", "[8, 5]"
+    )
     del weights["out.bias"]
     np.savez(trained / "missing.npz", **weights)
     assert_one_clean_error(cli(trained, "eval", "s.fc", "--weights", "missing.npz"), "out.bias")
 
 
 def test_resume_with_another_specs_checkpoint(trained):
-    other = write_spec(trained, 'npz("good.npz")', name="other.fc",
-                       model="model M { input [4]  h = linear(9) -> relu  out = linear(3) }")
+    other = write_spec(
+        trained,
+        'npz("good.npz")',
+        name="other.fc",
+        model="model M { input [4]  h = linear(9) -> relu  out = linear(3) }",
+    )
     assert cli(trained, "run", other, "--out", "other", "-q").exit_code == 0
     before = (trained / "run" / "checkpoint.npz").read_bytes()
     result = cli(trained, "run", "s.fc", "--resume", "other/checkpoint.npz", "--out", "run", "-q")
@@ -220,11 +265,15 @@ def test_resume_with_another_specs_checkpoint(trained):
     assert (trained / "run" / "checkpoint.npz").read_bytes() == before
 
 
-@pytest.mark.parametrize("content", [b"PK\x03\x04" + bytes(range(256)) * 2, b"", b"\x93NUMPY garbage"])
+@pytest.mark.parametrize(
+    "content", [b"PK\x03\x04" + bytes(range(256)) * 2, b"", b"\x93NUMPY garbage"]
+)
 def test_init_with_a_corrupted_npz(folder, content):
     spec = write_spec(folder, 'npz("good.npz")')
     (folder / "init.npz").write_bytes(content)
-    assert_one_clean_error(cli(folder, "run", spec, "--init", "init.npz", "--out", "run", "-q"), "init.npz")
+    assert_one_clean_error(
+        cli(folder, "run", spec, "--init", "init.npz", "--out", "run", "-q"), "init.npz"
+    )
     assert not (folder / "run" / "weights.npz").exists()
 
 
@@ -233,7 +282,11 @@ def test_init_with_a_corrupted_npz(folder, content):
 
 def _subprocess(folder: Path, *args: str, code: str | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [sys.executable, "-m", "fcspec.cli", *args] if code is None else [sys.executable, "-c", code, *args]
+    cmd = (
+        [sys.executable, "-m", "fcspec.cli", *args]
+        if code is None
+        else [sys.executable, "-c", code, *args]
+    )
     return subprocess.run(cmd, cwd=folder, capture_output=True, text=True, env=env, timeout=120)
 
 
@@ -267,18 +320,26 @@ finally:
 """
 
 
-@pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="needs /proc/meminfo for the estimate")
+@pytest.mark.skipif(
+    not Path("/proc/meminfo").exists(), reason="needs /proc/meminfo for the estimate"
+)
 def test_a_model_memory_cannot_hold_is_refused_before_allocating(folder):
     # 40000 x 50000 = 2e9 weights: under the checker's 2**31 limit, but theta, grad and Adam's state
     # need over 60 GB; two rows of data are enough to get past the data checks.
-    np.savez(folder / "wide.npz", x=np.zeros((2, 40000), np.float32), y=np.zeros((2, 50000), np.float32))
-    (folder / "big.fc").write_text("model Big { input [40000]  out = linear(50000) }\nloss mse\noptimizer adam\n"
-                                   'data { train = npz("wide.npz") }\ntrain { epochs = 1  batch = 2 }\n')
+    np.savez(
+        folder / "wide.npz", x=np.zeros((2, 40000), np.float32), y=np.zeros((2, 50000), np.float32)
+    )
+    (folder / "big.fc").write_text(
+        "model Big { input [40000]  out = linear(50000) }\nloss mse\noptimizer adam\n"
+        'data { train = npz("wide.npz") }\ntrain { epochs = 1  batch = 2 }\n'
+    )
     assert cli(folder, "check", "big.fc").exit_code == 0  # statically fine
     proc = _subprocess(folder, "run", "big.fc", "--out", "run", "-q", code=_PEAK_RSS)
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert "needs about" in proc.stderr and "GiB" in proc.stderr and "available" in proc.stderr, proc.stderr
+    assert "needs about" in proc.stderr and "GiB" in proc.stderr and "available" in proc.stderr, (
+        proc.stderr
+    )
     peak_kib = int(proc.stderr.rsplit("peak-rss-kib", 1)[1])
     assert peak_kib < 1_000_000, f"peak RSS {peak_kib} KiB: the refusal came after allocating"
     assert not (folder / "run" / "weights.npz").exists()
@@ -303,18 +364,30 @@ def test_every_np_load_in_fcspec_refuses_pickles():
         for node, dotted in _loader_calls(tree):
             calls += 1
             kw = {k.arg: k.value for k in node.keywords}
-            assert "allow_pickle" in kw and isinstance(kw["allow_pickle"], ast.Constant) \
-                and kw["allow_pickle"].value is False, f"{path.name}:{node.lineno}: {dotted} without allow_pickle=False"
+            assert (
+                "allow_pickle" in kw
+                and isinstance(kw["allow_pickle"], ast.Constant)
+                and kw["allow_pickle"].value is False
+            ), f"{path.name}:{node.lineno}: {dotted} without allow_pickle=False"
         for node in ast.walk(tree):  # and nothing unpickles by another road
             if isinstance(node, (ast.Import, ast.ImportFrom)):
-                names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
-                assert not any(n and n.split(".")[0] in ("pickle", "dill", "joblib") for n in names), path
+                names = [a.name for a in node.names] + (
+                    [node.module] if isinstance(node, ast.ImportFrom) else []
+                )
+                assert not any(
+                    n and n.split(".")[0] in ("pickle", "dill", "joblib") for n in names
+                ), path
     assert calls >= 2  # io.load_npz and data's member reader at least: the scan sees them
 
 
 def _pickled_weights(path: Path) -> None:
-    np.savez(path, **{"h.weight": np.array([object(), object()], dtype=object),
-                      "out.bias": np.zeros(3, np.float32)})
+    np.savez(
+        path,
+        **{
+            "h.weight": np.array([object(), object()], dtype=object),
+            "out.bias": np.zeros(3, np.float32),
+        },
+    )
 
 
 def test_pickled_object_arrays_are_refused_for_weights_and_checkpoints(trained, monkeypatch):
@@ -342,12 +415,19 @@ def _crash_replace(monkeypatch):
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 def test_a_crash_while_writing_keeps_every_previous_file(trained, monkeypatch):
     """`os.replace` failing (a full disk) in run, fmt -w, export and predict --output."""
-    assert cli(trained, "export", "s.fc", "--onnx", "--weights", "run/weights.npz", "-o", "m.onnx").exit_code == 0
+    assert (
+        cli(
+            trained, "export", "s.fc", "--onnx", "--weights", "run/weights.npz", "-o", "m.onnx"
+        ).exit_code
+        == 0
+    )
     assert cli(trained, "predict", "m.onnx", "good.npz", "--output", "pred.npz").exit_code == 0
     (trained / "ugly.fc").write_text((trained / "s.fc").read_text().replace("  ", "      "))
     before = _snapshot(trained)
@@ -361,4 +441,7 @@ def test_a_crash_while_writing_keeps_every_previous_file(trained, monkeypatch):
         result = cli(trained, *args)
         assert_one_clean_error(result, "No space left on device")
         after = _snapshot(trained)
-        assert after == before, (args, sorted(set(after) ^ set(before)))  # no temporary left, nothing changed
+        assert after == before, (
+            args,
+            sorted(set(after) ^ set(before)),
+        )  # no temporary left, nothing changed

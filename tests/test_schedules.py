@@ -20,22 +20,57 @@ BASE = 0.1
 # (our kind and options, torch's class name and keywords, the closed form of semantics.md)
 CASES = [
     ("constant", {}, None, {}, lambda b, e: b),
-    ("step", {"step_size": 3, "gamma": 0.7}, "StepLR", {"step_size": 3, "gamma": 0.7},
-     lambda b, e: b * 0.7 ** (e // 3)),
+    (
+        "step",
+        {"step_size": 3, "gamma": 0.7},
+        "StepLR",
+        {"step_size": 3, "gamma": 0.7},
+        lambda b, e: b * 0.7 ** (e // 3),
+    ),
     ("step", {"step_size": 1}, "StepLR", {"step_size": 1}, lambda b, e: b * 0.1**e),
-    ("multistep", {"milestones": [5, 12, 30], "gamma": 0.3}, "MultiStepLR",
-     {"milestones": [5, 12, 30], "gamma": 0.3}, lambda b, e: b * 0.3 ** bisect_right([5, 12, 30], e)),
-    ("multistep", {"milestones": [2, 2, 9]}, "MultiStepLR", {"milestones": [2, 2, 9]},
-     lambda b, e: b * 0.1 ** bisect_right([2, 2, 9], e)),
+    (
+        "multistep",
+        {"milestones": [5, 12, 30], "gamma": 0.3},
+        "MultiStepLR",
+        {"milestones": [5, 12, 30], "gamma": 0.3},
+        lambda b, e: b * 0.3 ** bisect_right([5, 12, 30], e),
+    ),
+    (
+        "multistep",
+        {"milestones": [2, 2, 9]},
+        "MultiStepLR",
+        {"milestones": [2, 2, 9]},
+        lambda b, e: b * 0.1 ** bisect_right([2, 2, 9], e),
+    ),
     ("exponential", {"gamma": 0.93}, "ExponentialLR", {"gamma": 0.93}, lambda b, e: b * 0.93**e),
-    ("cosine", {"t_max": 15, "eta_min": 0.001}, "CosineAnnealingLR", {"T_max": 15, "eta_min": 0.001},
-     lambda b, e: 0.001 + (b - 0.001) * (1 + math.cos(math.pi * e / 15)) / 2),
-    ("cosine", {"t_max": 40}, "CosineAnnealingLR", {"T_max": 40},
-     lambda b, e: b * (1 + math.cos(math.pi * e / 40)) / 2),
-    ("cosine", {"t_max": 1}, "CosineAnnealingLR", {"T_max": 1},
-     lambda b, e: b * (1 + math.cos(math.pi * e)) / 2),
-    ("polynomial", {"total_iters": 25, "power": 1.7}, "PolynomialLR", {"total_iters": 25, "power": 1.7},
-     lambda b, e: b * (1 - min(25, e) / 25) ** 1.7),
+    (
+        "cosine",
+        {"t_max": 15, "eta_min": 0.001},
+        "CosineAnnealingLR",
+        {"T_max": 15, "eta_min": 0.001},
+        lambda b, e: 0.001 + (b - 0.001) * (1 + math.cos(math.pi * e / 15)) / 2,
+    ),
+    (
+        "cosine",
+        {"t_max": 40},
+        "CosineAnnealingLR",
+        {"T_max": 40},
+        lambda b, e: b * (1 + math.cos(math.pi * e / 40)) / 2,
+    ),
+    (
+        "cosine",
+        {"t_max": 1},
+        "CosineAnnealingLR",
+        {"T_max": 1},
+        lambda b, e: b * (1 + math.cos(math.pi * e)) / 2,
+    ),
+    (
+        "polynomial",
+        {"total_iters": 25, "power": 1.7},
+        "PolynomialLR",
+        {"total_iters": 25, "power": 1.7},
+        lambda b, e: b * (1 - min(25, e) / 25) ** 1.7,
+    ),
     ("polynomial", {}, "PolynomialLR", {}, lambda b, e: b * (1 - min(5, e) / 5)),
 ]
 IDS = [k + "-" + "-".join(f"{n}={v}" for n, v in o.items()) for k, o, *_ in CASES]
@@ -80,12 +115,90 @@ def test_rates_follow_the_documented_closed_form(kind, options, cls, kwargs, clo
         assert lr == pytest.approx(closed(BASE, e), rel=1e-12, abs=1e-15), e
 
 
-PLATEAU_METRICS = [1.0, 0.9, 0.9, 0.95, 0.91, 0.905, 0.8, 0.8, 0.8, 0.8, 0.8, 0.79999, 0.5, 0.6, 0.6,
-                   0.6, 0.6, 0.6, 0.6, 0.6, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.1,
-                   0.1, 0.1, 0.1, 0.1, 0.1, 0.1, float("nan"), 0.1, 0.1]
-ACCURACY = [0.5, 0.6, 0.6, 0.62, 0.61, 0.7, 0.7, 0.7, 0.705, 0.7, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.91, 0.9,
-            0.9, 0.9, 0.9, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95, 0.96, 0.96, 0.96,
-            0.96, 0.96, 0.96, 0.96, 0.96, 0.96]
+PLATEAU_METRICS = [
+    1.0,
+    0.9,
+    0.9,
+    0.95,
+    0.91,
+    0.905,
+    0.8,
+    0.8,
+    0.8,
+    0.8,
+    0.8,
+    0.79999,
+    0.5,
+    0.6,
+    0.6,
+    0.6,
+    0.6,
+    0.6,
+    0.6,
+    0.6,
+    0.2,
+    0.2,
+    0.2,
+    0.2,
+    0.2,
+    0.2,
+    0.2,
+    0.2,
+    0.2,
+    0.2,
+    0.1,
+    0.1,
+    0.1,
+    0.1,
+    0.1,
+    0.1,
+    0.1,
+    float("nan"),
+    0.1,
+    0.1,
+]
+ACCURACY = [
+    0.5,
+    0.6,
+    0.6,
+    0.62,
+    0.61,
+    0.7,
+    0.7,
+    0.7,
+    0.705,
+    0.7,
+    0.9,
+    0.9,
+    0.9,
+    0.9,
+    0.9,
+    0.9,
+    0.91,
+    0.9,
+    0.9,
+    0.9,
+    0.9,
+    0.95,
+    0.95,
+    0.95,
+    0.95,
+    0.95,
+    0.95,
+    0.95,
+    0.95,
+    0.95,
+    0.95,
+    0.96,
+    0.96,
+    0.96,
+    0.96,
+    0.96,
+    0.96,
+    0.96,
+    0.96,
+    0.96,
+]
 
 PLATEAU_CASES = [
     ({"patience": 2}, PLATEAU_METRICS),
@@ -96,11 +209,16 @@ PLATEAU_CASES = [
     ({"patience": 0, "factor": 0.5, "min_lr": 0.02}, PLATEAU_METRICS),
     ({"patience": 0, "factor": 0.9, "eps": 0.005}, PLATEAU_METRICS),  # steps below eps are skipped
     ({"mode": "max", "patience": 2}, ACCURACY),
-    ({"mode": "max", "patience": 1, "threshold": 0.01, "threshold_mode": "abs", "cooldown": 1}, ACCURACY),
+    (
+        {"mode": "max", "patience": 1, "threshold": 0.01, "threshold_mode": "abs", "cooldown": 1},
+        ACCURACY,
+    ),
 ]
 
 
-@pytest.mark.parametrize(("options", "metrics"), PLATEAU_CASES, ids=[str(o) for o, _ in PLATEAU_CASES])
+@pytest.mark.parametrize(
+    ("options", "metrics"), PLATEAU_CASES, ids=[str(o) for o, _ in PLATEAU_CASES]
+)
 def test_plateau_equals_torch_on_a_scripted_metric(options, metrics):
     monitor = "val_accuracy" if options.get("mode") == "max" else "val_loss"
     want = torch_rates("ReduceLROnPlateau", options, metrics=metrics)
@@ -123,7 +241,8 @@ def test_plateau_without_its_metric_is_a_training_error():
 
 @pytest.mark.parametrize(
     ("kind", "options", "metrics"),
-    [(k, o, None) for k, o, *_ in CASES] + [("plateau", {"monitor": "val_loss", **o}, m) for o, m in PLATEAU_CASES],
+    [(k, o, None) for k, o, *_ in CASES]
+    + [("plateau", {"monitor": "val_loss", **o}, m) for o, m in PLATEAU_CASES],
 )
 def test_state_dict_round_trip_continues_exactly(kind, options, metrics, tmp_path):
     straight = our_rates(kind, options, metrics=metrics)
@@ -183,10 +302,17 @@ def test_bad_options_are_spec_errors(kind, options, message):
         ("multistep", {"milestones": [30, 60]}, "milestones [30, 60]"),
         ("exponential", {"gamma": 0.95}, "lr = 0.1 * 0.95^e"),
         ("cosine", {"t_max": 50}, "lr = 0.1 * (1 + cos(pi * e / 50)) / 2"),
-        ("cosine", {"t_max": 50, "eta_min": 1e-4}, "lr = 0.0001 + (0.1 - 0.0001) * (1 + cos(pi * e / 50)) / 2"),
+        (
+            "cosine",
+            {"t_max": 50, "eta_min": 1e-4},
+            "lr = 0.0001 + (0.1 - 0.0001) * (1 + cos(pi * e / 50)) / 2",
+        ),
         ("polynomial", {"total_iters": 8, "power": 2.0}, "(1 - min(e, 8) / 8)^2"),
-        ("plateau", {"monitor": "val_accuracy", "patience": 3, "factor": 0.5},
-         "val_accuracy improves when it is above best * (1 + 0.0001)"),
+        (
+            "plateau",
+            {"monitor": "val_accuracy", "patience": 3, "factor": 0.5},
+            "val_accuracy improves when it is above best * (1 + 0.0001)",
+        ),
     ],
 )
 def test_describe_fills_in_the_numbers(kind, options, text):
@@ -228,14 +354,18 @@ def test_min_delta_must_be_exceeded():
 
 
 def test_mode_max_for_accuracy():
-    epoch, es = stop_epoch([0.5, 0.7, 0.69, 0.7, 0.71], monitor="val_accuracy", mode="max", patience=2)
+    epoch, es = stop_epoch(
+        [0.5, 0.7, 0.69, 0.7, 0.71], monitor="val_accuracy", mode="max", patience=2
+    )
     assert epoch == 4 and es.best == 0.7 and es.best_epoch == 2
 
 
 def test_patience_zero_stops_at_the_first_worse_epoch_but_never_the_first():
     nan = float("nan")
     epoch, _ = stop_epoch([nan, nan], patience=0)
-    assert epoch == 2  # the first NaN did not improve either, but Keras never stops on the first epoch
+    assert (
+        epoch == 2
+    )  # the first NaN did not improve either, but Keras never stops on the first epoch
     epoch, es = stop_epoch([1.0, 0.5, 0.6], patience=0)
     assert epoch == 3 and es.best_epoch == 2
 

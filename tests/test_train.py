@@ -38,15 +38,35 @@ train {{ epochs = {epochs}  batch = {batch}  shuffle = {shuffle}  seed = {seed} 
 """
 
 
-def write_spec(folder: Path, *, name: str = "digits.fc", hidden: int = 16, dropout: str = "",
-               optimizer: str = "sgd(lr = 0.1, momentum = 0.9)",
-               schedule: str = "step(step_size = 2, gamma = 0.5)", epochs: int = 4,
-               batch: str = "32", shuffle: str = "true", seed: int = 0, extra: str = "") -> Path:
+def write_spec(
+    folder: Path,
+    *,
+    name: str = "digits.fc",
+    hidden: int = 16,
+    dropout: str = "",
+    optimizer: str = "sgd(lr = 0.1, momentum = 0.9)",
+    schedule: str = "step(step_size = 2, gamma = 0.5)",
+    epochs: int = 4,
+    batch: str = "32",
+    shuffle: str = "true",
+    seed: int = 0,
+    extra: str = "",
+) -> Path:
     """A digits classifier spec written to `folder/name`; returns its path."""
     path = Path(folder) / name
-    path.write_text(DIGITS.format(hidden=hidden, dropout=dropout, optimizer=optimizer,
-                                  schedule=schedule, epochs=epochs, batch=batch,
-                                  shuffle=shuffle, seed=seed, extra=extra))
+    path.write_text(
+        DIGITS.format(
+            hidden=hidden,
+            dropout=dropout,
+            optimizer=optimizer,
+            schedule=schedule,
+            epochs=epochs,
+            batch=batch,
+            shuffle=shuffle,
+            seed=seed,
+            extra=extra,
+        )
+    )
     return path
 
 
@@ -97,8 +117,11 @@ def test_atomic_write_failure_keeps_old_file(tmp_path, monkeypatch):
 
 def test_save_and_load_npz_round_trip_exactly(tmp_path):
     rng = np.random.default_rng(0)
-    arrays = {"fc1.weight": rng.standard_normal((3, 4)).astype(np.float32),
-              "fc1.bias": np.array([np.nan, np.inf, -0.0], np.float32), "step": np.array(7)}
+    arrays = {
+        "fc1.weight": rng.standard_normal((3, 4)).astype(np.float32),
+        "fc1.bias": np.array([np.nan, np.inf, -0.0], np.float32),
+        "step": np.array(7),
+    }
     fio.save_npz(tmp_path / "a.npz", arrays)
     back = fio.load_npz(tmp_path / "a.npz")
     assert sorted(back) == sorted(arrays)
@@ -107,12 +130,15 @@ def test_save_and_load_npz_round_trip_exactly(tmp_path):
         assert arrays[k].tobytes() == back[k].tobytes()
 
 
-@pytest.mark.parametrize("content,needle", [
-    (None, "not found"),
-    (b"garbage that is not a zip", "not an .npz archive"),
-    ("truncated", "not a valid .npz"),
-    ("pickled", "Object arrays"),
-])
+@pytest.mark.parametrize(
+    "content,needle",
+    [
+        (None, "not found"),
+        (b"garbage that is not a zip", "not an .npz archive"),
+        ("truncated", "not a valid .npz"),
+        ("pickled", "Object arrays"),
+    ],
+)
 def test_load_npz_failures_are_data_errors_naming_the_file(tmp_path, content, needle):
     p = tmp_path / "w.npz"
     if content == "truncated":
@@ -145,13 +171,19 @@ def test_sumsq_flags_exactly_the_non_finite_vectors():
 
 
 def test_state_packing_round_trips_types_and_bits():
-    state = {"kind": np.array("adam"), "step": np.array(3, np.int64),
-             "m": np.arange(5, dtype=np.float32) / 3, "lr": 0.1 / 3, "best": float("inf"),
-             "nested": {"betas": (0.9, 0.999), 1: [np.float32(0.5), None, True, "x"]}}
+    state = {
+        "kind": np.array("adam"),
+        "step": np.array(3, np.int64),
+        "m": np.arange(5, dtype=np.float32) / 3,
+        "lr": 0.1 / 3,
+        "best": float("inf"),
+        "nested": {"betas": (0.9, 0.999), 1: [np.float32(0.5), None, True, "x"]},
+    }
     arrays: dict = {}
     packed = train._pack(state, "optimizer", arrays)
     buf = fio.npz_bytes(arrays)
     import io as _io
+
     with np.load(_io.BytesIO(buf), allow_pickle=False) as z:
         loaded = {k: z[k] for k in z.files}
     back = train._unpack(json.loads(json.dumps(packed)), loaded)
@@ -182,16 +214,25 @@ def test_same_seed_gives_identical_weights_and_metrics(tmp_path):
     assert strip_time(metrics(tmp_path / "a")) == strip_time(metrics(tmp_path / "b"))
     train.run(spec, out_dir=tmp_path / "c", seed=1, quiet=True)
     other = weights(tmp_path / "c/weights.npz")
-    assert not np.array_equal(other["fc1.weight"], weights(tmp_path / "a/weights.npz")["fc1.weight"])
+    assert not np.array_equal(
+        other["fc1.weight"], weights(tmp_path / "a/weights.npz")["fc1.weight"]
+    )
 
 
 RESUME_CASES = {
     "sgd_step_dropout": dict(dropout="drop = dropout(0.2)"),
     "adam_cosine": dict(optimizer="adam(lr = 0.01)", schedule="cosine(t_max = 3)"),
-    "plateau_noshuffle": dict(optimizer="sgd(lr = 0.05)", schedule="plateau(patience = 0, factor = 0.5)",
-                              shuffle="false", batch="50"),
-    "early_stop_fullbatch": dict(optimizer="rmsprop(lr = 0.01)", batch="full",
-                                 extra="early_stop(monitor = val_loss, patience = 10, restore_best = true)"),
+    "plateau_noshuffle": dict(
+        optimizer="sgd(lr = 0.05)",
+        schedule="plateau(patience = 0, factor = 0.5)",
+        shuffle="false",
+        batch="50",
+    ),
+    "early_stop_fullbatch": dict(
+        optimizer="rmsprop(lr = 0.01)",
+        batch="full",
+        extra="early_stop(monitor = val_loss, patience = 10, restore_best = true)",
+    ),
 }
 
 
@@ -202,11 +243,14 @@ def test_resume_ends_bit_for_bit_where_an_uninterrupted_run_ends(tmp_path, case)
     train.run(spec, out_dir=tmp_path / "part", epochs=2, quiet=True)
     assert json.loads((tmp_path / "part/summary.json").read_text())["epochs"] == 2
     resumed = train.run(spec, resume=tmp_path / "part/checkpoint.npz", quiet=True)
-    assert_same_weights(weights(tmp_path / "full/weights.npz"), weights(tmp_path / "part/weights.npz"))
+    assert_same_weights(
+        weights(tmp_path / "full/weights.npz"), weights(tmp_path / "part/weights.npz")
+    )
     assert strip_time(metrics(tmp_path / "full")) == strip_time(metrics(tmp_path / "part"))
     drop = {"seconds"}
-    assert {k: v for k, v in full.items() if k not in drop} == \
-           {k: v for k, v in resumed.items() if k not in drop}
+    assert {k: v for k, v in full.items() if k not in drop} == {
+        k: v for k, v in resumed.items() if k not in drop
+    }
 
 
 COMPACT_SPEC = """
@@ -222,9 +266,15 @@ train {{ epochs = 2  batch = {batch}  shuffle = {shuffle}  seed = 3 }}
 """
 
 
-@pytest.mark.parametrize("batch,shuffle,normalize", [
-    ("32", "true", "standard"), ("50", "false", "minmax"), ("full", "true", "none"), ("full", "false", "none"),
-])
+@pytest.mark.parametrize(
+    "batch,shuffle,normalize",
+    [
+        ("32", "true", "standard"),
+        ("50", "false", "minmax"),
+        ("full", "true", "none"),
+        ("full", "false", "none"),
+    ],
+)
 def test_byte_samples_train_exactly_like_their_float32_copy(tmp_path, batch, shuffle, normalize):
     # digits are bytes: the training split keeps them so and converts each batch as it is
     # taken (a quarter of the memory); the same data stored as float32 takes the other path.
@@ -235,8 +285,11 @@ def test_byte_samples_train_exactly_like_their_float32_copy(tmp_path, batch, shu
     runs = {}
     for name in ("u8", "f32"):
         path = tmp_path / f"{name}.fc"
-        path.write_text(COMPACT_SPEC.format(file=f"{name}.npz", normalize=normalize, batch=batch,
-                                            shuffle=shuffle))
+        path.write_text(
+            COMPACT_SPEC.format(
+                file=f"{name}.npz", normalize=normalize, batch=batch, shuffle=shuffle
+            )
+        )
         spec = load_spec(path)
         prepared = data.prepare(spec)
         assert (prepared.train.pre is not None) == (name == "u8")
@@ -320,9 +373,15 @@ def test_metrics_and_summary_match_the_loss_recomputed_on_the_data(tmp_path):
     losses over a last, smaller batch), the val loss and accuracy, the test ones."""
     from fcspec import data, interpreter, losses
 
-    src = write_spec(tmp_path, optimizer="sgd(lr = 0.1)", schedule="constant", batch="100",
-                     shuffle="false", epochs=2)
-    text = src.read_text().replace('validate = 0.2', 'validate = 0.2  test = dataset("digits")')
+    src = write_spec(
+        tmp_path,
+        optimizer="sgd(lr = 0.1)",
+        schedule="constant",
+        batch="100",
+        shuffle="false",
+        epochs=2,
+    )
+    text = src.read_text().replace("validate = 0.2", 'validate = 0.2  test = dataset("digits")')
     src.write_text(text)
     spec = load_spec(src)
     # the checker rightly refuses lr = 0 in a file; the IR itself can hold it
@@ -343,14 +402,26 @@ def test_metrics_and_summary_match_the_loss_recomputed_on_the_data(tmp_path):
         assert figures[f"{part}_accuracy"] == pytest.approx(acc, abs=1e-12)
     for r in rows:
         assert r["lr"] == 0 and r["seconds"] > 0
-        assert set(r) == {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
-                          "lr", "seconds"}
+        assert set(r) == {
+            "epoch",
+            "train_loss",
+            "train_accuracy",
+            "val_loss",
+            "val_accuracy",
+            "lr",
+            "seconds",
+        }
     assert summary == json.loads((tmp_path / "run/summary.json").read_text())
     assert summary["epochs"] == 2 and summary["num_params"] == spec.model.num_params
     assert summary["stopped_early"] is False and summary["best_epoch"] in (1, 2)
     assert summary["seconds"] == pytest.approx(sum(r["seconds"] for r in rows))
     assert sorted(os.listdir(tmp_path / "run")) == [
-        "checkpoint.npz", "metrics.jsonl", "preprocess.npz", "summary.json", "weights.npz"]
+        "checkpoint.npz",
+        "metrics.jsonl",
+        "preprocess.npz",
+        "summary.json",
+        "weights.npz",
+    ]
     # evaluate() reports the same test figures from the saved weights
     ev = train.evaluate(spec, tmp_path / "run/weights.npz", base_dir=tmp_path)
     assert ev["split"] == "test"
@@ -375,9 +446,12 @@ def test_task_figures_match_recomputation(tmp_path, task):
         f"model T {{ input [{10 if name == 'diabetes' else 30}]  {layers} }}\n"
         f"loss {loss_kind}\noptimizer sgd(lr = 0.1)\n"
         f'data {{ train = dataset("{name}")  validate = 0.25  normalize = standard }}\n'
-        "train { epochs = 1  batch = 64  shuffle = false }\n")
+        "train { epochs = 1  batch = 64  shuffle = false }\n"
+    )
     spec = load_spec(tmp_path / "t.fc")
-    spec = replace(spec, optimizer=replace(spec.optimizer, options={**spec.optimizer.options, "lr": 0.0}))
+    spec = replace(
+        spec, optimizer=replace(spec.optimizer, options={**spec.optimizer.options, "lr": 0.0})
+    )
     train.run(spec, out_dir=tmp_path / "run", quiet=True)
     (row,) = metrics(tmp_path / "run")
     prep = data.prepare(spec, tmp_path)
@@ -385,8 +459,12 @@ def test_task_figures_match_recomputation(tmp_path, task):
     net.load_params(weights(tmp_path / "run/weights.npz"))
     loss = losses.make_loss(spec.loss)
     out, y = net.predict(prep.val.x).astype(np.float64), prep.val.y.astype(np.float64)
-    assert row["train_loss"] == pytest.approx(loss.value(net.predict(prep.train.x), prep.train.y), rel=1e-5)
-    assert row["val_loss"] == pytest.approx(loss.value(out.astype(np.float32), prep.val.y), rel=1e-6)
+    assert row["train_loss"] == pytest.approx(
+        loss.value(net.predict(prep.train.x), prep.train.y), rel=1e-5
+    )
+    assert row["val_loss"] == pytest.approx(
+        loss.value(out.astype(np.float32), prep.val.y), rel=1e-6
+    )
     if task == "regression":
         assert "val_accuracy" not in row and "train_accuracy" not in row
         assert row["val_mae"] == pytest.approx(np.abs(out - y).mean(), rel=1e-9)
@@ -427,8 +505,18 @@ def test_a_terminal_gets_a_progress_bar(tmp_path):
     if pid == 0:  # the child: `fcspec run` on a 120-column terminal
         try:
             fcntl.ioctl(2, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-            os.execv(sys.executable, [sys.executable, "-m", "fcspec.cli", "run", str(spec_path),
-                                      "--out", str(tmp_path / "run")])
+            os.execv(
+                sys.executable,
+                [
+                    sys.executable,
+                    "-m",
+                    "fcspec.cli",
+                    "run",
+                    str(spec_path),
+                    "--out",
+                    str(tmp_path / "run"),
+                ],
+            )
         finally:
             os._exit(127)
     out = b""
@@ -463,7 +551,9 @@ def test_init_weights_are_used_and_shape_checked(tmp_path):
     train.run(spec, out_dir=tmp_path / "c", init=tmp_path / "a/weights.npz", seed=5, quiet=True)
     train.run(spec, out_dir=tmp_path / "d", seed=5, quiet=True)
     assert_same_weights(weights(tmp_path / "c/weights.npz"), weights(tmp_path / "d/weights.npz"))
-    assert not np.array_equal(weights(tmp_path / "c/weights.npz")["fc1.weight"], start["fc1.weight"])
+    assert not np.array_equal(
+        weights(tmp_path / "c/weights.npz")["fc1.weight"], start["fc1.weight"]
+    )
     bad = dict(start)
     bad["fc1.weight"] = np.zeros((16, 63), np.float32)
     fio.save_npz(tmp_path / "bad.npz", bad)
@@ -524,7 +614,8 @@ def test_divergence_stops_with_a_diagnosis_and_keeps_the_previous_files(tmp_path
     (tmp_path / "bad.fc").write_text(
         "model Reg { input [10]  out = linear(1) }\nloss mse\noptimizer sgd(lr = 1e6)\n"
         'data { train = dataset("diabetes")  normalize = standard }\n'
-        "train { epochs = 3  batch = 32 }\n")
+        "train { epochs = 3  batch = 32 }\n"
+    )
     bad = load_spec(tmp_path / "bad.fc")
     with pytest.raises(TrainingError) as e:
         train.run(bad, out_dir=tmp_path / "run", quiet=True)
@@ -543,7 +634,8 @@ def test_huge_input_diverges_in_the_loss_without_writing_weights(tmp_path):
     np.savez(tmp_path / "huge.npz", x=x, y=y)
     (tmp_path / "reg.fc").write_text(
         "model Reg { input [4]  out = linear(1) }\nloss mse\noptimizer sgd(lr = 0.1)\n"
-        'data { train = npz("huge.npz", x = "x", y = "y") }\ntrain { epochs = 2  batch = 5 }\n')
+        'data { train = npz("huge.npz", x = "x", y = "y") }\ntrain { epochs = 2  batch = 5 }\n'
+    )
     spec = load_spec(tmp_path / "reg.fc")
     with pytest.raises(TrainingError, match="diverged at epoch 1, step 1"):
         train.run(spec, out_dir=tmp_path / "run", quiet=True)
@@ -565,6 +657,7 @@ def test_digits_reaches_95_percent_test_accuracy(tmp_path):
         "model D { input [64]  h = linear(32) -> relu  out = linear(10) }\n"
         "loss cross_entropy\noptimizer adam(lr = 0.01)\n"
         'data { train = npz("tr.npz", x = "x", y = "y")  test = npz("te.npz", x = "x", y = "y")\n'
-        "       normalize = standard }\ntrain { epochs = 20  batch = 32  seed = 0 }\n")
+        "       normalize = standard }\ntrain { epochs = 20  batch = 32  seed = 0 }\n"
+    )
     s = train.run(load_spec(tmp_path / "digits.fc"), out_dir=tmp_path / "run", quiet=True)
     assert s["epochs"] == 20 and s["test_accuracy"] >= 0.95

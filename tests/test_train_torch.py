@@ -43,10 +43,22 @@ train {{ epochs = 3  batch = {batch}  shuffle = {shuffle}  seed = 3 }}
 """
 
 CASES = {
-    "ce_sgd_momentum_steplr": (CLASSIFIER, "sgd(lr = 0.05, momentum = 0.9)", "step(step_size = 1, gamma = 0.5)", "32", "true"),
+    "ce_sgd_momentum_steplr": (
+        CLASSIFIER,
+        "sgd(lr = 0.05, momentum = 0.9)",
+        "step(step_size = 1, gamma = 0.5)",
+        "32",
+        "true",
+    ),
     "ce_adam": (CLASSIFIER, "adam(lr = 0.01)", "constant", "32", "true"),
     "ce_adam_no_shuffle_ragged": (CLASSIFIER, "adam(lr = 0.01)", "constant", "100", "false"),
-    "mse_sgd_momentum_steplr": (REGRESSOR, "sgd(lr = 0.001, momentum = 0.9)", "step(step_size = 2, gamma = 0.1)", "32", "true"),
+    "mse_sgd_momentum_steplr": (
+        REGRESSOR,
+        "sgd(lr = 0.001, momentum = 0.9)",
+        "step(step_size = 2, gamma = 0.1)",
+        "32",
+        "true",
+    ),
     "mse_adam": (REGRESSOR, "adam(lr = 0.01)", "constant", "32", "true"),
 }
 
@@ -63,7 +75,9 @@ class TorchNet(torch.nn.Module):
         self.order = []
         for layer in model.layers:
             if layer.op == "linear":
-                mod = torch.nn.Linear(layer.in_shape[0], layer.attrs["units"], bias=layer.attrs["bias"])
+                mod = torch.nn.Linear(
+                    layer.in_shape[0], layer.attrs["units"], bias=layer.attrs["bias"]
+                )
             else:
                 mod = ACTIVATIONS[layer.op]()
             setattr(self, layer.name, mod)
@@ -77,15 +91,20 @@ class TorchNet(torch.nn.Module):
 
 def torch_train(spec, x: np.ndarray, y: np.ndarray, net: TorchNet) -> None:
     opt = OPTIMIZERS[spec.optimizer.kind](net.parameters(), **spec.optimizer.options)
-    sched = (torch.optim.lr_scheduler.StepLR(opt, **spec.schedule.options)
-             if spec.schedule.kind == "step" else None)
-    loss_fn = LOSSES[spec.loss.kind](**{k: v for k, v in spec.loss.options.items() if v is not None})
+    sched = (
+        torch.optim.lr_scheduler.StepLR(opt, **spec.schedule.options)
+        if spec.schedule.kind == "step"
+        else None
+    )
+    loss_fn = LOSSES[spec.loss.kind](
+        **{k: v for k, v in spec.loss.options.items() if v is not None}
+    )
     n, batch = len(x), spec.train.batch or len(x)
     rng = np.random.default_rng(spec.train.seed)  # train.py's documented shuffle stream
     for _ in range(spec.train.epochs):
         order = rng.permutation(n) if spec.train.shuffle else np.arange(n)
         for s in range(0, n, batch):
-            idx = order[s:s + batch]
+            idx = order[s : s + batch]
             opt.zero_grad()
             loss = loss_fn(net(torch.from_numpy(x[idx])), torch.from_numpy(y[idx]))
             loss.backward()
@@ -97,12 +116,15 @@ def torch_train(spec, x: np.ndarray, y: np.ndarray, net: TorchNet) -> None:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_three_epochs_match_torch(tmp_path, case):
     template, optimizer, schedule, batch, shuffle = CASES[case]
-    (tmp_path / "spec.fc").write_text(template.format(optimizer=optimizer, schedule=schedule,
-                                                      batch=batch, shuffle=shuffle))
+    (tmp_path / "spec.fc").write_text(
+        template.format(optimizer=optimizer, schedule=schedule, batch=batch, shuffle=shuffle)
+    )
     spec = load_spec(tmp_path / "spec.fc")
     torch.manual_seed(0)
     net = TorchNet(spec.model)
-    fio.save_npz(tmp_path / "init.npz", {k: v.detach().numpy().copy() for k, v in net.state_dict().items()})
+    fio.save_npz(
+        tmp_path / "init.npz", {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
+    )
 
     train.run(spec, out_dir=tmp_path / "run", init=tmp_path / "init.npz", quiet=True)
 
