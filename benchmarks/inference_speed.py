@@ -53,7 +53,7 @@ import numpy as np  # noqa: E402  (after the thread pinning above)
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, also when imported
 from common import machine_line, replace_section  # noqa: E402
 
-from fcspec import interpreter, ir, onnx_export  # noqa: E402
+from fcspec import interpreter, ir, onnx_export, runtime  # noqa: E402
 
 BEGIN = "<!-- inference:begin -->"
 END = "<!-- inference:end -->"
@@ -159,7 +159,7 @@ def measure(runs: dict, cases: list[tuple[str, int, int]], rounds: int, rng) -> 
         for name, fn in runs.items():  # agreement first, and a warm-up
             got = fn(x)
             err = np.max(np.abs(got - ref) / np.maximum(1.0, np.abs(ref)))
-            if err > onnx_export.TOLERANCE:
+            if err > runtime.TOLERANCE:
                 sys.exit(f"{name} disagrees with numpy at batch {batch}: {err:.3g}")
             time_block(fn, x, max(1, calls // 4))
         results[case] = {n: [] for n in names}

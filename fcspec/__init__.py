@@ -3,7 +3,7 @@
 The pipeline, one module a stage:
 
     .fc text --syntax--> AST --check--> IR --+--> interpreter / train  (NumPy)
-                                             +--> onnx_export --> onnxruntime
+                                             +--> onnx_export --> runtime (onnxruntime)
 """
 
 __version__ = "0.1.0"

@@ -102,7 +102,9 @@ def check_source(text: str, path: str = "<string>") -> Result:
     checker = _Checker(program, path)
     spec = checker.run()
     errors = [d for d in checker.diagnostics if d.severity == "error"]
-    return Result(None if errors else spec, checker.diagnostics, text)
+    if errors or spec is None:
+        return Result(None, checker.diagnostics, text)
+    return Result(dataclasses.replace(spec, source=text), checker.diagnostics, text)
 
 
 def compile_source(text: str, path: str = "<string>") -> ir.Spec:

@@ -357,11 +357,9 @@ def predict(model: str, data: str, output, batch, target, labels) -> None:
       rows.csv     a header row; --target names the label column
       images.gz    MNIST's IDX format, gzipped or not; --labels for accuracy
     """
-    from . import onnx_export
+    from . import runtime
 
-    result = onnx_export.predict(
-        model, data, output=output, batch=batch, target=target, labels=labels
-    )
+    result = runtime.predict(model, data, output=output, batch=batch, target=target, labels=labels)
     click.echo(f"{result['rows']:,} rows -> output {list(result['output_shape'])}")
     for key in ("accuracy", "mse", "mae"):
         if key in result:
@@ -381,12 +379,12 @@ def predict(model: str, data: str, output, batch, target, labels) -> None:
 def verify(file: str, weights) -> None:
     """Run the NumPy interpreter, onnxruntime and onnx.reference on the same
     inputs (batch 1 and batch N); exit 1 if they differ beyond tolerance."""
-    from . import onnx_export
+    from . import onnx_export, runtime
 
     spec = _load(file)
     params, preprocess, _ = onnx_export.load_weights(spec, weights)
-    result = onnx_export.verify(spec, params, preprocess)
-    click.echo(onnx_export.format_verify(result))
+    result = runtime.verify(spec, params, preprocess)
+    click.echo(runtime.format_verify(result))
     if not result["ok"]:
         raise FcspecError("the runtimes disagree beyond tolerance")
 

@@ -144,6 +144,8 @@ class Spec:
     regularize: Regularize
     data: Data | None
     train: Train
+    # The text the checker compiled (the exported graph's doc string); not part of the meaning.
+    source: str = field(default="", compare=False, repr=False)
 
     @property
     def classes(self) -> int | None:
@@ -163,7 +165,7 @@ def to_data(obj: Any) -> Any:
     if is_dataclass(obj):
         out = {}
         for f in fields(obj):
-            if f.name == "span" or (isinstance(obj, Spec) and f.name == "path"):
+            if f.name == "span" or (isinstance(obj, Spec) and f.name in ("path", "source")):
                 continue
             out[f.name] = to_data(getattr(obj, f.name))
         if isinstance(obj, Layer):

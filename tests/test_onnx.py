@@ -18,11 +18,11 @@ import numpy as np
 import onnx
 import pytest
 
-from fcspec import data, interpreter, ir, onnx_export, ops
+from fcspec import data, interpreter, ir, onnx_export, ops, runtime
 from fcspec.errors import DataError, FcspecError
 
 ROOT = Path(__file__).resolve().parents[1]
-TOL = onnx_export.TOLERANCE
+TOL = runtime.TOLERANCE
 LOSS_OF_TASK = {
     "classification": "cross_entropy",
     "binary": "bce_with_logits",
@@ -133,7 +133,7 @@ def test_op_matches_interpreter_in_onnxruntime_and_reference(case, opset):
     op, attrs = case
     spec = op_spec(op, attrs)
     params = random_params(spec)
-    report = onnx_export.verify(spec, params, None, n=16, rng=1, opset=opset)
+    report = runtime.verify(spec, params, None, n=16, rng=1, opset=opset)
     assert set(report["runs"]) == {
         "onnxruntime/batch_1",
         "onnxruntime/batch_16",
@@ -147,14 +147,14 @@ def test_op_matches_interpreter_in_onnxruntime_and_reference(case, opset):
 def test_verify_reports_a_wrong_model():
     spec = op_spec("tanh", {})
     params = random_params(spec)
-    good = onnx_export.verify(spec, params, n=8, rng=0)
-    assert good["ok"] and "ok:" in onnx_export.format_verify(good)
+    good = runtime.verify(spec, params, n=8, rng=0)
+    assert good["ok"] and "ok:" in runtime.format_verify(good)
     # the same graph with one weight nudged by 1e-3: every runtime must now disagree
     wrong = onnx_export.export(spec, params | {"fc2.bias": params["fc2.bias"] + np.float32(1e-3)})
-    bad = onnx_export.verify(spec, params, n=8, rng=0, model=wrong)
+    bad = runtime.verify(spec, params, n=8, rng=0, model=wrong)
     assert not bad["ok"] and bad["max_abs"] == pytest.approx(1e-3, rel=1e-2)
     assert all(c["error"] > TOL for c in bad["runs"].values())
-    assert onnx_export.format_verify(bad).splitlines()[-1].startswith("FAILED")
+    assert runtime.format_verify(bad).splitlines()[-1].startswith("FAILED")
 
 
 def op_types(model: onnx.ModelProto) -> list[str]:
@@ -192,7 +192,7 @@ def mnist_like(task="classification", data_=None, input_shape=(1, 4, 4), classes
 
 
 def ort_run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    return onnx_export.session(model).run(None, {"input": np.asarray(x, np.float32)})[0]
+    return runtime.session(model).run(None, {"input": np.asarray(x, np.float32)})[0]
 
 
 def close(a, b) -> bool:
@@ -208,7 +208,7 @@ def test_batch_1_and_batch_n_through_one_model():
     assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [1, 4, 4]
     assert model.graph.output[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     x = np.random.default_rng(3).standard_normal((7, 1, 4, 4)).astype(np.float32)
-    sess = onnx_export.session(model)
+    sess = runtime.session(model)
     whole = sess.run(None, {"input": x})[0]
     one_by_one = np.concatenate([sess.run(None, {"input": x[i : i + 1]})[0] for i in range(7)])
     want = interpreter.Network(spec.model, params).predict(x)
@@ -250,7 +250,7 @@ def test_normalization_is_baked_in(normalize):
     assert op_types(model)[:3] == ["Div", "Sub", "Div"]
     want = interpreter.Network(spec.model, params).predict(pre.apply(x))
     assert close(ort_run(model, x), want)
-    assert onnx_export.verify(spec, params, pre, n=8, rng=0)["ok"]
+    assert runtime.verify(spec, params, pre, n=8, rng=0)["ok"]
     # without the statistics, the export refuses instead of silently skipping them
     with pytest.raises(DataError, match="preprocess"):
         onnx_export.export(spec, params, None)
@@ -291,7 +291,7 @@ def test_probabilities_flag():
     meta = {p.key: p.value for p in probs_model.metadata_props}
     assert meta["output"] == "probabilities"
     assert onnx_export.probabilities_note(spec) is None
-    assert onnx_export.verify(spec, params, n=8, rng=0, probabilities=True)["ok"]
+    assert runtime.verify(spec, params, n=8, rng=0, probabilities=True)["ok"]
     # binary with a logit: a Sigmoid
     bspec = mnist_like(task="binary", classes=1)
     bparams = random_params(bspec, std=0.5)
@@ -457,7 +457,7 @@ def iris_model(tmp_path, task="classification", probabilities=False):
 def test_predict_npz_with_accuracy_and_outputs(tmp_path):
     spec, params, path, x, y = iris_model(tmp_path)
     want = interpreter.Network(spec.model, params).predict(x)
-    result = onnx_export.predict(path, IRIS, output=tmp_path / "pred.npz", batch=32)
+    result = runtime.predict(path, IRIS, output=tmp_path / "pred.npz", batch=32)
     assert result["rows"] == 150 and result["output_shape"] == [150, 3]
     assert result["accuracy"] == pytest.approx(np.mean(want.argmax(1) == y))
     with np.load(tmp_path / "pred.npz") as z:
@@ -475,7 +475,7 @@ def test_predict_csv_in_and_out(tmp_path):
         for row, label in zip(x, y):
             w.writerow([repr(float(v)) for v in row] + [int(label)])
     want = interpreter.Network(spec.model, params).predict(x)
-    result = onnx_export.predict(path, src, target="label", output=tmp_path / "pred.csv")
+    result = runtime.predict(path, src, target="label", output=tmp_path / "pred.csv")
     assert result["accuracy"] == pytest.approx(np.mean(want.argmax(1) == y))
     rows = list(csv.reader(io.StringIO((tmp_path / "pred.csv").read_text())))
     assert rows[0] == ["output_0", "output_1", "output_2", "class"]
@@ -485,7 +485,7 @@ def test_predict_csv_in_and_out(tmp_path):
     # no labels: no accuracy
     unl = tmp_path / "unlabeled.npz"
     np.savez(unl, x=x)
-    assert "accuracy" not in onnx_export.predict(path, unl)
+    assert "accuracy" not in runtime.predict(path, unl)
 
 
 def test_predict_binary_thresholds_and_regression_errors(tmp_path):
@@ -494,14 +494,14 @@ def test_predict_binary_thresholds_and_regression_errors(tmp_path):
     f = tmp_path / "bin.npz"
     np.savez(f, x=x, y=yb)
     logit = interpreter.Network(spec.model, params).predict(x)[:, 0]
-    assert onnx_export.predict(path, f)["accuracy"] == pytest.approx(np.mean((logit > 0) == yb))
+    assert runtime.predict(path, f)["accuracy"] == pytest.approx(np.mean((logit > 0) == yb))
     _, _, ppath, _, _ = iris_model(tmp_path, task="binary", probabilities=True)
-    assert onnx_export.predict(ppath, f)["accuracy"] == pytest.approx(np.mean((logit > 0) == yb))
+    assert runtime.predict(ppath, f)["accuracy"] == pytest.approx(np.mean((logit > 0) == yb))
     rspec, rparams, rpath, _, _ = iris_model(tmp_path, task="regression")
     r = tmp_path / "reg.npz"
     np.savez(r, x=x, y=y.astype(np.float32))
     out = interpreter.Network(rspec.model, rparams).predict(x)[:, 0].astype(np.float64)
-    res = onnx_export.predict(rpath, r)
+    res = runtime.predict(rpath, r)
     assert "accuracy" not in res
     assert res["mse"] == pytest.approx(np.mean((out - y) ** 2), rel=1e-5)
 
@@ -512,9 +512,9 @@ def test_bad_onnx_file_is_a_clear_error(tmp_path, content):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(good.read_bytes()[:200] if content == "truncated" else content)
     with pytest.raises(FcspecError, match="bad.onnx"):
-        onnx_export.predict(bad, IRIS)
+        runtime.predict(bad, IRIS)
     with pytest.raises(FcspecError, match="not found"):
-        onnx_export.predict(tmp_path / "missing.onnx", IRIS)
+        runtime.predict(tmp_path / "missing.onnx", IRIS)
 
 
 def test_input_width_mismatch_is_a_clear_error(tmp_path):
@@ -522,7 +522,7 @@ def test_input_width_mismatch_is_a_clear_error(tmp_path):
     wide = tmp_path / "wide.npz"
     np.savez(wide, x=np.hstack([x, x[:, :1]]))
     with pytest.raises(FcspecError, match=r"\[5\] \(5 values\).*expects \[4\]"):
-        onnx_export.predict(path, wide)
+        runtime.predict(path, wide)
     # flat rows of the right size are reshaped ([N, 16] for a [1, 4, 4] model)
     spec = mnist_like(classes=3)
     params = random_params(spec, std=0.5)
@@ -530,7 +530,7 @@ def test_input_width_mismatch_is_a_clear_error(tmp_path):
     flat = tmp_path / "flat.npz"
     xs = np.random.default_rng(1).standard_normal((6, 16)).astype(np.float32)
     np.savez(flat, x=xs)
-    onnx_export.predict(mpath, flat, output=tmp_path / "o.npz")
+    runtime.predict(mpath, flat, output=tmp_path / "o.npz")
     with np.load(tmp_path / "o.npz") as z:
         assert close(
             z["output"], interpreter.Network(spec.model, params).predict(xs.reshape(6, 1, 4, 4))
@@ -551,7 +551,7 @@ def test_spec_from_the_front_end_exports_with_its_source(tmp_path):
     model = onnx_export.export(spec, params)
     assert model.graph.doc_string == text
     assert op_types(model)[:2] == ["Div", "Flatten"]
-    assert onnx_export.verify(spec, params, None, n=5, rng=0)["ok"]
+    assert runtime.verify(spec, params, None, n=5, rng=0)["ok"]
 
 
 SPECS = sorted((ROOT / "specs").glob("*.fc"))

@@ -1,0 +1,345 @@
+"""Running exported models: onnxruntime sessions, `predict` and `verify`.
+
+The graph itself is built by `fcspec/onnx_export.py`; this module only runs it:
+
+- `session`: an onnxruntime CPU session, any unreadable model an `FcspecError`;
+- `predict`: a saved model run by onnxruntime over a data file, in batches;
+- `verify`: the NumPy interpreter, onnxruntime and `onnx.reference` compared on
+  the same raw inputs at batch 1 and batch N.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _stdio
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from . import data, ir
+from .errors import DataError, FcspecError
+from .io import atomic_write_text, save_npz
+from .onnx_export import (
+    DEFAULT_OPSET,
+    INPUT_NAME,
+    check_params,
+    export,
+    output_kind,
+    preprocessing,
+)
+
+# verify's tolerance: an element passes when |onnx - numpy| <= TOLERANCE * max(1, |numpy|),
+# i.e. within 1e-5 absolute or 1e-5 relative, whichever is looser.  float32 has a
+# 6e-8 unit round-off; the difference between runtimes comes from summation order
+# in Gemm (784 terms: ~1e-6 relative at worst) and from exp/log/erf/tanh
+# implementations (a few ulp), so 1e-5 leaves an order of magnitude of headroom
+# while any real error (a transposed weight, a missing bias, a wrong slope) is
+# orders of magnitude larger.
+TOLERANCE = 1e-5
+
+# Default rows per onnxruntime call in `predict`: large enough to amortize the
+# call overhead, small enough that a 784-wide batch stays a few MB.
+PREDICT_BATCH = 4096
+
+
+def _ort():
+    import onnxruntime as ort
+
+    return ort
+
+
+def session(model: str | os.PathLike | bytes | onnx.ModelProto):
+    """An onnxruntime CPU session; any unreadable model is an `FcspecError`."""
+    ort = _ort()
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # onnxruntime's own warnings are not the user's business
+    if isinstance(model, onnx.ModelProto):
+        src: Any = model.SerializeToString()
+        what = "the exported model"
+    elif isinstance(model, bytes):
+        src, what = model, "the model"
+    else:
+        path = Path(model)
+        what = str(path)
+        if not path.exists():
+            raise DataError(f"ONNX model not found: {path}")
+        if path.is_dir():
+            raise DataError(f"{path} is a folder, not an ONNX model")
+        src = path.read_bytes()
+        if not src:
+            raise DataError(f"{path} is empty, not an ONNX model")
+    try:
+        return ort.InferenceSession(src, sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(
+            f"{what} is not a valid ONNX model onnxruntime can run: {first}",
+            hint="export one with `fcspec export FILE`",
+        ) from None
+
+
+def _fit_input(x: np.ndarray, dims: list[Any], source: str) -> np.ndarray:
+    """`x` shaped [N, *dims], reshaping flat rows (csv) when the sizes agree."""
+    want = [d for d in dims[1:]]
+    if any(not isinstance(d, int) for d in want):
+        return x.astype(np.float32, copy=False)  # not an fcspec model: let onnxruntime judge
+    x = np.asarray(x)
+    if x.ndim == 0:
+        raise DataError(f"{source}: expected an array of samples, got a scalar")
+    if x.dtype.kind not in "fiub":
+        raise DataError(f"{source}: inputs have dtype {x.dtype}, expected numbers")
+    if list(x.shape[1:]) == want:
+        return x.astype(np.float32, copy=False)
+    if x.ndim >= 1 and math.prod(x.shape[1:]) == math.prod(want):
+        return x.reshape((x.shape[0], *want)).astype(np.float32, copy=False)
+    n_have = math.prod(x.shape[1:])
+    raise DataError(
+        f"{source}: each sample has shape {list(x.shape[1:])} ({n_have} values), "
+        f"the model expects {want} ({math.prod(want)} values)",
+        hint="is this the data the model was trained on? (for csv, name the label column with --target)",
+    )
+
+
+def _run_batches(sess, x: np.ndarray, batch: int) -> np.ndarray:
+    name = sess.get_inputs()[0].name
+    parts = [sess.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)]
+    if not parts:
+        out_dims = sess.get_outputs()[0].shape[1:]
+        return np.zeros((0, *[d if isinstance(d, int) else 0 for d in out_dims]), np.float32)
+    return np.concatenate(parts, axis=0)
+
+
+def classes_of(output: np.ndarray, task: str, kind: str) -> np.ndarray | None:
+    """Predicted class ids (int64 [N]) of a classifier's output, else None."""
+    if task == "classification" or (task == "distribution" and output.ndim == 2):
+        return output.argmax(axis=-1).astype(np.int64)
+    if task == "binary":
+        threshold = 0.5 if kind == "probabilities" else 0.0  # logits: sigmoid(0) = 0.5
+        return (output.reshape(len(output), -1)[:, 0] > threshold).astype(np.int64)
+    return None
+
+
+def _write_predictions(path: Path, output: np.ndarray, classes: np.ndarray | None) -> None:
+    suffix = path.suffix.lower()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".npz":
+            arrays = {"output": output}
+            if classes is not None:
+                arrays["class"] = classes
+            save_npz(path, arrays)
+        elif suffix == ".csv":
+            flat = output.reshape(len(output), -1)
+            buf = _stdio.StringIO()
+            w = csv.writer(buf, lineterminator="\n")
+            w.writerow(
+                [f"output_{j}" for j in range(flat.shape[1])]
+                + (["class"] if classes is not None else [])
+            )
+            for i, row in enumerate(flat):
+                # repr-exact floats: the csv reads back to the same float32 values
+                cells = [repr(float(v)) for v in row]
+                if classes is not None:
+                    cells.append(str(int(classes[i])))
+                w.writerow(cells)
+            atomic_write_text(path, buf.getvalue())
+        else:
+            raise FcspecError(
+                f"cannot write predictions to {path}", hint="use a .npz or .csv file name"
+            )
+    except OSError as e:
+        raise FcspecError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def predict(
+    model_path: str | os.PathLike,
+    data_path: str | os.PathLike,
+    *,
+    output: str | os.PathLike | None = None,
+    batch: int | None = None,
+    target: str | None = None,
+    labels: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Run an exported model over a data file (npz, csv, IDX images with an optional `labels` file)
+    with onnxruntime.
+
+    Returns `{"rows", "output_shape", "task", "output_kind", "output_path"}` plus
+    `accuracy` (classifiers) or `mse` and `mae` (regression) when the data has labels.
+    """
+    if batch is not None and (not isinstance(batch, int) or batch < 1):
+        raise FcspecError(f"batch must be a positive integer, got {batch!r}")
+    sess = session(model_path)
+    inputs = sess.get_inputs()
+    if len(inputs) != 1:
+        raise DataError(f"{model_path} has {len(inputs)} inputs; fcspec models have one")
+    if inputs[0].type != "tensor(float)":
+        # onnxruntime would fail inside run() with its own exception type
+        raise DataError(
+            f"{model_path} takes {inputs[0].type} inputs; fcspec models take tensor(float)",
+            hint="export one with `fcspec export FILE`",
+        )
+    meta = sess.get_modelmeta().custom_metadata_map
+    task = meta.get("task", "")
+    kind = meta.get("output", "")
+    x, y = data.load_file(data_path, target=target, labels=labels)
+    x = _fit_input(np.asarray(x), list(inputs[0].shape), str(data_path))
+    if y is not None and len(y) != len(x):
+        raise DataError(f"{data_path}: {len(x)} samples but {len(y)} labels")
+    try:
+        out = _run_batches(sess, x, batch or PREDICT_BATCH)
+    except Exception as e:  # noqa: BLE001 - onnxruntime's InvalidArgument/Fail/...: a model that is not ours
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(
+            f"onnxruntime cannot run {model_path} on {data_path}: {first}",
+            hint="export the model with `fcspec export FILE`",
+        ) from None
+    classes = classes_of(out, task, kind)
+    result: dict[str, Any] = {
+        "rows": int(len(x)),
+        "output_shape": list(out.shape),
+        "task": task or None,
+        "output_kind": kind or None,
+        "output_path": None,
+    }
+    if y is not None and len(x):
+        y = np.asarray(y)
+        if classes is not None and task in ("classification", "binary"):
+            labels = y.reshape(len(y), -1)[:, 0] if task == "binary" else y.reshape(len(y))
+            result["accuracy"] = float(np.mean(classes == labels.astype(np.int64)))
+        elif task == "regression":
+            diff = out.reshape(len(out), -1).astype(np.float64) - y.reshape(len(y), -1).astype(
+                np.float64
+            )
+            result["mse"] = float(np.mean(diff**2))
+            result["mae"] = float(np.mean(np.abs(diff)))
+    if output is not None:
+        _write_predictions(Path(output), out, classes)
+        result["output_path"] = str(output)
+    return result
+
+
+# ---------------------------------------------------------------------------
+# verify: three independent evaluations of the same raw inputs.
+
+
+def _np_probabilities(spec: ir.Spec, y: np.ndarray) -> np.ndarray:
+    # Mirrors _emit_probabilities with the textbook float32 formulas.
+    kind = output_kind(spec)
+    if kind == "probabilities":
+        return y
+    if kind == "log_probabilities":
+        return np.exp(y)
+    if spec.task == "binary":
+        return (1 / (1 + np.exp(-y))).astype(np.float32)
+    z = np.exp(y - y.max(axis=-1, keepdims=True))
+    return (z / z.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _compare(got: np.ndarray, want: np.ndarray) -> dict[str, float]:
+    got = np.asarray(got, np.float64)
+    want = np.asarray(want, np.float64)
+    if got.shape != want.shape:
+        raise FcspecError(
+            f"verify: ONNX output shape {list(got.shape)} != interpreter's {list(want.shape)}"
+        )
+    d = np.abs(got - want)
+    bad_nan = np.isnan(got) != np.isnan(want)
+    d = np.where(np.isnan(got) & np.isnan(want), 0.0, d)
+    d = np.where(bad_nan, np.inf, d)
+    rel = d / np.maximum(np.abs(want), np.finfo(np.float32).tiny)
+    err = d / np.maximum(1.0, np.abs(want))
+    return {
+        "max_abs": float(d.max(initial=0.0)),
+        "max_rel": float(rel.max(initial=0.0)),
+        "error": float(err.max(initial=0.0)),
+    }
+
+
+def verify(
+    spec: ir.Spec,
+    params: Mapping[str, np.ndarray],
+    preprocess: data.Preprocess | None = None,
+    *,
+    n: int = 64,
+    rng: np.random.Generator | int | None = None,
+    opset: int = DEFAULT_OPSET,
+    probabilities: bool = False,
+    model: onnx.ModelProto | None = None,
+) -> dict[str, Any]:
+    """Compare the NumPy interpreter, onnxruntime and onnx.reference on raw inputs.
+
+    Inputs are drawn as standard normals *after* preprocessing and mapped back to
+    raw units, so every activation sees both signs whatever the scale.  Each ONNX
+    runtime is run at batch 1 (the first sample) and at batch `n`.  The result
+    holds `max_abs`, `max_rel`, `error` (the max of |d| / max(1, |numpy|)) per
+    runtime and batch, and `ok = error <= TOLERANCE` overall; the caller exits
+    non-zero when not ok.
+    """
+    from onnx.reference import ReferenceEvaluator
+
+    from . import interpreter
+
+    if not isinstance(n, int) or n < 1:
+        raise FcspecError(f"verify needs n >= 1 samples, got {n!r}")
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    weights = check_params(spec.model, params)
+    pre = preprocessing(spec, preprocess)
+    if model is None:
+        model = export(spec, weights, preprocess, opset=opset, probabilities=probabilities)
+    else:
+        probabilities = probabilities or (
+            dict((p.key, p.value) for p in model.metadata_props).get("output") == "probabilities"
+            and output_kind(spec) != "probabilities"
+        )
+
+    shape = spec.model.input_shape
+    z = rng.standard_normal((n, *shape)).astype(np.float32)
+    raw = ((z * pre.divisor + pre.shift) * pre.scale).astype(np.float32)
+
+    net = interpreter.Network(spec.model, weights)
+    # data.py's own preprocessing (what training fed the network) against the baked-in nodes
+    x = pre.apply_into(raw, np.empty(raw.shape, np.float32))
+    want = np.asarray(net.predict(x), np.float32)
+    if probabilities:
+        want = _np_probabilities(spec, want)
+
+    sess = session(model)
+    ref = ReferenceEvaluator(model)
+    runs = {
+        "onnxruntime": lambda xb: sess.run(None, {INPUT_NAME: xb})[0],
+        "reference": lambda xb: ref.run(None, {INPUT_NAME: xb})[0],
+    }
+    result: dict[str, Any] = {"n": n, "opset": opset, "tolerance": TOLERANCE, "runs": {}}
+    worst = {"max_abs": 0.0, "max_rel": 0.0, "error": 0.0}
+    for name, run in runs.items():
+        for label, xb, wb in (("batch_1", raw[:1], want[:1]), (f"batch_{n}", raw, want)):
+            try:
+                got = run(xb)
+            except FcspecError:
+                raise
+            except Exception as e:
+                raise FcspecError(f"verify: {name} failed on the exported model: {e}") from None
+            c = _compare(got, wb)
+            result["runs"][f"{name}/{label}"] = c
+            worst = {k: max(worst[k], c[k]) for k in worst}
+    result.update(worst)
+    result["ok"] = bool(worst["error"] <= TOLERANCE)
+    return result
+
+
+def format_verify(result: dict[str, Any]) -> str:
+    """verify's result as the lines `fcspec verify` prints."""
+    lines = [f"{'run':<24} {'max abs':>10} {'max rel':>10} {'error':>10}"]
+    for name, c in result["runs"].items():
+        lines.append(f"{name:<24} {c['max_abs']:>10.3g} {c['max_rel']:>10.3g} {c['error']:>10.3g}")
+    verdict = "ok" if result["ok"] else "FAILED"
+    lines.append(
+        f"{verdict}: largest |onnx - numpy| / max(1, |numpy|) = {result['error']:.3g} "
+        f"(tolerance {result['tolerance']:g}, opset {result['opset']}, {result['n']} samples)"
+    )
+    return "\n".join(lines)
