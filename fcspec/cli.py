@@ -23,6 +23,7 @@ Examples:
   fcspec show specs/mnist.fc           layer table: shapes and parameters
   fcspec explain specs/mnist.fc        every default, the update rule, lr per epoch
   fcspec run specs/digits.fc           train; writes runs/Digits/
+  fcspec trace specs/digits.fc         one training step explained, gradients checked
   fcspec export specs/digits.fc --onnx runs/Digits/Digits.onnx for onnxruntime
 """
 
@@ -263,6 +264,52 @@ def run_report(summary: dict, where: Path) -> str:
         + (f" after {summary.get('epochs')} epochs in {took:.1f} s" if took is not None else "")
     )
     return "\n".join(lines)
+
+
+@main.command()
+@SPEC
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    help="Rows in the traced batch [default: the spec's batch].",
+)
+@click.option(
+    "--step",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Trace training step K (the K - 1 steps before it are taken first).",
+)
+@click.option(
+    "--checks",
+    type=click.IntRange(min=1),
+    default=12,
+    show_default=True,
+    help="Entries of each gradient checked by finite differences.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the trace as JSON (for tools).")
+@_fails_cleanly
+def trace(file: str, batch, step, checks, as_json) -> None:
+    """Explain one real training step of FILE, layer by layer.
+
+    \b
+    Prints every tensor of the forward pass (name, shape, first values), the
+    loss, the gradient of every tensor with the formula fcspec computes it by,
+    a finite-difference check of each gradient (float64, max relative error,
+    ok/FAIL), and the optimizer's update of one parameter with its numbers.
+    Exits 1 when a gradient check fails.
+    """
+    import json
+
+    from . import trace as ftrace
+
+    result = ftrace.trace(_load(file, quiet=as_json), batch=batch, step=step, checks=checks)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(ftrace.format_text(result), nl=False)
+    if not result["check"]["ok"]:
+        raise FcspecError("a gradient check failed: the backward pass disagrees with the loss")
 
 
 @main.command(name="eval")

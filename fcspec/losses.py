@@ -40,6 +40,13 @@ class Loss:
     """Base: options parsing, target checks and the gradient buffer."""
 
     kind = ""
+    # What the loss computes and its gradient with respect to the model output
+    # (z, or A for probabilities), as `fcspec trace` prints them; {D} is the
+    # divisor of the reduction (`divisor`).  `fused`: last layer op -> the
+    # gradient through that layer, where its derivative cancels.
+    formula = ""
+    grad_formula = ""
+    fused: dict[str, str] = {}
 
     def __init__(self, options: dict):
         self.options = dict(options)
@@ -81,6 +88,25 @@ class Loss:
         """The divisor of a `mean` over `numel` elements (1 for `sum`)."""
         return float(numel) if self.reduction == "mean" and numel else 1.0
 
+    def divisor(self, out: np.ndarray, target: np.ndarray) -> float:
+        """What the summed loss is divided by for this batch (1 for `sum`)."""
+        return self._scale(np.asarray(out).size)
+
+    def texts(self, out: np.ndarray, target: np.ndarray) -> dict[str, str]:
+        """The formula, gradient and fused-gradient texts with this batch's divisor filled in."""
+        d = self.divisor(out, target)
+        return {
+            "formula": _fill(self.formula, d),
+            "grad": _fill(self.grad_formula, d),
+            **{f"fused:{op}": _fill(t, d) for op, t in self.fused.items()},
+        }
+
+
+def _fill(text: str, divisor: float) -> str:
+    if divisor == 1.0:
+        return text.replace(" / {D}", "")
+    return text.replace("{D}", f"{divisor:g}")
+
 
 # ---------------------------------------------------------------------------
 # Classification: class-id targets.
@@ -115,6 +141,9 @@ class _ClassLoss(Loss):
             )
         return out, target
 
+    def divisor(self, out, target) -> float:
+        return self._denominator(np.asarray(target, dtype=np.int64))
+
     def _denominator(self, target) -> float:
         """PyTorch's mean: divided by N, or by sum(w[y_n]) with class weights."""
         if self.reduction != "mean":
@@ -134,10 +163,37 @@ class CrossEntropy(_ClassLoss):
     """
 
     kind = "cross_entropy"
+    formula = "L = sum_n -log softmax(z)[n, y_n] / {D}"
+    grad_formula = "(softmax(z) - onehot(y)) / {D}"
 
     def __init__(self, options: dict):
         super().__init__(options)
         self.eps = float(options.get("label_smoothing", 0.0) or 0.0)
+
+    def texts(self, out, target) -> dict[str, str]:
+        d = self.divisor(out, target)
+        e, c = self.eps, np.shape(out)[-1]
+        if self.weight is not None:
+            f = "L = sum_n w_y (-log softmax(z)[n, y_n]) / {D}"
+            g = "(softmax(z) w_y - w_y onehot(y)) / {D}"
+            if e:
+                f = (
+                    f"L = sum_n ({1 - e:g} w_y (-log softmax(z)[n, y_n]) "
+                    f"+ {e / c:g} sum_c w_c (-log softmax(z)[n, c])) / {{D}}"
+                )
+                g = (
+                    f"(softmax(z) ({1 - e:g} w_y + {e / c:g} sum w) - {1 - e:g} w_y onehot(y) "
+                    f"- {e / c:g} w) / {{D}}"
+                )
+        elif e:
+            f = (
+                f"L = sum_n ({1 - e:g} (-log softmax(z)[n, y_n]) "
+                f"+ {e / c:g} sum_c -log softmax(z)[n, c]) / {{D}}"
+            )
+            g = f"(softmax(z) - {1 - e:g} onehot(y) - {e / c:g}) / {{D}}"
+        else:
+            f, g = self.formula, self.grad_formula
+        return {"formula": _fill(f, d), "grad": _fill(g, d)}
 
     def _compute(self, x, y, want_grad):
         n, c = x.shape
@@ -202,6 +258,15 @@ class NLL(_ClassLoss):
     """Log-probabilities and class ids: -w[y_n] x[n, y_n], mean = sum / sum(w[y_n])."""
 
     kind = "nll"
+    formula = "L = sum_n -w_y z[n, y_n] / {D}"
+    grad_formula = "-w_y onehot(y) / {D}"
+    fused = {"log_softmax": "(w_y softmax(x) - w_y onehot(y)) / {D}"}
+
+    def texts(self, out, target) -> dict[str, str]:
+        t = super().texts(out, target)
+        if self.weight is None:  # w_y = 1
+            t = {k: v.replace("w_y ", "") for k, v in t.items()}
+        return t
 
     def _compute(self, x, y, want_grad):
         n = x.shape[0]
@@ -229,6 +294,8 @@ class MSE(Loss):
     """mean((x - y)^2); gradient 2 (x - y) / numel."""
 
     kind = "mse"
+    formula = "L = sum (z - y)^2 / {D}"
+    grad_formula = "2 (z - y) / {D}"
 
     def _compute(self, x, y, want_grad):
         d = self._buf("d", x.shape, x.dtype)
@@ -245,6 +312,8 @@ class MAE(Loss):
     """mean(|x - y|); gradient sign(x - y) / numel (0 where equal, as PyTorch)."""
 
     kind = "mae"
+    formula = "L = sum |z - y| / {D}"
+    grad_formula = "sign(z - y) / {D}"
 
     def _compute(self, x, y, want_grad):
         d = self._buf("d", x.shape, x.dtype)
@@ -263,6 +332,8 @@ class Huber(Loss):
     """0.5 d^2 if |d| < delta else delta (|d| - 0.5 delta); gradient clip(d, -delta, delta)."""
 
     kind = "huber"
+    formula = "L = sum (0.5 d^2 if |d| < delta else delta (|d| - 0.5 delta)) / {D}, d = z - y"
+    grad_formula = "clip(z - y, -delta, delta) / {D}"
 
     def __init__(self, options: dict):
         super().__init__(options)
@@ -303,6 +374,9 @@ class BCE(Loss):
     gradient (x - y) / max(x (1 - x), 1e-12) (PyTorch's formulas, mean over elements)."""
 
     kind = "bce"
+    formula = "L = sum -(y log A + (1 - y) log(1 - A)) / {D}, logs clamped at -100"
+    grad_formula = "(A - y) / max(A (1 - A), 1e-12) / {D}"
+    fused = {"sigmoid": "(A - y) / {D}: the sigmoid's A (1 - A) cancels"}
 
     def _compute(self, x, y, want_grad):
         a = self._buf("a", x.shape, x.dtype)
@@ -335,6 +409,8 @@ class BCEWithLogits(Loss):
     """Logits: max(x, 0) - x y + log1p(exp(-|x|)); gradient (sigmoid(x) - y) / numel."""
 
     kind = "bce_with_logits"
+    formula = "L = sum (max(z, 0) - z y + log(1 + e^-|z|)) / {D}"
+    grad_formula = "(sigmoid(z) - y) / {D}"
 
     def _compute(self, x, y, want_grad):
         a = self._buf("a", x.shape, x.dtype)
@@ -372,6 +448,12 @@ class KLDiv(Loss):
     Gradient -y / N."""
 
     kind = "kl_div"
+    formula = "L = sum y (log y - z) / {D}"
+    grad_formula = "-y / {D}"
+
+    def divisor(self, out, target) -> float:
+        n = np.shape(out)[0] if np.ndim(out) else 1
+        return float(max(n, 1)) if self.reduction in ("mean", "batchmean") else 1.0
 
     def _compute(self, x, y, want_grad):
         a = self._buf("a", x.shape, x.dtype)

@@ -102,13 +102,17 @@ class Op:
     forward: Callable[[Context, np.ndarray], np.ndarray]
     backward: Callable[..., np.ndarray | None]
     onnx: Callable[[Any, ir.Layer, str], str]
+    # What `forward` and `backward` compute, as `fcspec trace` prints it: x is the
+    # input, y the output, g = dL/dy; `grads` maps "x" and each parameter to dL/d(it).
+    formula: str = ""
+    grads: tuple[tuple[str, str], ...] = ()
 
 
 OPS: dict[str, Op] = {}
 
 
-def _row(name: str, forward, backward, onnx) -> None:
-    OPS[name] = Op(name, forward, backward, onnx)
+def _row(name: str, forward, backward, onnx, *, formula: str, grads: dict[str, str]) -> None:
+    OPS[name] = Op(name, forward, backward, onnx, formula, tuple(grads.items()))
 
 
 def _f32(value: float) -> np.ndarray:
@@ -156,7 +160,14 @@ def _linear_onnx(g, layer: ir.Layer, x: str) -> str:
     return g.node("Gemm", inputs, transB=1)
 
 
-_row("linear", _linear_forward, _linear_backward, _linear_onnx)
+_row(
+    "linear",
+    _linear_forward,
+    _linear_backward,
+    _linear_onnx,
+    formula="y = x W^T + b",
+    grads={"weight": "g^T x", "bias": "sum over rows of g", "x": "g W"},
+)
 
 
 # ---------------------------------------------------------------------------
@@ -175,7 +186,14 @@ def _flatten_onnx(g, layer: ir.Layer, x: str) -> str:
     return g.node("Flatten", [x], axis=1)
 
 
-_row("flatten", _flatten_forward, _flatten_backward, _flatten_onnx)
+_row(
+    "flatten",
+    _flatten_forward,
+    _flatten_backward,
+    _flatten_onnx,
+    formula="y = reshape(x, [N, -1])",
+    grads={"x": "reshape(g, x's shape)"},
+)
 
 
 # ---------------------------------------------------------------------------
@@ -214,7 +232,14 @@ def _dropout_onnx(g, layer: ir.Layer, x: str) -> str:
     return x  # no inference effect
 
 
-_row("dropout", _dropout_forward, _dropout_backward, _dropout_onnx)
+_row(
+    "dropout",
+    _dropout_forward,
+    _dropout_backward,
+    _dropout_onnx,
+    formula="y = x * mask / (1 - p) while training, mask ~ bernoulli(1 - p); y = x otherwise",
+    grads={"x": "g * mask / (1 - p) (g itself outside training)"},
+)
 
 
 # ---------------------------------------------------------------------------
@@ -242,7 +267,14 @@ def _relu_onnx(g, layer: ir.Layer, x: str) -> str:
     return g.node("Relu", [x])
 
 
-_row("relu", _relu_forward, _relu_backward, _relu_onnx)
+_row(
+    "relu",
+    _relu_forward,
+    _relu_backward,
+    _relu_onnx,
+    formula="y = max(x, 0)",
+    grads={"x": "g * (y > 0)"},
+)
 
 
 # ---------------------------------------------------------------------------
@@ -273,7 +305,14 @@ def _leaky_relu_onnx(g, layer: ir.Layer, x: str) -> str:
     return g.node("LeakyRelu", [x], alpha=float(layer.attrs["negative_slope"]))
 
 
-_row("leaky_relu", _leaky_relu_forward, _leaky_relu_backward, _leaky_relu_onnx)
+_row(
+    "leaky_relu",
+    _leaky_relu_forward,
+    _leaky_relu_backward,
+    _leaky_relu_onnx,
+    formula="y = x if x > 0 else slope * x",
+    grads={"x": "g * (1 if x > 0 else slope)"},
+)
 
 
 # ---------------------------------------------------------------------------
@@ -327,7 +366,14 @@ def _elu_onnx(g, layer: ir.Layer, x: str) -> str:
     return g.node("Elu", [x], alpha=float(layer.attrs["alpha"]))
 
 
-_row("elu", _elu_forward, _elu_backward, _elu_onnx)
+_row(
+    "elu",
+    _elu_forward,
+    _elu_backward,
+    _elu_onnx,
+    formula="y = x if x > 0 else alpha (e^x - 1)",
+    grads={"x": "g * (1 if x > 0 else alpha e^x)"},
+)
 
 
 def _selu_forward(c: Context, x):
@@ -342,7 +388,14 @@ def _selu_onnx(g, layer: ir.Layer, x: str) -> str:
     return g.node("Selu", [x])  # ONNX's default alpha/gamma are these constants in float32
 
 
-_row("selu", _selu_forward, _selu_backward, _selu_onnx)
+_row(
+    "selu",
+    _selu_forward,
+    _selu_backward,
+    _selu_onnx,
+    formula="y = scale (x if x > 0 else alpha (e^x - 1))",
+    grads={"x": "g * scale (1 if x > 0 else alpha e^x)"},
+)
 
 
 # ---------------------------------------------------------------------------
@@ -376,7 +429,14 @@ def _sigmoid_onnx(g, layer: ir.Layer, x: str) -> str:
     return g.node("Sigmoid", [x])
 
 
-_row("sigmoid", _sigmoid_forward, _sigmoid_backward, _sigmoid_onnx)
+_row(
+    "sigmoid",
+    _sigmoid_forward,
+    _sigmoid_backward,
+    _sigmoid_onnx,
+    formula="y = 1 / (1 + e^-x)",
+    grads={"x": "g * y (1 - y)"},
+)
 
 
 # ---------------------------------------------------------------------------
@@ -403,7 +463,14 @@ def _tanh_onnx(g, layer: ir.Layer, x: str) -> str:
     return g.node("Tanh", [x])
 
 
-_row("tanh", _tanh_forward, _tanh_backward, _tanh_onnx)
+_row(
+    "tanh",
+    _tanh_forward,
+    _tanh_backward,
+    _tanh_onnx,
+    formula="y = tanh(x)",
+    grads={"x": "g * (1 - y^2)"},
+)
 
 
 # ---------------------------------------------------------------------------
@@ -526,7 +593,16 @@ def _gelu_onnx(g, layer: ir.Layer, x: str) -> str:
     return g.node("Mul", [half_x, g.node("Add", [th, g.const(_f32(1.0))])])
 
 
-_row("gelu", _gelu_forward, _gelu_backward, _gelu_onnx)
+_row(
+    "gelu",
+    _gelu_forward,
+    _gelu_backward,
+    _gelu_onnx,
+    formula="y = x Phi(x) (tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))))",
+    grads={
+        "x": "g * (Phi(x) + x phi(x)), phi the normal density (tanh approximation: its derivative)"
+    },
+)
 
 
 # ---------------------------------------------------------------------------
@@ -557,7 +633,14 @@ def _silu_onnx(g, layer: ir.Layer, x: str) -> str:
     return g.node("Mul", [x, g.node("Sigmoid", [x])])
 
 
-_row("silu", _silu_forward, _silu_backward, _silu_onnx)
+_row(
+    "silu",
+    _silu_forward,
+    _silu_backward,
+    _silu_onnx,
+    formula="y = x sigmoid(x)",
+    grads={"x": "g * s (1 + x (1 - s)), s = sigmoid(x)"},
+)
 
 
 # ---------------------------------------------------------------------------
@@ -618,7 +701,14 @@ def _softplus_onnx(g, layer: ir.Layer, x: str) -> str:
     return y
 
 
-_row("softplus", _softplus_forward, _softplus_backward, _softplus_onnx)
+_row(
+    "softplus",
+    _softplus_forward,
+    _softplus_backward,
+    _softplus_onnx,
+    formula="y = log(1 + e^(beta x)) / beta, y = x where beta x > threshold",
+    grads={"x": "g * sigmoid(beta x) (g where beta x > threshold)"},
+)
 
 
 # ---------------------------------------------------------------------------
@@ -653,7 +743,14 @@ def _softmax_onnx(g, layer: ir.Layer, x: str) -> str:
     return g.node("Softmax", [x], axis=-1)
 
 
-_row("softmax", _softmax_forward, _softmax_backward, _softmax_onnx)
+_row(
+    "softmax",
+    _softmax_forward,
+    _softmax_backward,
+    _softmax_onnx,
+    formula="y = e^(x - max x) / sum e^(x - max x) over the last axis",
+    grads={"x": "y * (g - sum(g * y))"},
+)
 
 
 # ---------------------------------------------------------------------------
@@ -697,4 +794,11 @@ def _log_softmax_onnx(g, layer: ir.Layer, x: str) -> str:
     return g.node("LogSoftmax", [x], axis=-1)
 
 
-_row("log_softmax", _log_softmax_forward, _log_softmax_backward, _log_softmax_onnx)
+_row(
+    "log_softmax",
+    _log_softmax_forward,
+    _log_softmax_backward,
+    _log_softmax_onnx,
+    formula="y = x - max x - log sum e^(x - max x) over the last axis",
+    grads={"x": "g - e^y * sum(g)"},
+)
