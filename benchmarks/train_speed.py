@@ -6,16 +6,16 @@ scaled by 1/255), the 784-128-64-10 ReLU network, cross_entropy, seeded
 shuffling, float32, for batch 32 / 64 / 128 / 256 with SGD (lr 0.01,
 momentum 0.9) and with Adam (lr 1e-3).  Engines:
 
-- fcspec run   `fcspec.train.run(spec, epochs=E, quiet=True)` on a spec compiled by
-               `fcspec.check.compile_source`: the real training path.  The seconds
-               are the per-epoch `seconds` train.run records itself (the loop over
-               the batches, without data loading or checkpoint writing).  MNIST is
-               decoded once and handed to every round (`fcspec.data.prepare` is
-               wrapped by a cache), so rounds do not pay the 1 s decode.
-- fcspec loop  the same step built from the lower-level pieces (interpreter.Network,
-               losses, optim) with nothing but forward, loss, backward, optimizer
-               step: what the per-step bookkeeping of train.run (finiteness checks,
-               accuracy count) costs is the difference between the two.
+- fcspec run   `fcspec.train.run(spec, epochs=E, quiet=True, prepared=...)` on a spec
+               compiled by `fcspec.check.compile_source`: the real training path.  The
+               seconds are the per-epoch `seconds` train.run records itself (the loop
+               over the batches, without data loading or checkpoint writing).  MNIST is
+               decoded once (`fcspec.data.prepare`) and handed to every round as
+               `prepared`, so rounds do not pay the 1 s decode.
+- fcspec loop  train.run's own batch stream and step (`train.Batches`, `train.Step`:
+               forward, loss, backward, finiteness checks, optimizer step) without the
+               rest of its epoch: what the per-epoch bookkeeping of train.run (accuracy
+               count, progress, validation) costs is the difference between the two.
 - numpy by hand  the issue's "carefully written float32 NumPy loop" (numpy_loop.py):
                this one network written out by hand for speed, over the float32 data
                torch reads.  Not a goal but its yardstick: hand/torch is how far NumPy
@@ -177,10 +177,13 @@ _PREPARED: dict = {}
 
 
 def prepared_data(spec):
-    """fcspec.data.prepare(spec), computed once per data section."""
+    """fcspec.data.prepare(spec), computed once per data section (train.run takes it as
+    `prepared`; it never writes into it)."""
+    from fcspec import data as fdata
+
     key = repr(spec.data)
     if key not in _PREPARED:
-        _PREPARED[key] = _original_prepare(spec)
+        _PREPARED[key] = fdata.prepare(spec)
     return _PREPARED[key]
 
 
@@ -191,21 +194,6 @@ def dense_x(cell) -> np.ndarray:
     if key not in _PREPARED:
         _PREPARED[key] = cell.data.train.x
     return _PREPARED[key]
-
-
-def _original_prepare(spec, base_dir=None):
-    from fcspec import data as fdata
-
-    return getattr(fdata, "_bench_original_prepare", fdata.prepare)(spec, base_dir)
-
-
-def install_data_cache() -> None:
-    """Make train.run's `fdata.prepare` return the cached arrays (train.run never writes into them)."""
-    from fcspec import data as fdata
-
-    if not hasattr(fdata, "_bench_original_prepare"):
-        fdata._bench_original_prepare = fdata.prepare
-        fdata.prepare = lambda spec, base_dir=None: prepared_data(spec)
 
 
 # ---------------------------------------------------------------------------
@@ -239,43 +227,34 @@ def run_fcspec(cell: Cell, epochs: int, tmp: Path) -> list[float]:
     from fcspec import train
 
     out = Path(tempfile.mkdtemp(dir=tmp))
-    train.run(cell.spec, out_dir=out, epochs=epochs, quiet=True)
+    train.run(cell.spec, out_dir=out, epochs=epochs, quiet=True, prepared=cell.data)
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return [float(m["seconds"]) for m in history]
 
 
 def run_fcspec_loop(cell: Cell, epochs: int, tmp: Path) -> list[float]:
-    """train.py's step without its bookkeeping: forward, loss, backward, optimizer step."""
-    from fcspec import interpreter, losses, optim
+    """train.run's own batch stream and step (`train.Batches`, `train.Step`: forward, loss,
+    backward, the finiteness checks, optimizer step) without the rest of its epoch."""
+    from fcspec import interpreter, losses, optim, train
 
     spec, seed = cell.spec, cell.seed
-    split, y = cell.data.train, cell.data.train.y
-    n, batch = len(split), cell.batch
+    n, batch = len(cell.data.train), cell.batch
     net = interpreter.Network(spec.model, rng=np.random.default_rng([seed, 1]))
     loss_fn = losses.make_loss(spec.loss)
     opt = optim.make_optimizer(spec.optimizer, net.theta.size)
+    step = train.Step(spec, net, loss_fn, opt, np.random.default_rng([seed, 2]))
+    batches = train.Batches(cell.data.train, batch, shuffle=True)
     rng = np.random.default_rng(seed)
     lr = float(spec.optimizer.lr)
-    x_buf = np.empty((batch,) + split.samples.shape[1:], np.float32)
-    y_buf = np.empty((batch,) + y.shape[1:], y.dtype)
-
-    def step(idx):
-        b = idx.shape[0]
-        xb = split.rows(idx, x_buf[:b])  # as train.run gathers (and converts) a batch
-        yb = np.take(y, idx, axis=0, out=y_buf[:b], mode="clip")
-        out = net.forward(xb, True)
-        _, g = loss_fn.value_and_grad(out, yb)
-        net.backward(g)
-        opt.step(net.theta, net.grad, lr)
-
-    for s in range(0, WARMUP_STEPS * batch, batch):  # untimed, as for torch
-        step(np.arange(s, s + batch))
+    warmup = batches.epoch(np.arange(n))
+    for _ in range(WARMUP_STEPS):  # untimed, as for torch
+        _, _, xb, yb = next(warmup)
+        step(xb, yb, lr)
     times = []
     for _ in range(epochs):
         t0 = time.perf_counter()
-        order = rng.permutation(n)
-        for s in range(0, n, batch):
-            step(order[s : s + batch])
+        for _, _, xb, yb in batches.epoch(rng.permutation(n)):
+            step(xb, yb, lr)
         times.append(time.perf_counter() - t0)
     return times
 
@@ -555,7 +534,6 @@ def memory_child(engine: str, optimizer: str, batch: int, seed: int) -> dict:
         import torch
 
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    install_data_cache()
     cell = Cell(optimizer, batch, seed)  # loads (and keeps) the data
     x = dense_x(cell) if engine == "torch" else cell.data.train.samples  # what each engine reads
     data_mb = (x.nbytes + cell.data.train.y.nbytes) / 1e6
@@ -565,7 +543,7 @@ def memory_child(engine: str, optimizer: str, batch: int, seed: int) -> dict:
         if engine == "torch":
             run_torch(cell, 1, Path(tmp))
         else:
-            train.run(cell.spec, out_dir=tmp, epochs=1, quiet=True)
+            train.run(cell.spec, out_dir=tmp, epochs=1, quiet=True, prepared=cell.data)
     st = _status()
     return {
         "engine": engine,
@@ -1106,7 +1084,6 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.perf_counter()
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     try:
-        install_data_cache()
         cells = [Cell(o, b, args.seed) for o in optimizers for b in batches]
     except FcspecError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -1189,9 +1166,10 @@ def main(argv: list[str] | None = None) -> int:
             "SGD is lr 0.01 with momentum 0.9, Adam lr 1e-3. "
             f"Seconds per epoch are medians over {args.rounds} alternating round(s) of {args.epochs} epoch(s) "
             f"per engine ({date.today().isoformat()}). **fcspec** is `fcspec.train.run` (its own per-epoch "
-            "`seconds`: the batch loop, not data loading or checkpoints); **fcspec loop** is the bare step "
-            "(forward, loss, backward, optimizer) from the same modules, so the gap between the two is "
-            "train.run's per-step bookkeeping; **torch** is an eager loop over a float32 copy of the scaled "
+            "`seconds`: the batch loop, not data loading or checkpoints); **fcspec loop** is train.run's own "
+            "batch stream and step (`train.Batches`, `train.Step`: forward, loss, backward, finiteness "
+            "checks, optimizer) alone, so the gap between the two is the rest of train.run's epoch "
+            "(accuracy count, progress); **torch** is an eager loop over a float32 copy of the scaled "
             "data (fcspec keeps MNIST's bytes and converts each batch as it gathers it) with the same batch "
             f"indices and torch.optim's defaults, after {WARMUP_STEPS} untimed warm-up steps."
             + sk_note

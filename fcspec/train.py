@@ -36,15 +36,16 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import data as fdata
+from . import interpreter, ir, losses, optim, schedules
 from . import io as fio
-from . import ir
 from .errors import DataError, FcspecError, TrainingError
 
 CHECKPOINT_FORMAT = 1
@@ -184,10 +185,8 @@ def _human(n: float) -> str:
 
 
 def _check_memory(spec: ir.Spec, batch: int) -> None:
-    from .data import available_memory
-
     est = estimate_memory(spec, batch)
-    avail = available_memory()
+    avail = fdata.available_memory()
     if avail is not None and est["total"] > avail:
         parts = ", ".join(f"{k} {_human(v)}" for k, v in est.items() if k != "total")
         raise TrainingError(
@@ -459,6 +458,374 @@ def output_dir(
     return Path("runs") / spec.name
 
 
+# ---------------------------------------------------------------------------
+# The run's state and its callbacks.
+#
+# The contract other code (the Python API, sweeps, trackers) builds on:
+#
+#   run(spec, ..., prepared=None, callbacks=())
+#       `prepared` (a data.Prepared) is used as the run's data instead of
+#       calling data.prepare(spec); `callbacks` are objects with any of:
+#   on_train_begin(state)
+#       before the first epoch (after a resume, with the resumed history).
+#   on_epoch_end(state, row) -> bool | None
+#       after each finished epoch, before its files are written; `row` is the
+#       epoch's metrics.jsonl record (do not modify it).  Returning True stops
+#       training cleanly after this epoch, recorded like early stopping
+#       (`stopped_by_callback` in summary.json and the checkpoint).
+#   on_train_end(state, summary)
+#       after summary.json is written.
+#
+#   `state` is the RunState: `spec`, `epoch` (the epoch being trained, or just
+#   finished), `history` (the rows so far), `params` (name -> ndarray view of
+#   the weights, PyTorch keys and layouts), `grads` (the same for the last
+#   step's gradients), `out` (the run folder), `lr` (the epoch's rate).
+#   Callbacks read it; changing the weights in place is allowed (e.g. pruning
+#   them), anything else is not.
+
+CALLBACK_HOOKS = ("on_train_begin", "on_epoch_end", "on_train_end")
+
+
+class Diverged(Exception):
+    """Raised by `Step` when the loss or the gradient stops being finite (the run explains it)."""
+
+    def __init__(self, what: str, where: str, gnorm: float):
+        super().__init__(what)
+        self.what, self.where, self.gnorm = what, where, gnorm
+
+
+class Step:
+    """One training step as `run` takes it: forward (dropout active), loss value and gradient,
+    backward, regularization, the finiteness checks, gradient clipping, the optimizer step.
+
+    `step(xb, yb, lr)` returns the batch's loss (regularization included) and keeps the
+    model's output in `out` and the gradient norm in `gnorm`.  It raises `Diverged`
+    before updating anything when the loss or the gradient is not finite.
+    """
+
+    def __init__(self, spec: ir.Spec, net, loss_fn, opt, dropout_rng: np.random.Generator):
+        self.net, self.loss_fn, self.opt, self.rng = net, loss_fn, opt, dropout_rng
+        self.reg = spec.regularize
+        self.max_norm = spec.train.clip_grad_norm
+        self.out: np.ndarray | None = None
+        self.gnorm = 0.0
+
+    def __call__(self, xb: np.ndarray, yb: np.ndarray, lr: float) -> float:
+        net = self.net
+        out = net.forward(xb, True, self.rng)
+        value, g_out = self.loss_fn.value_and_grad(out, yb)
+        net.backward(g_out)  # overwrites net.grad
+        value = float(value) + float(losses.regularization(net, self.reg))
+        if not math.isfinite(value):
+            where = f"loss {value}; largest weights {_largest(net.params)}"
+            raise Diverged("the loss", where, self.gnorm)
+        # One pass gives the norm and the finiteness check at once.
+        self.gnorm = gnorm = math.sqrt(_sumsq(net.grad))
+        if not math.isfinite(gnorm):
+            raise Diverged("the gradient", f"gradient of {_first_nonfinite(net.grads)}", gnorm)
+        if self.max_norm is not None:
+            optim.clip_grad_norm(net.grad, self.max_norm)
+        self.opt.step(net.theta, net.grad, lr)
+        self.out = out
+        return value
+
+
+class Batches:
+    """The batch stream: each epoch's batches of the training split, in a given order.
+
+    Batches are gathered into (and converted in) buffers kept for the whole run
+    (np.take(mode="clip") writes straight into them; the default mode would build
+    a dataset-sized temporary first).  Full-batch descent reads every row every
+    step, so its split is converted once.
+    """
+
+    def __init__(self, split: fdata.Split, batch: int, shuffle: bool):
+        self.n = n = len(split)
+        self.batch = batch
+        self.split = split.dense() if batch >= n else split
+        self.x_buf = self.y_buf = None
+        if batch < n and (shuffle or split.pre is not None):
+            self.x_buf = np.empty((batch,) + split.samples.shape[1:], dtype=np.float32)
+            self.y_buf = np.empty((batch,) + split.y.shape[1:], dtype=split.y.dtype)
+
+    def epoch(self, order: np.ndarray | None):
+        """(rows done, batch size, inputs, targets) per batch; `order` None: file order."""
+        split, n, batch, x_buf, y_buf = self.split, self.n, self.batch, self.x_buf, self.y_buf
+        for s in range(0, n, batch):
+            e = min(s + batch, n)
+            b = e - s
+            if order is None:
+                xb = split.rows(
+                    slice(s, e), None if x_buf is None or split.pre is None else x_buf[:b]
+                )
+                yield e, b, xb, split.y[s:e]
+            elif x_buf is None:  # one batch of the whole set, permuted
+                yield e, b, split.x[order], split.y[order]
+            else:
+                idx = order[s:e]
+                xb = split.rows(idx, x_buf[:b])
+                yield e, b, xb, np.take(split.y, idx, axis=0, out=y_buf[:b], mode="clip")
+
+
+class RunState:
+    """Everything one run holds, in one object: what callbacks see and what a checkpoint stores."""
+
+    def __init__(self, spec: ir.Spec, out: Path, seed: int, total_epochs: int, prepared, init=None):
+        self.spec, self.out, self.seed, self.total_epochs = spec, out, seed, total_epochs
+        self.prepared = prepared
+        self.n = n = len(prepared.train)
+        if n == 0:
+            raise DataError("the training set is empty")
+        self.batch = n if spec.train.batch is None else min(int(spec.train.batch), n)
+        _check_memory(spec, self.batch)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise TrainingError(f"cannot create the run folder {out}: {e}") from None
+        self.net = interpreter.Network(spec.model, rng=np.random.default_rng([seed, 1]))
+        if init is not None:
+            try:
+                self.net.load_params(fio.load_npz(init, "weights"))
+            except DataError as e:
+                raise DataError(
+                    f"--init {init}: {e.diagnostic.message}", hint=e.diagnostic.hint
+                ) from None
+        self.loss_fn = losses.make_loss(spec.loss)
+        self.opt = optim.make_optimizer(spec.optimizer, self.net.theta.size)
+        self.sched = schedules.make_schedule(spec.schedule, spec.optimizer.lr)
+        es = spec.train.early_stop
+        self.stopper = schedules.EarlyStopping(es) if es is not None else None
+        self.shuffle_rng = np.random.default_rng(seed)
+        self.dropout_rng = np.random.default_rng([seed, 2])
+        self.history: list[dict[str, Any]] = []
+        self.epoch = 0  # the epoch being trained, or the last one finished
+        self.lr = float(self.sched.lr)  # the rate of `epoch`
+        self.best_theta: np.ndarray | None = None
+        self.best_epoch: int | None = None
+        self.stopped_early = False
+        self.stopped_by_callback = False
+        self.ckpt_path = out / "checkpoint.npz"
+        self.ckpt_written = False
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        return self.net.params
+
+    @property
+    def grads(self) -> dict[str, np.ndarray]:
+        return self.net.grads
+
+    @property
+    def stopped(self) -> bool:
+        return self.stopped_early or self.stopped_by_callback
+
+    # -- resume and checkpoints --------------------------------------------
+
+    def resume(self, path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """Continue where the checkpoint at `path` ends (its weights, optimizer, schedule,
+        early stopping, random streams and history)."""
+        if meta.get("n_train") != self.n:
+            raise TrainingError(
+                f"checkpoint {path} was trained on {meta.get('n_train')} rows, "
+                f"the data now has {self.n}",
+                hint="the data files changed since the checkpoint",
+            )
+        self.net.load_params(_prefixed(arrays, "weights/"))
+        try:
+            self.opt.load_state_dict(_unpack(meta["optimizer"], arrays))
+            self.sched.load_state_dict(_unpack(meta["schedule"], arrays))
+            if self.stopper is not None and meta.get("early_stop") is not None:
+                self.stopper.load_state_dict(_unpack(meta["early_stop"], arrays))
+            self.shuffle_rng = _rng_from_array(arrays["rng/shuffle"])
+            self.dropout_rng = _rng_from_array(arrays["rng/dropout"])
+            self.history = list(meta["history"])
+            self.epoch = int(meta["epoch"])
+            self.lr = float(self.sched.lr)
+            self.best_epoch = meta.get("best_epoch")
+            if "best_theta" in arrays:
+                self.best_theta = arrays["best_theta"].astype(np.float32, copy=True)
+                if self.best_theta.shape != self.net.theta.shape:
+                    raise ValueError(f"best_theta has shape {self.best_theta.shape}")
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            # written by fcspec itself, so this means damage or a foreign file
+            raise DataError(f"checkpoint {path} is damaged: {type(e).__name__}: {e}") from None
+        self.ckpt_written = path.resolve() == self.ckpt_path.resolve()
+
+    def checkpoint_bytes(self) -> bytes:
+        """The checkpoint of the state as it is (after `epoch`), as .npz bytes."""
+        arrays: dict[str, np.ndarray] = {
+            f"weights/{k}": v for k, v in _weights_arrays(self.net).items()
+        }
+        spec, stopper = self.spec, self.stopper
+        m = {
+            "format": CHECKPOINT_FORMAT,
+            "spec_name": spec.name,
+            "spec_path": str(spec.path),
+            "spec_sha256": spec.sha256,
+            "epoch": self.epoch,
+            "seed": self.seed,
+            "n_train": self.n,
+            "stopped_early": self.stopped_early,
+            "stopped_by_callback": self.stopped_by_callback,
+            "best_epoch": self.best_epoch,
+            "history": self.history,
+            "optimizer": _pack(self.opt.state_dict(), "optimizer", arrays),
+            "schedule": _pack(self.sched.state_dict(), "schedule", arrays),
+            "early_stop": _pack(stopper.state_dict(), "early_stop", arrays) if stopper else None,
+        }
+        arrays["rng/shuffle"] = _rng_to_array(self.shuffle_rng)
+        arrays["rng/dropout"] = _rng_to_array(self.dropout_rng)
+        if self.best_theta is not None:
+            arrays["best_theta"] = self.best_theta
+        arrays["meta"] = np.array(json.dumps(m, sort_keys=True))
+        return fio.npz_bytes(arrays)
+
+    def write_epoch_files(self) -> None:
+        """weights.npz, checkpoint.npz and metrics.jsonl of the finished epoch, each atomically."""
+        fio.save_npz(self.out / "weights.npz", _weights_arrays(self.net))
+        fio.atomic_write_bytes(self.ckpt_path, self.checkpoint_bytes())
+        self.ckpt_written = True
+        fio.atomic_write_jsonl(self.out / "metrics.jsonl", self.history)
+
+    # -- the two ways an epoch ends early ------------------------------------
+
+    def diverged(self, d: Diverged, step: int) -> TrainingError:
+        if self.ckpt_written:
+            kept = f"{self.ckpt_path} and weights.npz still hold epoch {self.epoch - 1}"
+        else:
+            kept = "no epoch finished, so no weights or checkpoint were written"
+        return TrainingError(
+            f"training diverged at epoch {self.epoch}, step {step}: {d.what} became non-finite "
+            f"({d.where}); lr {self.lr:.4g}, gradient norm {d.gnorm:.4g}. Nothing of this epoch "
+            f"was saved: {kept}",
+            hint="lower the learning rate or set clip_grad_norm in the train block",
+        )
+
+    def interrupted(self, signum: int, start_ckpt: bytes) -> Interrupted:
+        # The current epoch is incomplete: its steps are dropped, and the checkpoint
+        # of the last finished epoch (or of the start state) is what resume uses.
+        if not self.ckpt_written:
+            fio.atomic_write_bytes(self.ckpt_path, start_ckpt)
+        return Interrupted(
+            f"interrupted at epoch {self.epoch}; resume with: "
+            f"fcspec run {self.spec.path} --resume {self.ckpt_path}",
+            exit_code=128 + int(signum),
+            epoch=self.epoch,
+            checkpoint=str(self.ckpt_path),
+        )
+
+
+def _callbacks(callbacks, hook: str, *args) -> list[Any]:
+    """Call `hook` on every callback that has it; their results in order."""
+    results = []
+    for cb in callbacks:
+        fn = getattr(cb, hook, None)
+        if fn is not None:
+            results.append(fn(*args))
+    return results
+
+
+# ---------------------------------------------------------------------------
+# The run.
+
+
+def _train_epoch(state: RunState, step: Step, batches: Batches, sig, progress) -> dict[str, Any]:
+    """The epoch `state.epoch` over every batch; its row with the training figures."""
+    spec, net, n = state.spec, state.net, state.n
+    task, loss_kind = spec.task, spec.loss.kind
+    classifier = task in ("classification", "binary")
+    epoch, total, lr = state.epoch, state.total_epochs, state.lr
+    order = state.shuffle_rng.permutation(n) if spec.train.shuffle else None
+    loss_sum, correct, k = 0.0, 0, 0
+    step.gnorm = 0.0
+    for k, (e, b, xb, yb) in enumerate(batches.epoch(order), start=1):
+        try:
+            value = step(xb, yb, lr)
+        except Diverged as d:
+            raise state.diverged(d, k) from None
+        loss_sum += value * b
+        correct += _batch_correct(task, loss_kind, step.out, yb)
+        progress.step(epoch, total, loss_sum, e, correct if classifier else None, lr)
+        if sig.signum is not None:
+            break
+    # Finite gradients and a finite rate keep the weights finite except by overflow;
+    # a weight that overflowed makes the next step's loss non-finite (caught above),
+    # so the weights need checking only once, before anything is written.
+    if not math.isfinite(_sumsq(net.theta)):
+        where = f"weights of {_first_nonfinite(net.params)}"
+        raise state.diverged(Diverged("the weights", where, step.gnorm), k)
+    row: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / n, "lr": lr}
+    if classifier:
+        row["train_accuracy"] = correct / n
+    return row
+
+
+def _end_epoch(state: RunState, row: dict[str, Any], t0: float, callbacks, progress) -> None:
+    """After an epoch: validation figures, the schedule's step, early stopping, the
+    callbacks, then the epoch's files (checkpoint included) and its progress line."""
+    spec, net, epoch = state.spec, state.net, state.epoch
+    val = state.prepared.val
+    if val is not None and len(val):
+        vout = net.predict(val.x, EVAL_BATCH)
+        row.update(_eval_metrics(spec.task, spec.loss.kind, state.loss_fn, vout, val.y, "val"))
+    state.sched.step(row)
+    es = spec.train.early_stop
+    if state.stopper is not None:
+        state.stopped_early = bool(state.stopper.update(epoch, row))
+        if getattr(state.stopper, "best_epoch", None) == epoch:
+            state.best_epoch = epoch
+            if es.restore_best:
+                state.best_theta = net.theta.copy()
+    row["seconds"] = time.perf_counter() - t0
+    state.history.append(row)
+    if any(r is True for r in _callbacks(callbacks, "on_epoch_end", state, row)):
+        state.stopped_by_callback = True
+    state.write_epoch_files()
+    progress.epoch(row, state.total_epochs)
+    if state.stopped_early:
+        progress.message(
+            f"early stopping after epoch {epoch} "
+            f"({es.monitor} did not improve for {es.patience} epochs)"
+        )
+    elif state.stopped_by_callback:
+        progress.message(f"stopped by a callback after epoch {epoch}")
+
+
+def _open_resume(
+    spec: ir.Spec, resume, seed: int | None
+) -> tuple[Path | None, dict | None, dict | None, int | None]:
+    """(checkpoint path, its record, its arrays, the seed) of `resume`; Nones without one."""
+    if resume is None:
+        return None, None, None, seed
+    path = _resolve_checkpoint(resume)
+    meta, arrays = _load_checkpoint(path, spec)
+    if seed is not None and seed != meta["seed"]:
+        raise TrainingError(
+            f"--seed {seed} differs from the checkpoint's seed {meta['seed']}",
+            hint="drop --seed when resuming",
+        )
+    return path, meta, arrays, meta["seed"]
+
+
+def _nothing_to_do(path: Path, meta: dict, total_epochs: int, out: Path, quiet: bool, echo):
+    if meta.get("stopped_early"):
+        why = "stopped early"
+    elif meta.get("stopped_by_callback"):
+        why = "was stopped by a callback"
+    else:
+        why = f"finished {meta['epoch']} epochs"
+    msg = f"nothing to do: checkpoint {path} already {why} (of {total_epochs})"
+    if not quiet:
+        (echo or (lambda s: print(s, file=sys.stderr)))(msg)
+    summary_path = Path(out) / "summary.json"
+    if summary_path.exists():
+        try:
+            return json.loads(summary_path.read_text())
+        except (OSError, ValueError):
+            pass
+    return {"epochs": meta["epoch"], "nothing_to_do": True}
+
+
 def run(
     spec: ir.Spec,
     *,
@@ -471,40 +838,30 @@ def run(
     plot: bool = False,
     base_dir: str | os.PathLike | None = None,
     echo: Callable[[str], None] | None = None,
+    prepared: fdata.Prepared | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Train `spec` and write the run folder; return the summary (also in summary.json).
 
     `epochs` and `seed` override the spec's `train` block.  `init` starts from
     a weights `.npz`; `resume` continues from a checkpoint (file or run folder)
     up to the total number of epochs, ending bit for bit where an
-    uninterrupted run ends.  Raises `TrainingError` on divergence and
-    `Interrupted` on SIGINT / SIGTERM (after writing a consistent checkpoint).
+    uninterrupted run ends.  `prepared` (a `data.Prepared`) is the data to
+    train on instead of `data.prepare(spec)`; `callbacks` follow the contract
+    above (`on_train_begin`, `on_epoch_end`, `on_train_end`).  Raises
+    `TrainingError` on divergence and `Interrupted` on SIGINT / SIGTERM (after
+    writing a consistent checkpoint).
     """
-    from . import data as fdata
-    from . import interpreter, losses, optim, schedules
-
     if init is not None and resume is not None:
         raise TrainingError(
             "--init and --resume cannot be combined",
             hint="a checkpoint already holds the weights to continue from",
         )
-    if spec.data is None or spec.data.train is None:
+    if prepared is None and (spec.data is None or spec.data.train is None):
         raise TrainingError(
             f"{spec.path}: the spec has no training data", hint="add a data { train = ... } block"
         )
-
-    meta = ck_arrays = None
-    ckpt_in = None
-    if resume is not None:
-        ckpt_in = _resolve_checkpoint(resume)
-        meta, ck_arrays = _load_checkpoint(ckpt_in, spec)
-        if seed is not None and seed != meta["seed"]:
-            raise TrainingError(
-                f"--seed {seed} differs from the checkpoint's seed {meta['seed']}",
-                hint="drop --seed when resuming",
-            )
-        seed = meta["seed"]
-
+    ckpt_in, meta, ck_arrays, seed = _open_resume(spec, resume, seed)
     total_epochs = int(epochs if epochs is not None else spec.train.epochs)
     seed = int(seed if seed is not None else spec.train.seed)
     if total_epochs < 0:
@@ -514,274 +871,68 @@ def run(
     if seed != spec.train.seed:  # data.py reads the seed (validation split) from the spec
         spec = replace(spec, train=replace(spec.train, seed=seed))
     out = output_dir(spec, out_dir, ckpt_in)
-    base = Path(base_dir) if base_dir is not None else None  # None: data.py uses the spec's folder
+    if meta is not None and (
+        meta["epoch"] >= total_epochs
+        or meta.get("stopped_early")
+        or meta.get("stopped_by_callback")
+    ):
+        return _nothing_to_do(ckpt_in, meta, total_epochs, out, quiet, echo)
 
-    if meta is not None and (meta["epoch"] >= total_epochs or meta.get("stopped_early")):
-        why = "stopped early" if meta.get("stopped_early") else f"finished {meta['epoch']} epochs"
-        msg = f"nothing to do: checkpoint {ckpt_in} already {why} (of {total_epochs})"
-        if not quiet:
-            (echo or (lambda s: print(s, file=sys.stderr)))(msg)
-        summary_path = Path(out) / "summary.json"
-        if summary_path.exists():
-            try:
-                return json.loads(summary_path.read_text())
-            except (OSError, ValueError):
-                pass
-        return {"epochs": meta["epoch"], "nothing_to_do": True}
-
-    prepared = fdata.prepare(spec, base)
-    train, val, test = prepared.train, prepared.val, prepared.test
-    n = len(train)
-    if n == 0:
-        raise DataError("the training set is empty")
-    batch = n if spec.train.batch is None else min(int(spec.train.batch), n)
-    _check_memory(spec, batch)
-
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise TrainingError(f"cannot create the run folder {out}: {e}") from None
-
-    net = interpreter.Network(spec.model, rng=np.random.default_rng([seed, 1]))
-    if init is not None:
-        try:
-            net.load_params(fio.load_npz(init, "weights"))
-        except DataError as e:
-            raise DataError(
-                f"--init {init}: {e.diagnostic.message}", hint=e.diagnostic.hint
-            ) from None
-    loss_fn = losses.make_loss(spec.loss)
-    opt = optim.make_optimizer(spec.optimizer, net.theta.size)
-    sched = schedules.make_schedule(spec.schedule, spec.optimizer.lr)
-    es_spec = spec.train.early_stop
-    stopper = schedules.EarlyStopping(es_spec) if es_spec is not None else None
-    shuffle_rng = np.random.default_rng(seed)
-    dropout_rng = np.random.default_rng([seed, 2])
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-    best_theta: np.ndarray | None = None
-    best_epoch: int | None = None
-
+    if prepared is None:
+        base = Path(base_dir) if base_dir is not None else None  # None: the spec's folder
+        prepared = fdata.prepare(spec, base)
+    state = RunState(spec, out, seed, total_epochs, prepared, init)
     if meta is not None:
-        if meta.get("n_train") != n:
-            raise TrainingError(
-                f"checkpoint {ckpt_in} was trained on {meta.get('n_train')} rows, "
-                f"the data now has {n}",
-                hint="the data files changed since the checkpoint",
-            )
-        net.load_params(_prefixed(ck_arrays, "weights/"))
-        try:
-            opt.load_state_dict(_unpack(meta["optimizer"], ck_arrays))
-            sched.load_state_dict(_unpack(meta["schedule"], ck_arrays))
-            if stopper is not None and meta.get("early_stop") is not None:
-                stopper.load_state_dict(_unpack(meta["early_stop"], ck_arrays))
-            shuffle_rng = _rng_from_array(ck_arrays["rng/shuffle"])
-            dropout_rng = _rng_from_array(ck_arrays["rng/dropout"])
-            history = list(meta["history"])
-            start_epoch = int(meta["epoch"])
-            best_epoch = meta.get("best_epoch")
-            if "best_theta" in ck_arrays:
-                best_theta = ck_arrays["best_theta"].astype(np.float32, copy=True)
-                if best_theta.shape != net.theta.shape:
-                    raise ValueError(f"best_theta has shape {best_theta.shape}")
-        except (KeyError, TypeError, ValueError, IndexError) as e:
-            # written by fcspec itself, so this means damage or a foreign file
-            raise DataError(f"checkpoint {ckpt_in} is damaged: {type(e).__name__}: {e}") from None
-
+        state.resume(ckpt_in, meta, ck_arrays)
     if prepared.preprocess is not None:
         prepared.preprocess.save(out / "preprocess.npz")
-
-    def checkpoint_arrays(epoch: int, stopped: bool) -> dict[str, np.ndarray]:
-        arrays: dict[str, np.ndarray] = {f"weights/{k}": v for k, v in _weights_arrays(net).items()}
-        m = {
-            "format": CHECKPOINT_FORMAT,
-            "spec_name": spec.name,
-            "spec_path": str(spec.path),
-            "spec_sha256": spec.sha256,
-            "epoch": epoch,
-            "seed": seed,
-            "n_train": n,
-            "stopped_early": stopped,
-            "best_epoch": best_epoch,
-            "history": history,
-            "optimizer": _pack(opt.state_dict(), "optimizer", arrays),
-            "schedule": _pack(sched.state_dict(), "schedule", arrays),
-            "early_stop": _pack(stopper.state_dict(), "early_stop", arrays) if stopper else None,
-        }
-        arrays["rng/shuffle"] = _rng_to_array(shuffle_rng)
-        arrays["rng/dropout"] = _rng_to_array(dropout_rng)
-        if best_theta is not None:
-            arrays["best_theta"] = best_theta
-        arrays["meta"] = np.array(json.dumps(m, sort_keys=True))
-        return arrays
-
-    ckpt_path = out / "checkpoint.npz"
     # The state a resume would start from, kept in memory (not written: an
     # older run's files in `out` stay until this run finishes its first epoch).
-    pending_ckpt = fio.npz_bytes(checkpoint_arrays(start_epoch, False))
-    ckpt_written = (
-        meta is not None and ckpt_in is not None and ckpt_in.resolve() == ckpt_path.resolve()
-    )
+    start_ckpt = state.checkpoint_bytes()
 
-    steps_per_epoch = -(-n // batch)
-    progress = _Progress(quiet, echo, total_epochs * steps_per_epoch, start_epoch * steps_per_epoch)
-    if batch >= n:
-        train = train.dense()  # full-batch descent reads every row every step: convert once
-    x_buf = y_buf = None
-    if batch < n and (spec.train.shuffle or train.pre is not None):
-        # The batches are gathered (np.take(mode="clip") writes straight into these; the
-        # default mode would build a dataset-sized temporary first) or converted into them.
-        x_buf = np.empty((batch,) + train.samples.shape[1:], dtype=np.float32)
-        y_buf = np.empty((batch,) + train.y.shape[1:], dtype=train.y.dtype)
-    max_norm = spec.train.clip_grad_norm
-    task, loss_kind = spec.task, spec.loss.kind
-    classifier = task in ("classification", "binary")
-    stopped_early = False
-    epoch = start_epoch
-
-    def diverged(
-        what: str, epoch: int, step: int, lr: float, gnorm: float, where: str
-    ) -> TrainingError:
-        if ckpt_written:
-            kept = f"{ckpt_path} and weights.npz still hold epoch {epoch - 1}"
-        else:
-            kept = "no epoch finished, so no weights or checkpoint were written"
-        return TrainingError(
-            f"training diverged at epoch {epoch}, step {step}: {what} became non-finite "
-            f"({where}); lr {lr:.4g}, gradient norm {gnorm:.4g}. Nothing of this epoch "
-            f"was saved: {kept}",
-            hint="lower the learning rate or set clip_grad_norm in the train block",
-        )
-
-    def interrupted(signum: int, epoch: int) -> None:
-        # The current epoch is incomplete: its steps are dropped, and the checkpoint
-        # of the last finished epoch (or of the start state) is what resume uses.
-        if not ckpt_written:
-            fio.atomic_write_bytes(ckpt_path, pending_ckpt)
-        raise Interrupted(
-            f"interrupted at epoch {epoch}; resume with: "
-            f"fcspec run {spec.path} --resume {ckpt_path}",
-            exit_code=128 + int(signum),
-            epoch=epoch,
-            checkpoint=str(ckpt_path),
-        )
-
+    batches = Batches(prepared.train, state.batch, spec.train.shuffle)
+    step = Step(spec, state.net, state.loss_fn, state.opt, state.dropout_rng)
+    steps_per_epoch = -(-state.n // state.batch)
+    progress = _Progress(quiet, echo, total_epochs * steps_per_epoch, state.epoch * steps_per_epoch)
+    _callbacks(callbacks, "on_train_begin", state)
     try:
         # Overflow in a diverging run is detected and explained below; numpy's
         # RuntimeWarnings would only print noise ahead of the diagnosis.
         with _SignalCatcher() as sig, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            for epoch in range(start_epoch + 1, total_epochs + 1):
+            for epoch in range(state.epoch + 1, total_epochs + 1):
+                state.epoch = epoch
                 if sig.signum is not None:  # arrived during the last epoch's bookkeeping
-                    interrupted(sig.signum, epoch)
+                    raise state.interrupted(sig.signum, start_ckpt)
                 t0 = time.perf_counter()
-                lr = float(sched.lr)
-                order = shuffle_rng.permutation(n) if spec.train.shuffle else None
-                loss_sum, correct, gnorm = 0.0, 0, 0.0
-                for step, s in enumerate(range(0, n, batch), start=1):
-                    e = min(s + batch, n)
-                    b = e - s
-                    if order is None:
-                        xb, yb = (
-                            train.rows(slice(s, e), None if x_buf is None else x_buf[:b]),
-                            train.y[s:e],
-                        )
-                    elif x_buf is None:  # one batch of the whole set, permuted
-                        xb, yb = train.x[order], train.y[order]
-                    else:
-                        idx = order[s:e]
-                        xb = train.rows(idx, x_buf[:b])
-                        yb = np.take(train.y, idx, axis=0, out=y_buf[:b], mode="clip")
-                    outb = net.forward(xb, True, dropout_rng)
-                    value, g_out = loss_fn.value_and_grad(outb, yb)
-                    net.backward(g_out)  # overwrites net.grad
-                    value = float(value) + float(losses.regularization(net, spec.regularize))
-                    if not math.isfinite(value):
-                        raise diverged(
-                            "the loss",
-                            epoch,
-                            step,
-                            lr,
-                            gnorm,
-                            f"loss {value}; largest weights {_largest(net.params)}",
-                        )
-                    # One pass gives the norm and the finiteness check at once.
-                    gnorm = math.sqrt(_sumsq(net.grad))
-                    if not math.isfinite(gnorm):
-                        raise diverged(
-                            "the gradient",
-                            epoch,
-                            step,
-                            lr,
-                            gnorm,
-                            f"gradient of {_first_nonfinite(net.grads)}",
-                        )
-                    if max_norm is not None:
-                        optim.clip_grad_norm(net.grad, max_norm)
-                    opt.step(net.theta, net.grad, lr)
-                    loss_sum += value * b
-                    correct += _batch_correct(task, loss_kind, outb, yb)
-                    progress.step(
-                        epoch, total_epochs, loss_sum, e, correct if classifier else None, lr
-                    )
-                    if sig.signum is not None:
-                        break
-                # Finite gradients and a finite rate keep the weights finite except by overflow;
-                # a weight that overflowed makes the next step's loss non-finite (caught above),
-                # so the weights need checking only once, before anything is written.
-                if not math.isfinite(_sumsq(net.theta)):
-                    raise diverged(
-                        "the weights",
-                        epoch,
-                        step,
-                        lr,
-                        gnorm,
-                        f"weights of {_first_nonfinite(net.params)}",
-                    )
+                state.lr = float(state.sched.lr)
+                row = _train_epoch(state, step, batches, sig, progress)
                 if sig.signum is not None:
-                    interrupted(sig.signum, epoch)
-                m: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / n, "lr": lr}
-                if classifier:
-                    m["train_accuracy"] = correct / n
-                if val is not None and len(val):
-                    vout = net.predict(val.x, EVAL_BATCH)
-                    m.update(_eval_metrics(task, loss_kind, loss_fn, vout, val.y, "val"))
-                sched.step(m)
-                if stopper is not None:
-                    stopped_early = bool(stopper.update(epoch, m))
-                    if getattr(stopper, "best_epoch", None) == epoch:
-                        best_epoch = epoch
-                        if es_spec.restore_best:
-                            best_theta = net.theta.copy()
-                m["seconds"] = time.perf_counter() - t0
-                history.append(m)
-                fio.save_npz(out / "weights.npz", _weights_arrays(net))
-                fio.atomic_write_bytes(
-                    ckpt_path, fio.npz_bytes(checkpoint_arrays(epoch, stopped_early))
-                )
-                ckpt_written = True
-                fio.atomic_write_jsonl(out / "metrics.jsonl", history)
-                progress.epoch(m, total_epochs)
-                if stopped_early:
-                    progress.message(
-                        f"early stopping after epoch {epoch} "
-                        f"({es_spec.monitor} did not improve for {es_spec.patience} epochs)"
-                    )
+                    raise state.interrupted(sig.signum, start_ckpt)
+                _end_epoch(state, row, t0, callbacks, progress)
+                if state.stopped:
                     break
     finally:
         progress.close()
+    return _finish(state, plot, callbacks)
 
-    if stopped_early and es_spec.restore_best and best_theta is not None:
-        net.theta[...] = best_theta
-    fio.save_npz(out / "weights.npz", _weights_arrays(net))
 
-    summary = _summary(spec, history, net, loss_fn, test, best_epoch, stopped_early)
-    fio.atomic_write_json(out / "summary.json", summary)
-    if plot and history:
-        _plot(out / "curves.png", history)
+def _finish(state: RunState, plot: bool, callbacks) -> dict[str, Any]:
+    """The final weights (the best epoch's when early stopping restores them), summary.json
+    with the test figures, the plot."""
+    es = state.spec.train.early_stop
+    if state.stopped_early and es.restore_best and state.best_theta is not None:
+        state.net.theta[...] = state.best_theta
+    fio.save_npz(state.out / "weights.npz", _weights_arrays(state.net))
+    summary = _summary(state)
+    fio.atomic_write_json(state.out / "summary.json", summary)
+    if plot and state.history:
+        _plot(state.out / "curves.png", state.history)
+    _callbacks(callbacks, "on_train_end", state, summary)
     return summary
 
 
-def _summary(spec, history, net, loss_fn, test, best_epoch, stopped_early) -> dict:
+def _summary(state: RunState) -> dict:
+    spec, history = state.spec, state.history
     last = history[-1] if history else {}
     s: dict[str, Any] = {
         "name": spec.name,
@@ -789,22 +940,25 @@ def _summary(spec, history, net, loss_fn, test, best_epoch, stopped_early) -> di
         "spec_sha256": spec.sha256,
         "epochs": last.get("epoch", 0),
         "num_params": int(spec.model.num_params),
-        "stopped_early": stopped_early,
+        "stopped_early": state.stopped_early,
+        "stopped_by_callback": state.stopped_by_callback,
         # the sum of the epochs' times, so a resumed run reports its whole training time
         "seconds": float(sum(m["seconds"] for m in history)),
     }
     for k, v in last.items():
         if k not in ("epoch", "seconds"):
             s[k] = v
+    best_epoch = state.best_epoch
     if best_epoch is None and history:
         key = "val_loss" if "val_loss" in last else "train_loss"
         finite = [m for m in history if math.isfinite(m[key])]
         if finite:
             best_epoch = min(finite, key=lambda m: m[key])["epoch"]
     s["best_epoch"] = best_epoch
+    test = state.prepared.test
     if test is not None and len(test):
-        tout = net.predict(test.x, EVAL_BATCH)
-        s.update(_eval_metrics(spec.task, spec.loss.kind, loss_fn, tout, test.y, "test"))
+        tout = state.net.predict(test.x, EVAL_BATCH)
+        s.update(_eval_metrics(spec.task, spec.loss.kind, state.loss_fn, tout, test.y, "test"))
     return s
 
 
@@ -816,9 +970,6 @@ def evaluate(
     Falls back to the validation split, then to the training set, when the
     spec has no test data; the result's `split` says which one was used.
     """
-    from . import data as fdata
-    from . import interpreter, losses
-
     if spec.data is None or spec.data.train is None:
         raise TrainingError(f"{spec.path}: the spec has no data to evaluate on")
     base = Path(base_dir) if base_dir is not None else None  # None: data.py uses the spec's folder

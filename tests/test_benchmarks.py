@@ -112,13 +112,14 @@ def test_hand_written_loop_computes_fcspecs_training_step(optimizer):
     interpreter and optimizers (to float32 round-off: its Adam folds the bias corrections)."""
     import numpy as np
 
-    from fcspec import interpreter, losses, optim
+    from fcspec import interpreter, losses, optim, train
 
     ts = load_train_speed()
     spec = ts.make_spec(optimizer, 32, 0)
     net = interpreter.Network(spec.model, rng=np.random.default_rng(3))
     loss_fn = losses.make_loss(spec.loss)
     opt = optim.make_optimizer(spec.optimizer, net.theta.size)
+    fcspec_step = train.Step(spec, net, loss_fn, opt, np.random.default_rng(5))  # train.run's
     hand = ts.HandLoop(optimizer, theta=net.theta)
     rng = np.random.default_rng(4)
     x = rng.random((100, 784), dtype=np.float32)
@@ -126,11 +127,8 @@ def test_hand_written_loop_computes_fcspecs_training_step(optimizer):
     for step, idx in enumerate(
         [rng.permutation(100)[:32], rng.permutation(100)[:32], np.arange(68, 100)]
     ):
-        out = net.forward(x[idx].reshape(-1, 1, 28, 28), training=True)
-        correct = int((out.argmax(1) == y[idx]).sum())
-        loss, g = loss_fn.value_and_grad(out, y[idx])
-        net.backward(g)
-        opt.step(net.theta, net.grad, float(spec.optimizer.lr))
+        loss = fcspec_step(x[idx].reshape(-1, 1, 28, 28), y[idx], float(spec.optimizer.lr))
+        correct = int((fcspec_step.out.argmax(1) == y[idx]).sum())
         before = hand.theta.copy()
         hand_loss, hand_correct = hand.step(x, y, idx)
         assert hand_loss == pytest.approx(loss, rel=1e-5), step

@@ -14,6 +14,7 @@ import os
 import sys
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -661,3 +662,75 @@ def test_digits_reaches_95_percent_test_accuracy(tmp_path):
     )
     s = train.run(load_spec(tmp_path / "digits.fc"), out_dir=tmp_path / "run", quiet=True)
     assert s["epochs"] == 20 and s["test_accuracy"] >= 0.95
+
+
+# ---------------------------------------------------------------------------
+# The run's entry points for other code: prepared data and callbacks
+
+
+class StopAtEpoch2:
+    """A callback that records what it saw and stops training after epoch 2."""
+
+    def __init__(self):
+        self.seen: list[tuple] = []
+
+    def on_train_begin(self, state):
+        self.seen.append(("begin", state.epoch, len(state.history), state.out))
+
+    def on_epoch_end(self, state, row):
+        assert row is state.history[-1] and row["epoch"] == state.epoch
+        assert row["lr"] == state.lr
+        # params and grads are the live arrays, PyTorch's names and layouts
+        assert state.params["fc1.weight"].shape == (16, 64)
+        assert state.grads["fc1.weight"].shape == (16, 64)
+        assert np.any(state.grads["fc1.weight"] != 0)
+        self.seen.append(("epoch", state.epoch, dict(row)))
+        return state.epoch == 2
+
+    def on_train_end(self, state, summary):
+        self.seen.append(("end", state.epoch, summary))
+
+
+def test_callback_stops_training_and_prepared_data_is_used(tmp_path, monkeypatch):
+    spec = load_spec(write_spec(tmp_path, epochs=5))
+    prepared = data.prepare(spec)
+
+    def no_prepare(*args, **kwargs):
+        raise AssertionError("train.run called data.prepare although data was handed to it")
+
+    monkeypatch.setattr(data, "prepare", no_prepare)
+    cb = StopAtEpoch2()
+    partial = SimpleNamespace(on_epoch_end=lambda state, row: None)  # any subset of the hooks
+    summary = train.run(
+        spec,
+        out_dir=tmp_path / "run",
+        quiet=True,
+        prepared=prepared,
+        callbacks=[cb, partial],
+    )
+    monkeypatch.undo()
+
+    assert [s[0] for s in cb.seen] == ["begin", "epoch", "epoch", "end"]
+    assert cb.seen[0][1:] == (0, 0, tmp_path / "run")
+    assert summary["epochs"] == 2 and summary["stopped_by_callback"] is True
+    assert summary["stopped_early"] is False and cb.seen[-1][2] is summary
+    rows = metrics(tmp_path / "run")
+    assert strip_time(rows) == strip_time([cb.seen[1][2], cb.seen[2][2]])
+    # the data handed in is the data the spec names: the same run as without it
+    full = train.run(spec, out_dir=tmp_path / "full", epochs=2, quiet=True)
+    assert strip_time(metrics(tmp_path / "full")) == strip_time(rows)
+    assert_same_weights(
+        weights(tmp_path / "run" / "weights.npz"), weights(tmp_path / "full" / "weights.npz")
+    )
+    assert full["stopped_by_callback"] is False
+    # the stop is recorded like early stopping: resuming has nothing left to do
+    again = train.run(spec, resume=tmp_path / "run", quiet=True)
+    assert again == summary
+
+
+def test_prepared_data_without_a_data_section(tmp_path):
+    spec = load_spec(write_spec(tmp_path, epochs=1))
+    prepared = data.prepare(spec)
+    bare = replace(spec, data=None)  # e.g. a model built in Python, trained on arrays
+    summary = train.run(bare, out_dir=tmp_path / "run", quiet=True, prepared=prepared)
+    assert summary["epochs"] == 1 and math.isfinite(summary["val_loss"])
