@@ -89,6 +89,27 @@ class Assign:
 
 
 @dataclass(frozen=True, slots=True)
+class Name:
+    """One word of a sweep path, with its own span (a layer name there is a reference)."""
+
+    text: str
+    span: Span = field(compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Search:
+    """`optimizer.lr = log_uniform(1e-4, 1e-1)` in a sweep block: what to vary and how."""
+
+    path: tuple[Name, ...]  # `hidden.units` -> (hidden, units)
+    value: Value  # the distribution, a call such as choice(32, 64)
+    span: Span = field(compare=False)
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(n.text for n in self.path)
+
+
+@dataclass(frozen=True, slots=True)
 class ModelSection:
     name: str
     body: tuple[Input | Chain, ...]
@@ -108,10 +129,10 @@ class CallSection:
 
 @dataclass(frozen=True, slots=True)
 class BlockSection:
-    """`data { ... }` and `train { ... }`."""
+    """`data { ... }`, `train { ... }` and `sweep { ... }` (the only one with `Search`es)."""
 
     keyword: str
-    body: tuple[Assign | Call, ...]
+    body: tuple[Assign | Call | Search, ...]
     span: Span = field(compare=False)
     keyword_span: Span = field(compare=False)
 

@@ -29,6 +29,7 @@ class Result:
     spec: ir.Spec | None
     diagnostics: list[Diagnostic]
     source: str | None
+    sweep: Any = None  # a sweep.space.Sweep when the spec has a valid sweep block
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -104,7 +105,9 @@ def check_source(text: str, path: str = "<string>") -> Result:
     errors = [d for d in checker.diagnostics if d.severity == "error"]
     if errors or spec is None:
         return Result(None, checker.diagnostics, text)
-    return Result(dataclasses.replace(spec, source=text), checker.diagnostics, text)
+    return Result(
+        dataclasses.replace(spec, source=text), checker.diagnostics, text, checker.sweep
+    )
 
 
 def compile_source(text: str, path: str = "<string>") -> ir.Spec:
@@ -170,6 +173,8 @@ class _Checker:
         self.program = program
         self.path = path
         self.diagnostics: list[Diagnostic] = []
+        self.layer_calls: dict[str, ast.Call] = {}  # every layer's name -> its call, for sweeps
+        self.sweep = None
 
     # ---- reporting -------------------------------------------------------
     def error(self, message: str, span: Span | None, hint: str | None = None) -> None:
@@ -389,6 +394,11 @@ class _Checker:
         train = self.train(seen.get("train"), task, data)  # type: ignore[arg-type]
         schedule = self.schedule(seen.get("schedule"), train, data)  # type: ignore[arg-type]
         self.cross_checks(optimizer, reg)
+        if "sweep" in seen:  # `fcspec run` ignores the block, but it is checked all the same
+            from .sweep.space import SweepChecker
+
+            checker = SweepChecker(self, seen, task, data, train)
+            self.sweep = checker.run(seen["sweep"])  # type: ignore[arg-type]
         if None in (model, loss, optimizer, reg, train, schedule) or data is False:
             return None
         spec = ir.Spec(
@@ -501,6 +511,7 @@ class _Checker:
                 )
 
         names = self._layer_names(entries)
+        self.layer_calls = {name: call for name, (_, call, _) in zip(names, entries)}
         layers: list[ir.Layer] = []
         current = shape
         for (_written, call, _), name in zip(entries, names):

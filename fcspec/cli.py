@@ -106,7 +106,13 @@ def check(files: tuple[str, ...]) -> None:
             _echo_err(f"{path}: {n} error{'s' if n != 1 else ''}")
         else:
             spec = result.spec
-            click.echo(f"{path}: ok ({spec.name}, {spec.model.num_params:,} parameters)")
+            extra = ""
+            if result.sweep is not None:
+                n = len(result.sweep.params)
+                extra = (
+                    f"; a sweep of {n} value{'s' if n != 1 else ''}, {result.sweep.trials} trials"
+                )
+            click.echo(f"{path}: ok ({spec.name}, {spec.model.num_params:,} parameters{extra})")
     if failed:
         sys.exit(1)
 

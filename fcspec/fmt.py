@@ -94,6 +94,8 @@ def _stmt_text(stmt) -> str:
         return f"{stmt.name} = {chain}" if stmt.name else chain
     if isinstance(stmt, ast.Assign):
         return f"{stmt.name} = {value_text(stmt.value)}"
+    if isinstance(stmt, ast.Search):
+        return f"{stmt.dotted} = {value_text(stmt.value)}"
     return value_text(stmt)
 
 

@@ -18,7 +18,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from . import ast
 from .errors import Diagnostic, Span, SpecError
 
-SECTIONS = ("model", "loss", "optimizer", "schedule", "regularize", "data", "train")
+SECTIONS = ("model", "loss", "optimizer", "schedule", "regularize", "data", "train", "sweep")
 
 
 def grammar_text() -> str:
@@ -73,6 +73,8 @@ def parse(text: str, file: str = "<string>") -> ast.Program:
 def _keyword_as_name(text: str):
     """An on_error hook: a section word used as a setting name (`train = ...`) is a NAME.
 
+    So is one that starts a sweep path (`optimizer.lr = ...`, `train.batch = ...`).
+
     LALR merges the states after a value, so after `normalize = standard` the
     contextual lexer also expects the section keywords and lexes `train` in
     `data { normalize = standard  train = dataset("digits") }` as the keyword.
@@ -86,7 +88,7 @@ def _keyword_as_name(text: str):
         if not isinstance(e, UnexpectedToken) or tok is None or str(tok) not in SECTIONS:
             return False
         rest = text[tok.end_pos :].lstrip()
-        if not rest.startswith("=") or rest.startswith("=="):
+        if not (rest.startswith(".") or rest.startswith("=")) or rest.startswith("=="):
             return False
         try:
             if "NAME" not in e.interactive_parser.accepts():
@@ -218,6 +220,18 @@ class _ToAst(Transformer):
             "train", tuple(children), _span(self.file, meta), self._keyword_span(meta, "train")
         )
 
+    def sweep(self, meta, children):
+        return ast.BlockSection(
+            "sweep", tuple(children), _span(self.file, meta), self._keyword_span(meta, "sweep")
+        )
+
+    def search(self, meta, children):
+        path, value = children
+        return ast.Search(path, value, _span(self.file, meta))
+
+    def path(self, meta, children):
+        return tuple(ast.Name(str(t), _tok_span(self.file, t)) for t in children)
+
     def assign(self, meta, children):
         name, value = children
         return ast.Assign(str(name), value, _span(self.file, meta), _tok_span(self.file, name))
@@ -312,7 +326,7 @@ def _open_block(text: str, upto: int) -> tuple[str, int] | None:
         if c.isalnum() or c == "_":
             word += c
         elif word:
-            last_word = word if word in ("model", "data", "train") else last_word
+            last_word = word if word in ("model", "data", "train", "sweep") else last_word
             word = ""
         i += 1
     return stack[-1] if stack else None
@@ -425,7 +439,9 @@ def _syntax_diagnostic(e: UnexpectedInput, text: str, file: str) -> Diagnostic:
         )
         return Diagnostic("error", message, tok_span, f"write `{prev} = {tok}`" if prev else None)
     if tok.type == "EQUAL" and "EQUAL" not in expected:
-        hint = "one layer per `name = ...`: chain layers with `->`"
+        opened = _open_block(text, tok.start_pos)
+        if opened is None or opened[0] == "model":
+            hint = "one layer per `name = ...`: chain layers with `->`"
     if len(words) > 6:
         words = words[:6] + ["..."]
     message = (
