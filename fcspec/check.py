@@ -105,9 +105,7 @@ def check_source(text: str, path: str = "<string>") -> Result:
     errors = [d for d in checker.diagnostics if d.severity == "error"]
     if errors or spec is None:
         return Result(None, checker.diagnostics, text)
-    return Result(
-        dataclasses.replace(spec, source=text), checker.diagnostics, text, checker.sweep
-    )
+    return Result(dataclasses.replace(spec, source=text), checker.diagnostics, text, checker.sweep)
 
 
 def compile_source(text: str, path: str = "<string>") -> ir.Spec:
