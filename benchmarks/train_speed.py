@@ -122,6 +122,8 @@ from numpy_loop import HandLoop  # noqa: E402
 BEGIN = "<!-- training:begin -->"
 LIBRARIES = {"torch": "torch", "scikit-learn": "sklearn"}  # versions in the Machine line
 END = "<!-- training:end -->"
+LARGE_BEGIN = "<!-- training-large:begin -->"  # the --network 784-800-800-10 table
+LARGE_END = "<!-- training-large:end -->"
 BATCHES = (32, 64, 128, 256)
 OPTIMIZERS = {  # name -> (fcspec spec text, torch constructor)
     "sgd": "sgd(lr = 0.01, momentum = 0.9)",
@@ -134,14 +136,35 @@ GOAL_MEMORY_MB = 50.0  # training's addition to the resident data
 GOAL_CHECK_S = 0.3  # `fcspec check specs/mnist.fc`
 WARMUP_STEPS = 3  # untimed steps before torch's (and the bare loop's) first timed epoch
 
+NETWORKS = {  # --network: the issue's tutorial MLP, and Simard et al. (2003)'s larger one
+    "784-128-64-10": (784, 128, 64, 10),
+    "784-800-800-10": (784, 800, 800, 10),
+}
+GOAL_JAX = 1.5  # fcspec / JAX epoch time, every cell
+GOAL_LARGE = 1.0  # on 784-800-800-10: fcspec at or under both torch and JAX
+GOAL_FIRST_EPOCH_S = 2.0  # first-epoch extra (compilation) of fcspec and of the kernels
+
+
+def set_network(name: str) -> None:
+    """Make `name` the network every engine trains (the module-level SIZES they all read)."""
+    global SIZES
+    SIZES = NETWORKS[name]
+
+
+def _model_lines() -> str:
+    layers = [
+        f"    fc{i} = linear({w})" + (" -> relu" if i < len(SIZES) - 1 else "")
+        for i, w in enumerate(SIZES[1:], start=1)
+    ]
+    return "\n".join(layers)
+
+
 SPEC_TEMPLATE = """\
-# written by benchmarks/train_speed.py: the issue's MNIST network
+# written by benchmarks/train_speed.py: the MNIST network of the table
 model FullyConnectedNet {{
     input [1, 28, 28]
     flatten
-    fc1 = linear(128) -> relu
-    fc2 = linear(64)  -> relu
-    fc3 = linear(10)
+{model}
 }}
 
 loss      cross_entropy
@@ -164,7 +187,9 @@ train {{
 def make_spec(optimizer: str, batch: int, seed: int):
     from fcspec import check
 
-    text = SPEC_TEMPLATE.format(optimizer=OPTIMIZERS[optimizer], batch=batch, seed=seed)
+    text = SPEC_TEMPLATE.format(
+        model=_model_lines(), optimizer=OPTIMIZERS[optimizer], batch=batch, seed=seed
+    )
     return check.compile_source(
         text, str(REPO / "benchmarks" / f"train_speed_{optimizer}_{batch}.fc")
     )
@@ -208,7 +233,7 @@ def batch_sizes(n: int, batch: int) -> list[int]:
 def flops_per_epoch(n: int) -> int:
     """Multiply-adds x 2 of the 8 GEMMs per batch, summed over an epoch (independent of the batch)."""
     mats = sum(a * b for a, b in zip(SIZES, SIZES[1:]))  # 784*128 + 128*64 + 64*10
-    input_grads = sum(a * b for a, b in zip(SIZES[1:-1], SIZES[2:]))  # fc2 and fc3's dx
+    input_grads = sum(a * b for a, b in zip(SIZES[1:-1], SIZES[2:]))  # every dx but fc1's
     return n * 2 * (2 * mats + input_grads)
 
 
@@ -283,14 +308,10 @@ def run_torch(cell: Cell, epochs: int, tmp: Path) -> list[float]:
     import torch.nn.functional as F
 
     torch.manual_seed(cell.seed)
-    model = torch.nn.Sequential(
-        torch.nn.Flatten(),
-        torch.nn.Linear(784, 128),
-        torch.nn.ReLU(),
-        torch.nn.Linear(128, 64),
-        torch.nn.ReLU(),
-        torch.nn.Linear(64, 10),
-    )
+    layers: list = [torch.nn.Flatten()]
+    for i, (a, b) in enumerate(zip(SIZES, SIZES[1:])):
+        layers += [torch.nn.Linear(a, b)] + ([torch.nn.ReLU()] if i < len(SIZES) - 2 else [])
+    model = torch.nn.Sequential(*layers)
     if cell.optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     else:
@@ -361,6 +382,21 @@ def run_sklearn(cell: Cell, epochs: int, tmp: Path) -> list[float]:
     return times
 
 
+def run_jax(cell: Cell, epochs: int, tmp: Path) -> list[float]:
+    """JAX: one `jax.jit`-compiled `lax.scan` over each epoch (jax_loop.py), the same network,
+    optimizer formulas and permutation stream.  Compilation happens in an untimed warm-up (once per
+    process and shape) and is recorded in JAX_COMPILE, reported apart."""
+    from jax_loop import JaxLoop
+
+    x = dense_x(cell).reshape(len(cell.data.train), -1)
+    loop = JaxLoop(x, cell.data.train.y, SIZES, cell.optimizer, cell.batch, cell.seed)
+    JAX_COMPILE.setdefault(cell.label, loop.warm_up())
+    return [loop.epoch() for _ in range(epochs)]
+
+
+JAX_COMPILE: dict[str, float] = {}  # cell label -> seconds of the first warm-up (compilation)
+
+
 class GemmFloor:
     """The matmuls of one epoch at the training shapes, into preallocated outputs;
     with `torch`, the same arrays as tensors (shared memory) through torch.matmul."""
@@ -369,7 +405,7 @@ class GemmFloor:
         rng = np.random.default_rng(seed)
         f32 = np.float32
         self.sizes = batch_sizes(n, batch)
-        d0, d1, d2, d3 = SIZES
+        d0, d1, d2, d3 = SIZES  # both networks of NETWORKS have three linear layers
         self.x = rng.random((batch, d0), dtype=f32)
         self.w = [rng.standard_normal((o, i), dtype=f32) for i, o in zip(SIZES, SIZES[1:])]
         self.h = [np.empty((batch, d), f32) for d in (d1, d2, d3)]  # layer outputs
@@ -453,6 +489,15 @@ def engines(args) -> dict:
             out["sklearn"] = run_sklearn
         except ImportError:
             pass
+    if not args.no_jax:
+        try:
+            import jax  # noqa: F401
+
+            out["jax"] = run_jax
+        except ImportError:
+            print(
+                "JAX is not installed (pip install -e '.[bench]'): no JAX column", file=sys.stderr
+            )
     return out
 
 
@@ -717,6 +762,8 @@ def speed_table(cells: list[Cell], results: dict, n: int) -> tuple[str, list[dic
         head += ["numpy by hand s/epoch", "hand/torch (paired)", "fcspec/hand (paired)"]
     if "sklearn" in have:
         head.append("sklearn s/epoch")
+    if "jax" in have:
+        head += ["JAX s/epoch", "fcspec/JAX (paired)", f"<= {GOAL_JAX}?", "JAX compile s"]
     head += ["fcspec GFLOP/s", "numpy GEMM GFLOP/s", "floor s/epoch", "fcspec/floor (paired)"]
     if "torch GEMMs" in have:
         head.append("torch GEMMs s/epoch")
@@ -748,6 +795,9 @@ def speed_table(cells: list[Cell], results: dict, n: int) -> tuple[str, list[dic
             "hand_floor_ratio": paired_ratio(r.get("numpy by hand", []), flr),
             "floor1": med(flat(r.get("floor 1 thread", []))),
             "torch_floor": med(flat(r.get("torch GEMMs", []))),
+            "jax": med(flat(r.get("jax", []))),
+            "jax_ratio": paired_ratio(fr, r.get("jax", [])),
+            "jax_compile": JAX_COMPILE.get(cell.label),
         }
         rows.append(row)
         cells_out = [f"{cell.optimizer}, batch {cell.batch}", fmt_s(f)]
@@ -767,6 +817,14 @@ def speed_table(cells: list[Cell], results: dict, n: int) -> tuple[str, list[dic
             ]
         if "sklearn" in have:
             cells_out.append(fmt_s(row["sklearn"]))
+        if "jax" in have:
+            jr = row["jax_ratio"]
+            cells_out += [
+                fmt_s(row["jax"]),
+                ratio_s(jr),
+                "-" if jr is None else ("yes" if jr <= GOAL_JAX else "**no**"),
+                "-" if row["jax_compile"] is None else f"{row['jax_compile']:.1f}",
+            ]
         cells_out += [
             "-" if not f else f"{gflop / f:.1f}",
             "-" if not fl else f"{gflop / fl:.1f}",
@@ -824,6 +882,31 @@ def goals(
                 f"of {len(hand)} cells",
             )
         )
+    jx = [(r["cell"], r["jax_ratio"]) for r in rows if r["jax_ratio"] is not None]
+    if jx:
+        worst = max(jx, key=lambda t: t[1])
+        out.append(
+            (
+                f"fcspec/JAX <= {GOAL_JAX} in every cell",
+                all(v <= GOAL_JAX for _, v in jx),
+                f"worst {worst[1]:.2f} ({worst[0]}), {sum(v <= GOAL_JAX for _, v in jx)} "
+                f"of {len(jx)} cells met",
+            )
+        )
+    if SIZES != NETWORKS["784-128-64-10"]:
+        both = [
+            (r["cell"], max(r["ratio"], r["jax_ratio"] or 0))
+            for r in rows
+            if r["ratio"] is not None
+        ]
+        if both:
+            out.append(
+                (
+                    f"on {'-'.join(map(str, SIZES))}: fcspec at or under both torch and JAX",
+                    all(v <= GOAL_LARGE for _, v in both),
+                    ", ".join(f"{c}: {v:.2f}" for c, v in both),
+                )
+            )
     fl = [(r["cell"], r["floor_ratio"]) for r in rows if r["batch"] == 256 and r["floor_ratio"]]
     if fl:
         out.append(
@@ -1031,6 +1114,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="1 epoch x 1 round, no sklearn, fewer check repeats (a smoke run)",
     )
+    ap.add_argument(
+        "--network",
+        default="784-128-64-10",
+        choices=list(NETWORKS),
+        help="the MLP every engine trains (784-800-800-10: Simard et al. 2003, where GEMMs "
+        "dominate); each network has its own section with --write",
+    )
+    ap.add_argument("--no-jax", action="store_true", help="skip the JAX column (jax_loop.py)")
     ap.add_argument("--no-loop", action="store_true", help="skip the 'fcspec loop' column")
     ap.add_argument(
         "--no-hand",
@@ -1069,6 +1160,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(memory_child(engine, optimizer, int(batch), args.seed)))
         return 0
 
+    set_network(args.network)
+    large = args.network != "784-128-64-10"
+    if large:  # numpy_loop.py is written for the tutorial network alone
+        args.no_hand = True
     if args.quick:
         args.epochs, args.rounds, args.no_sklearn = 1, 1, True
         args.check_repeats = min(args.check_repeats, 3)
@@ -1160,9 +1255,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     body = "\n".join(
         [
-            "## Training: fcspec versus PyTorch CPU eager",
+            f"## Training{' the larger network' if large else ''}: fcspec versus PyTorch CPU "
+            "eager and JAX",
             "",
-            f"MNIST ({n} x 784, scaled by 1/255), 784-128-64-10 ReLU, cross_entropy, shuffled, float32; "
+            f"MNIST ({n} x 784, scaled by 1/255), {args.network} ReLU, cross_entropy, shuffled, float32; "
             "SGD is lr 0.01 with momentum 0.9, Adam lr 1e-3. "
             f"Seconds per epoch are medians over {args.rounds} alternating round(s) of {args.epochs} epoch(s) "
             f"per engine ({date.today().isoformat()}). **fcspec** is `fcspec.train.run` (its own per-epoch "
@@ -1183,7 +1279,10 @@ def main(argv: list[str] | None = None) -> int:
             "step by the tests), over the same float32 data as torch: **hand/torch** is how far NumPy "
             "itself gets, **fcspec/hand** what the general interpreter costs on top. **floor 1 thread** "
             "runs the same GEMMs with NumPy's BLAS limited to one thread, **torch GEMMs** with torch.matmul "
-            "(its BLAS, its threads): the part of torch's epoch no engine's overhead can explain.",
+            "(its BLAS, its threads): the part of torch's epoch no engine's overhead can explain. "
+            "**JAX** is one `jax.jit`-compiled `lax.scan` over each epoch's full batches (XLA fuses "
+            "each step; no Python per step; benchmarks/jax_loop.py), the same network, formulas and "
+            "batch indices; its compilation is an untimed warm-up, reported as **JAX compile s**.",
             "",
             table,
             "",
@@ -1207,7 +1306,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(body)
     if args.write:
-        write_section(args.write, body)
+        if large:
+            replace_section(args.write, body, LARGE_BEGIN, LARGE_END)
+        else:
+            write_section(args.write, body)
         print(f"\nwrote the training section of {args.write}", file=sys.stderr)
     missed = [what for what, ok, _ in goal_list if ok is False]
     if args.assert_goals and missed:

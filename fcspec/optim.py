@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from . import catalog, ir
+from . import catalog, ir, kernels
 from .errors import Diagnostic, SpecError, TrainingError
 
 F32 = np.float32
@@ -175,6 +175,22 @@ class SGD(Optimizer):
         super().__init__(options, size)
 
     def _update(self, theta, grad, lr):
+        if kernels.available():
+            kernels.get("sgd")(
+                theta,
+                grad,
+                self.state.get("momentum_buffer", self._u),
+                F32(self.weight_decay),
+                self.weight_decay != 0,
+                self.momentum != 0,
+                F32(self.momentum),
+                self.t == 1,
+                F32(1 - self.dampening),
+                F32(1 - self.dampening) == 1,
+                self.nesterov,
+                F32(-lr),
+            )
+            return
         g = self._with_decay(theta, grad, self.weight_decay)
         if self.momentum != 0:
             buf = self.state["momentum_buffer"]
@@ -208,6 +224,9 @@ class Adam(Optimizer):
 
     def _update(self, theta, grad, lr):
         m, v = self.state["exp_avg"], self.state["exp_avg_sq"]
+        if kernels.available() and _sqrt is np.sqrt:
+            self._fused(theta, grad, lr, m, v)
+            return
         g = grad
         if self.weight_decay != 0:
             if self.decoupled:
@@ -238,6 +257,31 @@ class Adam(Optimizer):
         np.multiply(m, F32(-step_size), out=upd)
         np.divide(upd, denom, out=upd)
         np.add(theta, upd, out=theta)
+
+    def _fused(self, theta, grad, lr, m, v):
+        """The same update as below in one pass (kernels.py; bit for bit the same result)."""
+        step = float(self.t)
+        wt = F32(1 - self.beta1)
+        big = abs(wt) >= 0.5
+        kernels.get("adam")(
+            theta,
+            grad,
+            m,
+            v,
+            self.state.get("max_exp_avg_sq", self._u),
+            F32(1 - lr * self.weight_decay),
+            F32(self.weight_decay),
+            wt - F32(1) if big else wt,
+            big,
+            F32(self.beta2),
+            F32(1 - self.beta2),
+            F32(-(lr / (1 - self.beta1**step))),
+            F32((1 - self.beta2**step) ** 0.5),
+            F32(self.eps),
+            self.decoupled and self.weight_decay != 0,
+            not self.decoupled and self.weight_decay != 0,
+            self.amsgrad,
+        )
 
 
 class RMSprop(Optimizer):

@@ -1,0 +1,162 @@
+"""The JAX reference of train_speed.py: one epoch as a `jax.jit`-compiled `lax.scan`.
+
+This is the strongest CPU reference found for the MNIST MLP: XLA fuses each
+step's elementwise work into the GEMMs' neighbours, and no Python runs per
+step.  The network (ReLU MLP of any widths), the loss (mean cross-entropy over
+logits), the optimizers (torch.optim's SGD with momentum and Adam, in torch's
+formulas) and the batches (the same permutation stream as train.py: one
+`rng.permutation(n)` per epoch, a short last batch when the batch does not
+divide n) are those of the other columns.
+
+The full batches of an epoch run inside one `lax.scan`; a short last batch is
+one more call of the jitted step (its own compilation, done in the first
+epoch).  `epoch()` blocks until the result is ready, so its time is the real
+work.  The first epoch pays XLA's compilation: `JaxLoop.compile_seconds` holds
+it, and train_speed.py reports it apart from the per-epoch figures.
+
+Imported only when JAX is installed (`pip install -e '.[bench]'`).
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+jax.config.update("jax_platforms", "cpu")
+
+
+def init_params(sizes: tuple[int, ...], seed: int) -> list[tuple[jnp.ndarray, jnp.ndarray]]:
+    """nn.Linear's default init, U(-1/sqrt(in), 1/sqrt(in)) for weight [out, in] and bias."""
+    rng = np.random.default_rng(seed)
+    params = []
+    for i, o in zip(sizes, sizes[1:]):
+        bound = 1.0 / np.sqrt(i)
+        w = rng.uniform(-bound, bound, (o, i)).astype(np.float32)
+        b = rng.uniform(-bound, bound, (o,)).astype(np.float32)
+        params.append((jnp.asarray(w), jnp.asarray(b)))
+    return params
+
+
+def _loss(params, xb, yb):
+    h = xb
+    for w, b in params[:-1]:
+        h = jax.nn.relu(h @ w.T + b)
+    w, b = params[-1]
+    logits = h @ w.T + b
+    logp = jax.nn.log_softmax(logits)
+    nll = -jnp.take_along_axis(logp, yb[:, None], axis=1)[:, 0]
+    correct = jnp.sum(jnp.argmax(logits, axis=1) == yb)
+    return jnp.mean(nll), correct
+
+
+def _sgd(momentum: float, lr: float):
+    def init(params):
+        return jax.tree_util.tree_map(jnp.zeros_like, params)
+
+    def update(params, state, grads, t):
+        # torch.optim.SGD: buf = momentum * buf + g (buf = g at the first step); p -= lr * buf
+        first = t == 1
+        state = jax.tree_util.tree_map(
+            lambda buf, g: jnp.where(first, g, momentum * buf + g), state, grads
+        )
+        params = jax.tree_util.tree_map(lambda p, buf: p - lr * buf, params, state)
+        return params, state
+
+    return init, update
+
+
+def _adam(lr: float, b1: float, b2: float, eps: float):
+    def init(params):
+        z = jax.tree_util.tree_map(jnp.zeros_like, params)
+        return (z, z)
+
+    def update(params, state, grads, t):
+        m, v = state
+        m = jax.tree_util.tree_map(lambda m, g: b1 * m + (1 - b1) * g, m, grads)
+        v = jax.tree_util.tree_map(lambda v, g: b2 * v + (1 - b2) * g * g, v, grads)
+        tf = t.astype(jnp.float32)
+        bc1 = 1 - b1**tf
+        bc2 = 1 - b2**tf
+        params = jax.tree_util.tree_map(
+            lambda p, m, v: p - (lr / bc1) * m / (jnp.sqrt(v) / jnp.sqrt(bc2) + eps), params, m, v
+        )
+        return params, (m, v)
+
+    return init, update
+
+
+OPTIMIZERS = {
+    "sgd": lambda: _sgd(momentum=0.9, lr=0.01),
+    "adam": lambda: _adam(lr=1e-3, b1=0.9, b2=0.999, eps=1e-8),
+}
+
+
+_COMPILED: dict[str, tuple] = {}
+
+
+def _compiled(optimizer: str):
+    """The jitted epoch scan and single step for `optimizer`, built once per process: the data
+    are arguments, not constants, so every fresh model of the same shapes reuses XLA's
+    compilation (jax.jit caches by shapes)."""
+    if optimizer not in _COMPILED:
+        _, update = OPTIMIZERS[optimizer]()
+
+        def step(carry, idx, x, y):
+            params, state, t = carry
+            xb, yb = jnp.take(x, idx, axis=0), jnp.take(y, idx, axis=0)
+            (loss, correct), grads = jax.value_and_grad(_loss, has_aux=True)(params, xb, yb)
+            t = t + 1
+            params, state = update(params, state, grads, t)
+            return (params, state, t), (loss, correct)
+
+        def scan_epoch(carry, idx, x, y):
+            return jax.lax.scan(lambda c, i: step(c, i, x, y), carry, idx)
+
+        _COMPILED[optimizer] = (jax.jit(scan_epoch), jax.jit(step))
+    return _COMPILED[optimizer]
+
+
+class JaxLoop:
+    """Train the MLP `sizes` with `optimizer` ("sgd" | "adam") on (x [n, in] float32, y [n] int)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, sizes, optimizer: str, batch: int, seed: int):
+        self.x = jnp.asarray(x.reshape(len(x), -1))
+        self.y = jnp.asarray(y.astype(np.int32))
+        self.n, self.batch = len(x), batch
+        self.rng = np.random.default_rng(seed)
+        init, _ = OPTIMIZERS[optimizer]()
+        params = init_params(tuple(sizes), seed)
+        self.carry = (params, init(params), jnp.int32(0))
+        self._scan, self._step = _compiled(optimizer)
+        self.compile_seconds: float | None = None
+        self.last_loss = float("nan")
+
+    def _run(self, carry, order: np.ndarray):
+        full = self.n // self.batch * self.batch
+        idx = jnp.asarray(order[:full].reshape(-1, self.batch))
+        carry, (loss, _) = self._scan(carry, idx, self.x, self.y)
+        if full < self.n:
+            carry, _ = self._step(carry, jnp.asarray(order[full:]), self.x, self.y)
+        jax.block_until_ready(carry)
+        return carry, loss
+
+    def epoch(self) -> float:
+        """One epoch (the same permutation stream as train.py); returns its seconds."""
+        t0 = time.perf_counter()
+        order = self.rng.permutation(self.n).astype(np.int32)
+        self.carry, loss = self._run(self.carry, order)
+        seconds = time.perf_counter() - t0
+        self.last_loss = float(jnp.mean(loss))
+        return seconds
+
+    def warm_up(self) -> float:
+        """Compile (or find compiled) the scan and the short-batch step at the real shapes, on the
+        initial state without keeping the result, so the measured epochs start from the untouched
+        weights.  Returns the seconds: XLA's compilation the first time in a process."""
+        t0 = time.perf_counter()
+        self._run(self.carry, np.zeros(self.n, np.int32))
+        self.compile_seconds = time.perf_counter() - t0
+        return self.compile_seconds
