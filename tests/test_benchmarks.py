@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import ROOT, SHARED_DATA
@@ -71,6 +72,7 @@ def test_training_table_smoke_run(tmp_path):
         "--rounds",
         "2",
         "--no-sklearn",
+        "--no-jax",  # its compilation is slow on a busy machine; tested alone below
         "--no-memory",
         "--check-repeats",
         "0",
@@ -136,3 +138,48 @@ def test_hand_written_loop_computes_fcspecs_training_step(optimizer):
         np.testing.assert_allclose(hand.grad, net.grad, rtol=1e-4, atol=1e-7)
         np.testing.assert_allclose(hand.theta, net.theta, rtol=1e-5, atol=1e-6)
         assert np.abs(hand.theta - before).max() > 1e-4  # a real step, not a no-op on both sides
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_jax_loop_trains_what_fcspec_trains(optimizer):
+    """The JAX column computes the same thing as fcspec: from fcspec's initial weights and the same
+    batches, three steps give the same parameters to float32 round-off (atol 1e-5: one Adam step
+    moves an entry by about lr = 1e-3 whatever its gradient, so round-off in a tiny gradient shows)."""
+    pytest.importorskip(
+        "jax", reason="the JAX column needs the bench extra (pip install -e '.[bench]')"
+    )
+    import jax.numpy as jnp
+
+    from fcspec import check, interpreter, losses, optim
+
+    ts = load_train_speed()
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import jax_loop
+
+    spec = check.compile_source(
+        ts.SPEC_TEMPLATE.format(
+            model=ts._model_lines(), optimizer=ts.OPTIMIZERS[optimizer], batch=20, seed=0
+        ),
+        "bench.fc",
+    )
+    net = interpreter.Network(spec.model, rng=np.random.default_rng(3))
+    loss_fn = losses.make_loss(spec.loss)
+    opt = optim.make_optimizer(spec.optimizer, net.theta.size)
+    rng = np.random.default_rng(1)
+    x = rng.random((60, 784), dtype=np.float32)
+    y = rng.integers(0, 10, 60)
+    loop = jax_loop.JaxLoop(x, y, ts.SIZES, optimizer, batch=20, seed=0)
+    params = [(jnp.asarray(net.params[f"fc{i}.weight"]), jnp.asarray(net.params[f"fc{i}.bias"]))
+              for i in (1, 2, 3)]  # fmt: skip
+    loop.carry = (params, loop.carry[1], loop.carry[2])
+    order = np.arange(60, dtype=np.int32)
+    loop.carry, _ = loop._run(loop.carry, order)
+    lr = float(spec.optimizer.lr)
+    for s in range(0, 60, 20):
+        out = net.forward(x[s : s + 20].reshape(20, 1, 28, 28), training=True)
+        _, dout = loss_fn.value_and_grad(out, y[s : s + 20])
+        net.backward(dout)
+        opt.step(net.theta, net.grad, lr)
+    for i, (w, b) in enumerate(loop.carry[0], start=1):
+        np.testing.assert_allclose(np.asarray(w), net.params[f"fc{i}.weight"], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(b), net.params[f"fc{i}.bias"], rtol=1e-4, atol=1e-5)
