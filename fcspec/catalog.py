@@ -411,10 +411,154 @@ METRICS = {
 }
 
 
+# ---- what each name is in PyTorch (editor hovers) -----------------------------
+# A callable whose keywords are the options (renamed in TORCH_KEYWORDS where PyTorch's
+# keyword differs), or the few lines a PyTorch program writes when no one callable does it.
+
+TORCH: dict[str, str] = {
+    # layers
+    "linear": "torch.nn.Linear",
+    "flatten": "torch.nn.Flatten",
+    "dropout": "torch.nn.Dropout",
+    "relu": "torch.nn.ReLU",
+    "leaky_relu": "torch.nn.LeakyReLU",
+    "elu": "torch.nn.ELU",
+    "selu": "torch.nn.SELU",
+    "sigmoid": "torch.nn.Sigmoid",
+    "tanh": "torch.nn.Tanh",
+    "gelu": "torch.nn.GELU",
+    "silu": "torch.nn.SiLU",
+    "softplus": "torch.nn.Softplus",
+    "softmax": "torch.nn.Softmax(dim=-1)",
+    "log_softmax": "torch.nn.LogSoftmax(dim=-1)",
+    # losses
+    "cross_entropy": "torch.nn.CrossEntropyLoss",
+    "nll": "torch.nn.NLLLoss",
+    "mse": "torch.nn.MSELoss",
+    "mae": "torch.nn.L1Loss",
+    "huber": "torch.nn.HuberLoss",
+    "bce": "torch.nn.BCELoss",
+    "bce_with_logits": "torch.nn.BCEWithLogitsLoss",
+    "kl_div": "torch.nn.KLDivLoss(reduction='batchmean')",
+    # optimizers
+    "sgd": "torch.optim.SGD",
+    "adam": "torch.optim.Adam",
+    "adamw": "torch.optim.AdamW",
+    "rmsprop": "torch.optim.RMSprop",
+    "adagrad": "torch.optim.Adagrad",
+    # schedules, stepped once per epoch
+    "constant": "no scheduler: the optimizer's lr throughout",
+    "step": "torch.optim.lr_scheduler.StepLR",
+    "multistep": "torch.optim.lr_scheduler.MultiStepLR",
+    "exponential": "torch.optim.lr_scheduler.ExponentialLR",
+    "cosine": "torch.optim.lr_scheduler.CosineAnnealingLR",
+    "polynomial": "torch.optim.lr_scheduler.PolynomialLR",
+    "plateau": "torch.optim.lr_scheduler.ReduceLROnPlateau",
+    # regularizers: PyTorch has none built in, the program adds the term to the loss
+    "l1": "loss = loss + strength * sum(l.weight.abs().sum() for l in linears)",
+    "l2": "loss = loss + strength * sum((l.weight ** 2).sum() for l in linears)",
+    # data sources
+    "npz": "numpy.load(path)[x], numpy.load(path)[y]",
+    "csv": "pandas.read_csv(path); y = df.pop(target)",
+    "idx": "torchvision's MNIST IDX reader",
+    "mnist": "torchvision.datasets.MNIST(root, train=(split == 'train'))",
+    "dataset": "sklearn.datasets.load_<name>()",
+    "early_stop": "keras.callbacks.EarlyStopping",  # PyTorch has none; Keras' keywords match
+    # the data and train blocks
+    "data.train": "the training Dataset",
+    "data.test": "a Dataset, or torch.utils.data.random_split(train, ...) with a seeded generator",
+    "data.validate": "a Dataset, or torch.utils.data.random_split(train, ...) with a seeded generator",
+    "data.scale": "x = x / scale",
+    "data.normalize": "sklearn.preprocessing.StandardScaler / MinMaxScaler fitted on train",
+    "train.epochs": "for epoch in range(epochs): ...",
+    "train.batch": "torch.utils.data.DataLoader(batch_size=batch)",
+    "train.shuffle": "torch.utils.data.DataLoader(shuffle=shuffle)",
+    "train.seed": "torch.manual_seed(seed)",
+    "train.clip_grad_norm": "torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=...)",
+    "train.metrics": "Keras' metrics=[...], computed every epoch",
+}
+
+TORCH_KEYWORDS: dict[tuple[str, str], str] = {
+    ("linear", "units"): "out_features",
+    ("linear", "init"): "torch.nn.init.<init>_(layer.weight), torch.nn.init.zeros_(layer.bias)",
+    ("cosine", "t_max"): "T_max",
+    ("plateau", "monitor"): "scheduler.step(<monitor>) after each epoch",
+    ("early_stop", "restore_best"): "restore_best_weights",
+}
+
+
+def torch_equivalent(name: str, option: str | None = None) -> str | None:
+    """The PyTorch spelling of a name, or of one of its options (`torch.optim.Adam(betas=...)`)."""
+    base = TORCH.get(name)
+    if base is None or option is None:
+        return base
+    keyword = TORCH_KEYWORDS.get((name, option), option)
+    if not keyword.isidentifier():  # a sentence, not a keyword
+        return keyword
+    if not base.replace(".", "").replace("_", "").isalnum():  # not a plain callable
+        return base
+    return f"{base}({keyword}=...)"
+
+
+# What an option means, where its row has no doc of its own (editor hovers).  Keyed by the
+# option's name where it means the same everywhere, by `owner.option` where it does not.
+OPTION_DOCS: dict[str, str] = {
+    "lr": "learning rate",
+    "momentum": "momentum factor: the velocity is momentum * v + g",
+    "dampening": "dampening for momentum: v = momentum * v + (1 - dampening) * g",
+    "nesterov": "Nesterov momentum: step along g + momentum * v",
+    "betas": "decay rates of the running averages of the gradient and of its square",
+    "eps": "added to the denominator for numerical stability",
+    "amsgrad": "AMSGrad: divide by the running maximum of the squared-gradient average",
+    "rmsprop.alpha": "smoothing constant of the squared-gradient average",
+    "centered": "divide by the estimated variance of the gradient, not its second moment",
+    "lr_decay": "lr / (1 + (step - 1) * lr_decay)",
+    "initial_accumulator_value": "the starting sum of squared gradients",
+    "negative_slope": "the slope for x < 0",
+    "elu.alpha": "the value approached for large negative x is -alpha",
+    "approximate": "`none`: exact x Phi(x) with erf; `tanh`: the tanh approximation",
+    "beta": "sharpness: larger beta is closer to relu",
+    "softplus.threshold": "above beta x > threshold the output is x (linear, for stability)",
+    "label_smoothing": "mix the one-hot target with the uniform distribution by this much",
+    "weight": "one weight per class",
+    "delta": "where the loss turns from squared to linear",
+    "step_size": "epochs between two decays",
+    "milestones": "the epochs after which lr is multiplied by gamma",
+    "exponential.gamma": "the factor the lr is multiplied by every epoch",
+    "eta_min": "the lowest lr, reached at t_max",
+    "total_iters": "epochs until the lr reaches zero",
+    "power": "the polynomial's power",
+    "factor": "the lr is multiplied by this when the metric stalls",
+    "plateau.patience": "epochs without improvement before the lr is reduced",
+    "plateau.threshold": "the least change that counts as an improvement",
+    "threshold_mode": "`rel`: change relative to the best value; `abs`: absolute",
+    "cooldown": "epochs to wait after a reduction before watching again",
+    "min_lr": "the lr is never reduced below this",
+    "plateau.eps": "a reduction smaller than this is skipped",
+    "strength": "the coefficient of the penalty",
+    "path": "a file path, relative to the spec's folder",
+    "npz.x": "the name of the inputs array in the .npz",
+    "npz.y": "the name of the targets array in the .npz",
+    "images": "the IDX images file (e.g. train-images-idx3-ubyte.gz)",
+    "labels": "the IDX labels file",
+    "split": "which MNIST split: the 60,000 training or the 10,000 test images",
+    "name": "which embedded data set",
+    "epochs": "passes over the training data",
+    "monitor": "the metric watched, computed every epoch",
+    "early_stop.patience": "epochs without improvement before stopping",
+    "min_delta": "the least change that counts as an improvement",
+}
+
+
+def option_doc(owner: str, key: str, opt: Opt) -> str:
+    """What option `key` of `owner` means: its row's doc, else the shared meaning of its name."""
+    return opt.doc or OPTION_DOCS.get(f"{owner}.{key}") or OPTION_DOCS.get(key, "")
+
+
 # ---- the reference tables of docs/language.md ----------------------------------
 
 
-def _default_text(opt: Opt) -> str:
+def default_text(opt: Opt) -> str:
     if opt.required:
         return "required"
     v = opt.default
@@ -429,7 +573,7 @@ def _default_text(opt: Opt) -> str:
     return f"`{v}`"
 
 
-def _range_text(opt: Opt) -> str:
+def range_text(opt: Opt) -> str:
     if opt.kind == "choice":
         return " \\| ".join(f"`{c}`" for c in opt.choices)
     if opt.check is not None:
@@ -463,7 +607,7 @@ def markdown_tables() -> str:
                 doc = sig.doc if i == 0 else ""
                 extra = f" {opt.doc}" if opt.doc else ""
                 out.append(
-                    f"| {first} | `{key}`{pos} | {_default_text(opt)} | {_range_text(opt)} |"
+                    f"| {first} | `{key}`{pos} | {default_text(opt)} | {range_text(opt)} |"
                     f" {doc}{(' - ' if doc and extra else '')}{extra.strip()} |"
                 )
         out.append("")
@@ -473,7 +617,7 @@ def markdown_tables() -> str:
         out.append("| setting | default | range | meaning |")
         out.append("|---|---|---|---|")
         for key, opt in opts.items():
-            out.append(f"| `{key}` | {_default_text(opt)} | {_range_text(opt)} | {opt.doc} |")
+            out.append(f"| `{key}` | {default_text(opt)} | {range_text(opt)} | {opt.doc} |")
         out.append("")
 
     table("Layers and activations", LAYERS)

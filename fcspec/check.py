@@ -51,13 +51,9 @@ def read_source(path: str | Path) -> str:
     try:
         if p.is_dir():
             raise fail("is a directory, not a .fc file")
-        size = p.stat().st_size
-        if size > MAX_SPEC_BYTES:
-            raise fail(
-                f"file is {size / 1e6:.1f} MB; a .fc spec is text of at most "
-                f"{MAX_SPEC_BYTES // 1024} KB",
-                "is this the right file?",
-            )
+        too_big = _too_big(name, p.stat().st_size)
+        if too_big:
+            raise SpecError([too_big])
         raw = p.read_bytes()
     except FileNotFoundError:
         raise fail("no such file") from None
@@ -66,7 +62,7 @@ def read_source(path: str | Path) -> str:
     except OSError as e:
         raise fail(f"cannot read the file: {e.strerror or e}") from None
     if b"\x00" in raw:
-        raise fail("this is a binary file, not a .fc spec (it contains NUL bytes)")
+        raise SpecError([_binary(name)])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -85,6 +81,45 @@ def read_source(path: str | Path) -> str:
     if text.startswith("\ufeff"):  # a BOM some editors write: harmless, drop it
         text = text[1:]
     return text
+
+
+def _too_big(name: str, size: int) -> Diagnostic | None:
+    if size <= MAX_SPEC_BYTES:
+        return None
+    return Diagnostic(
+        "error",
+        f"file is {size / 1e6:.1f} MB; a .fc spec is text of at most {MAX_SPEC_BYTES // 1024} KB",
+        Span(name, 1, 1, 1, 1),
+        "is this the right file?",
+    )
+
+
+def _binary(name: str) -> Diagnostic:
+    return Diagnostic(
+        "error",
+        "this is a binary file, not a .fc spec (it contains NUL bytes)",
+        Span(name, 1, 1, 1, 1),
+    )
+
+
+def check_text(text: str, path: str = "<string>") -> Result:
+    """What `check_file` says of a file holding `text`: an editor's buffer, saved or not."""
+    problem = _too_big(path, len(text.encode("utf-8", "surrogatepass"))) or (
+        _binary(path) if "\x00" in text else None
+    )
+    if problem:
+        return Result(None, [problem], None)
+    if text.startswith(
+        "\ufeff"
+    ):  # a BOM: blank it rather than drop it, so columns stay the editor's
+        text = " " + text[1:]
+    return check_source(text, path)
+
+
+def model_of(program: ast.Program) -> ir.Model | None:
+    """The checked model alone (an editor's shapes while other sections are still broken)."""
+    section = next((s for s in program.sections if isinstance(s, ast.ModelSection)), None)
+    return _Checker(program, program.file).model(section) if section else None
 
 
 def check_file(path: str | Path) -> Result:

@@ -442,5 +442,24 @@ def verify(file: str, weights) -> None:
         raise FcspecError("the runtimes disagree beyond tolerance")
 
 
+@main.command()
+@click.option(
+    "--stdio", is_flag=True, help="Talk over stdin/stdout (the default and only transport)."
+)
+@_fails_cleanly
+def lsp(stdio: bool) -> None:
+    """Run the language server for editors (LSP over stdin/stdout): diagnostics
+    as you type, hover, completion, formatting, symbols and go to definition.
+    See docs/editors.md for VS Code, Neovim and Emacs."""
+    try:
+        from .lsp import serve
+    except ImportError as e:  # the optional extra is missing
+        raise FcspecError(
+            f"the language server needs pygls and lsprotocol ({e.name} is not installed): "
+            "pip install -e '.[lsp]'"
+        ) from None
+    serve()
+
+
 if __name__ == "__main__":
     main()
