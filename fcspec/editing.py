@@ -32,6 +32,8 @@ SECTION_DOCS = {
     "regularize": "penalties added to the loss, e.g. `regularize l2(1e-4)`",
     "data": "where the samples come from, held-out splits and preprocessing",
     "train": "the loop: epochs, batch size, shuffling, seed, early stopping, metrics",
+    "sweep": "a hyperparameter search for `fcspec sweep` (`fcspec run` ignores it): "
+    "`path = distribution` lines and the search's settings",
 }
 
 # The snippet each section starts as when completed at the top level.
@@ -43,6 +45,7 @@ SECTION_SNIPPETS = {
     "regularize": "regularize l2(${1:1e-4})",
     "data": 'data {\n    train = dataset("${1:digits}")\n    validate = ${2:0.1}\n}',
     "train": "train {\n    epochs = ${1:10}\n    batch = ${2:32}\n}",
+    "sweep": "sweep {\n    optimizer.lr = log_uniform(${1:1e-4}, ${2:1e-1})\n    trials = ${3:20}\n}",
 }
 
 # Which catalog table the calls of each one-call section come from.
@@ -165,8 +168,7 @@ class LayerInfo:
     chain_name: Tok | None  # the `fc1` of `fc1 = linear(8) -> relu`, on the first call only
 
 
-# Section words: the grammar's, and `sweep`, a block that names layers (`hidden.units = ...`).
-SECTION_WORDS = frozenset(SECTION_DOCS) | {"sweep"}
+SECTION_WORDS = frozenset(SECTION_DOCS)
 
 
 class Scan:
@@ -194,6 +196,7 @@ class Scan:
         self.sections: list[SectionInfo] = []
         self.layers: list[LayerInfo] = []
         self.refs: list[Tok] = []
+        self.path_head: Tok | None = None  # the `hidden` of `hidden.units` being written
         for tok in self.toks:
             if self.frames:
                 self._in_frame(tok)
@@ -348,14 +351,16 @@ class Scan:
             if t == "{":
                 self.mode = "key"
         elif tok.kind == "NAME" and mode == "path":
-            self.mode = "key_named"  # the option of `hidden.units`
+            self.mode, self.pending = "key_named", tok  # the option of `hidden.units`
         elif tok.kind == "NAME" and mode in ("key", "key_named", "value_named"):
-            self.mode, self.pending, self.key = "key_named", tok, None
+            self.mode, self.pending, self.key, self.path_head = "key_named", tok, None, None
         elif t == "." and mode == "key_named" and self.pending:
             self.refs.append(self.pending)  # `hidden.units`: a layer's name, then its option
+            self.path_head = self.pending
             self.mode = "path"
         elif t == "=" and mode == "key_named" and self.pending:
-            self.key, self.mode, self.pending = self.pending.text, "value", None
+            head = f"{self.path_head.text}." if self.path_head else ""
+            self.key, self.mode, self.pending = head + self.pending.text, "value", None
             self.keys_given.add(self.key)
         elif t == "(" and mode in ("key_named", "value_named") and self.pending:
             if mode == "key_named":
@@ -383,7 +388,32 @@ def _sig_for(section: str | None, name: str) -> tuple[Sig | None, str]:
         return catalog.SOURCES.get(name), name
     if section == "train" and name == "early_stop":
         return catalog.EARLY_STOP, name
+    if section == "sweep":
+        return _sweep().PRUNERS.get(name), name
     return None, name
+
+
+def _sweep():
+    """The sweep block's tables (fcspec/sweep/space.py; imports no Optuna)."""
+    from .sweep import space
+
+    return space
+
+
+def _path_options(s: Scan, head: str) -> tuple[str, dict[str, Opt]] | None:
+    """What `head.` may be followed by in a sweep: (owner, options) of a layer or a section."""
+    for li in s.layers:
+        if li.chain_name is not None and li.chain_name.text == head:
+            sig = catalog.LAYERS.get(li.call.text)
+            return (li.call.text, sig.opts) if sig else None
+    if head in BLOCK_KEYS:
+        return head, BLOCK_KEYS[head]
+    if head in CALL_TABLES:
+        written = [sec for sec in s.sections if sec.keyword.text == head and sec.calls]
+        if written:
+            sig, owner = _sig_for(head, written[0].calls[0].text)
+            return (owner, sig.opts) if sig else None
+    return None
 
 
 def token_index(toks: list[Tok], offset: int) -> int | None:
@@ -544,6 +574,8 @@ def _complete_at(s: Scan) -> list[Item]:
         if mode == "callee":
             return _sig_items(CALL_TABLES[sec][0], "regularizer" if sec == "regularize" else sec)
         return sections if mode == "called" else []
+    if sec == "sweep":
+        return _complete_sweep(s)
     keys = BLOCK_KEYS.get(sec)
     if keys is None:
         return []
@@ -578,6 +610,57 @@ def _complete_at(s: Scan) -> list[Item]:
             return _source_items()
         return _value_items(opt)
     return []
+
+
+def _complete_sweep(s: Scan) -> list[Item]:
+    space = _sweep()
+    if s.mode == "path" and s.path_head is not None:
+        found = _path_options(s, s.path_head.text)
+        if found is None:
+            return []
+        owner, opts = found
+        owner_md = owner if s.path_head.text not in BLOCK_KEYS else s.path_head.text
+        return [
+            Item(
+                k,
+                "option",
+                f"{k} = {_plain(catalog.default_text(o))}",
+                option_markdown(owner_md, k, o),
+            )
+            for k, o in opts.items()
+        ]
+    if s.mode == "value" and s.key is not None:
+        if "." in s.key:
+            return [
+                Item(name, "value", text, "", _snippet(text), True)
+                for name, text in space.DISTRIBUTIONS.items()
+            ]
+        if s.key == "pruner":
+            return [
+                Item(n, "value", _signature(n, sig), sig.doc) for n, sig in space.PRUNERS.items()
+            ]
+        opt = space.SETTINGS.get(s.key)
+        return _value_items(opt) if opt else []
+    if s.mode not in ("key", "key_named", "value_named"):
+        return []
+    items = [
+        Item(k, "setting", f"{k} = {_plain(catalog.default_text(o))}", o.doc, f"{k} = ")
+        for k, o in {**space.SETTINGS, "pruner": Opt("choice", "none")}.items()
+        if k not in s.keys_given
+    ]
+    heads = [li.chain_name.text for li in s.layers if li.chain_name is not None]
+    heads += [sec.keyword.text for sec in s.sections if sec.keyword.text in CALL_TABLES]
+    heads += list(BLOCK_KEYS)
+    return items + [
+        Item(h, "keyword", "a layer's or a section's options", "", f"{h}.") for h in heads
+    ]
+
+
+def _snippet(signature: str) -> str:
+    """`uniform(low, high)` -> `uniform(${1:low}, ${2:high})`."""
+    name, _, args = signature.partition("(")
+    parts = [a.strip() for a in args.rstrip(")").split(",") if a.strip()]
+    return f"{name}(" + ", ".join(f"${{{i + 1}:{a}}}" for i, a in enumerate(parts)) + ")"
 
 
 # ---------------------------------------------------------------------------
@@ -734,8 +817,10 @@ def _hover_md(text: str, w: Scan, tok: Tok, nxt: str) -> str | None:
             alias = f" (= `{kind}`)" if kind != tok.text else ""
             return f"**`{tok.text}`**{alias} {sec}\n\n" + sig_markdown(kind, sig)
         return None
+    if sec == "sweep":
+        return _sweep_md(text, w, tok, nxt)
     if keys is None:
-        return _ref_md(text, w, tok)
+        return None
     if w.mode in ("key", "key_named", "value_named"):
         if tok.text in keys:
             return f"**`{tok.text}`** ({sec} setting)\n\n" + option_markdown(
@@ -746,20 +831,34 @@ def _hover_md(text: str, w: Scan, tok: Tok, nxt: str) -> str | None:
     return None
 
 
-def _ref_md(text: str, w: Scan, tok: Tok) -> str | None:
-    """A layer named outside the model (a sweep's `hidden.units`): that layer, or its option."""
-    if w.mode == "path" and w.refs:  # the `units` of `hidden.units`
-        layer = _layer_at(text, 0, name=w.refs[-1].text)
-        sig = catalog.LAYERS.get(layer.op) if layer else None
-        if sig is not None and tok.text in sig.opts:
-            return f"**`{tok.text}`** option of `{layer.name}` (`{layer.op}`)\n\n" + (
-                option_markdown(layer.op, tok.text, sig.opts[tok.text])
+def _sweep_md(text: str, w: Scan, tok: Tok, nxt: str) -> str | None:
+    """A sweep line: the layer or section a path names, its option, a setting, a distribution."""
+    space = _sweep()
+    if w.mode == "path" and w.path_head is not None:  # the `units` of `hidden.units`
+        found = _path_options(w, w.path_head.text)
+        if found is not None and tok.text in found[1]:
+            owner, opts = found
+            return f"**`{w.path_head.text}.{tok.text}`**\n\n" + option_markdown(
+                owner, tok.text, opts[tok.text]
             )
         return None
-    if w.section is not None and w.mode in ("key", "key_named") and _is_ref(text, tok):
-        layer = _layer_at(text, tok.start, name=tok.text)
-        if layer is not None:
-            return layer_markdown(layer)
+    if w.mode in ("key", "key_named", "value_named") and tok.kind == "NAME":
+        if nxt == ".":
+            if tok.text in SECTION_DOCS:
+                return f"**`{tok.text}`** section\n\n{SECTION_DOCS[tok.text]}"
+            layer = _layer_at(text, tok.start, name=tok.text)
+            return layer_markdown(layer) if layer else None
+        if tok.text in space.SETTINGS:
+            return f"**`{tok.text}`** (sweep setting)\n\n" + option_markdown(
+                "sweep", tok.text, space.SETTINGS[tok.text]
+            )
+        if tok.text == "pruner":
+            rows = [f"- `{n}`: {sig.doc}" for n, sig in space.PRUNERS.items()]
+            return "**`pruner`**: stops trials that fall behind, per epoch\n\n" + "\n".join(rows)
+    if w.mode == "value" and tok.text in space.DISTRIBUTIONS:
+        return f"**`{space.DISTRIBUTIONS[tok.text]}`**: a distribution Optuna samples"
+    if w.mode == "value" and tok.text in space.PRUNERS:
+        return f"**`{tok.text}`** pruner\n\n" + sig_markdown(tok.text, space.PRUNERS[tok.text])
     return None
 
 
@@ -827,10 +926,6 @@ def symbols(text: str) -> list[Symbol]:
     return out
 
 
-def _is_ref(text: str, tok: Tok) -> bool:
-    return any(r.start == tok.start for r in Scan(text).refs)
-
-
 def definition(text: str, offset: int) -> tuple[int, int] | None:
     """Where the layer named at `offset` is declared: the `fc1` of `fc1 = linear(...)`."""
     toks = tokens(text)
@@ -843,4 +938,7 @@ def definition(text: str, offset: int) -> tuple[int, int] | None:
     if not any(r.start == tok.start for r in s.refs + declared):
         return None
     first = next((d for d in declared if d.text == tok.text), None)
+    if first is None:  # `optimizer.lr`: the section the path names
+        sec = next((sec for sec in s.sections if sec.keyword.text == tok.text), None)
+        first = (sec.calls[0] if sec.calls else sec.keyword) if sec else None
     return (first.start, first.end) if first else None

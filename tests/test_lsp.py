@@ -326,22 +326,47 @@ async def test_document_symbols_are_sections_and_layers(client):
     close_doc(client, uri)
 
 
+SWEEP = (
+    "\nsweep {\n    fc2.units = choice(64, 128)\n    optimizer.lr = log_uniform(1e-4, 1e-1)\n}\n"
+)
+
+
+def position(text: str, offset: int) -> types.Position:
+    return types.Position(text[:offset].count("\n"), offset - (text.rfind("\n", 0, offset) + 1))
+
+
 @ON_SERVER
-async def test_definition_of_a_layer_named_in_a_sweep(client):
-    text = (
-        ROOT / "specs" / "digits.fc"
-    ).read_text() + "\nsweep {\n    fc2.units = choice(64, 128)\n}\n"
-    uri = "untitled:sweep"
-    await open_doc(client, uri, text)
-    offset = text.index("fc2.units")
-    line = text[:offset].count("\n")
+async def test_a_sweep_block_names_layers_and_sections(client):
+    text = (ROOT / "specs" / "digits.fc").read_text() + SWEEP
+    uri = (ROOT / "specs" / "scratch_sweep.fc").as_uri()
+    assert await open_doc(client, uri, text) == []  # the sweep block checks clean
+    doc = types.TextDocumentIdentifier(uri)
+    # go to definition: `fc2` -> `fc2 = linear(128)`, `optimizer` -> its `adam`
     loc = await client.text_document_definition_async(
-        types.DefinitionParams(types.TextDocumentIdentifier(uri), types.Position(line, 5))
+        types.DefinitionParams(doc, position(text, text.index("fc2.units") + 1))
     )
     target = text.index("fc2 =")
-    assert loc.range.start.line == text[:target].count("\n")
-    assert loc.range.start.character == 4 and loc.range.end.character == 7
+    assert (loc.range.start, loc.range.end) == (position(text, target), position(text, target + 3))
+    loc = await client.text_document_definition_async(
+        types.DefinitionParams(doc, position(text, text.index("optimizer.lr") + 1))
+    )
+    assert loc.range.start == position(text, text.index("adam"))
+    # hover: the layer a path names, and the option it sweeps
+    fc2 = await hover_at(client, uri, text, "fc2.units")
+    assert "[256] -> [128]" in fc2 and "32,896 parameters" in fc2
+    units = await hover_at(client, uri, text, "fc2.units", 5)
+    assert catalog.LAYERS["linear"].opts["units"].doc in units
+    assert "torch.nn.Linear(out_features=...)" in units
     close_doc(client, uri)
+    # completion: a path's options, then the distributions
+    base = (ROOT / "specs" / "digits.fc").read_text()
+    assert set(await complete(client, base + "\nsweep {\n    fc2.")) == set(
+        catalog.LAYERS["linear"].opts
+    )
+    assert set(await complete(client, base + "\nsweep {\n    optimizer.")) == set(
+        catalog.OPTIMIZERS["adam"].opts
+    )
+    assert "log_uniform" in await complete(client, base + "\nsweep {\n    fc2.units = ")
 
 
 # ---- never crash: fuzzed documents ----------------------------------------------------
