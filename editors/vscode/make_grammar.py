@@ -34,6 +34,22 @@ def grammar() -> dict:
     def call(scope: str, names) -> dict:
         return {"match": words(names), "name": f"support.function.{scope}.fcspec"}
 
+    def block(keywords: str, settings: list) -> dict:
+        """`data { ... }`, `train { ... }`, `sweep { ... }`: settings, then calls and values."""
+        return {
+            "begin": rf"\b({keywords})\b{NOT_A_KEY}",
+            "beginCaptures": {"1": {"name": "keyword.control.section.fcspec"}},
+            "end": r"\}",
+            "endCaptures": {"0": {"name": "punctuation.section.block.end.fcspec"}},
+            "patterns": [
+                {"include": "#comment"},
+                {"match": r"\{", "name": "punctuation.section.block.begin.fcspec"},
+                *settings,
+                {"include": "#known-call"},
+                *value,
+            ],
+        }
+
     value = [
         {"include": "#comment"},
         {"include": "#string"},
@@ -167,19 +183,7 @@ def grammar() -> dict:
                     *value,
                 ]
             },
-            "block": {
-                "begin": rf"\b(data|train)\b{NOT_A_KEY}",
-                "beginCaptures": {"1": {"name": "keyword.control.section.fcspec"}},
-                "end": r"\}",
-                "endCaptures": {"0": {"name": "punctuation.section.block.end.fcspec"}},
-                "patterns": [
-                    {"include": "#comment"},
-                    {"match": r"\{", "name": "punctuation.section.block.begin.fcspec"},
-                    {"include": "#setting"},
-                    {"include": "#known-call"},
-                    *value,
-                ],
-            },
+            "block": block("data|train", [{"include": "#setting"}]),
             "setting": {
                 "match": rf"({NAME})\s*(=)",
                 "captures": {
@@ -187,16 +191,11 @@ def grammar() -> dict:
                     "2": {"name": "keyword.operator.assignment.fcspec"},
                 },
             },
-            "sweep": {
-                "begin": rf"\b(sweep)\b{NOT_A_KEY}",
-                "beginCaptures": {"1": {"name": "keyword.control.section.fcspec"}},
-                "end": r"\}",
-                "endCaptures": {"0": {"name": "punctuation.section.block.end.fcspec"}},
-                "patterns": [
-                    {"include": "#comment"},
-                    {"match": r"\{", "name": "punctuation.section.block.begin.fcspec"},
+            "sweep": block(
+                "sweep",
+                [
                     {
-                        "match": rf"({NAME})(\.)({NAME})",
+                        "match": rf"({NAME})(\.)({NAME})",  # hidden.units, optimizer.lr
                         "captures": {
                             "1": {"name": "variable.other.object.fcspec"},
                             "2": {"name": "punctuation.accessor.fcspec"},
@@ -204,10 +203,8 @@ def grammar() -> dict:
                         },
                     },
                     {"include": "#setting"},
-                    {"include": "#known-call"},
-                    *value,
                 ],
-            },
+            ),
         },
     }
 
