@@ -56,7 +56,6 @@ CALL_TABLES = {
     "regularize": (catalog.REGULARIZERS, {}),
 }
 BLOCK_KEYS = {"data": catalog.DATA_KEYS, "train": catalog.TRAIN_KEYS}
-SOURCE_KEYS = ("train", "test", "validate")
 
 
 # ---------------------------------------------------------------------------
@@ -64,7 +63,7 @@ SOURCE_KEYS = ("train", "test", "validate")
 
 
 class Lines:
-    """Offsets <-> Lark's (line, column), both 1-based, lines split at "\\n" only."""
+    """Lark's (line, column), both 1-based, lines split at "\\n" only -> offsets."""
 
     def __init__(self, text: str):
         self.text = text
@@ -83,10 +82,6 @@ class Lines:
     def span_offsets(self, span: Span) -> tuple[int, int]:
         a = self.offset(span.line, span.col)
         return a, max(a, self.offset(span.end_line, span.end_col))
-
-    def line_col(self, offset: int) -> tuple[int, int]:
-        i = bisect.bisect_right(self.starts, offset) - 1
-        return i + 1, offset - self.starts[i] + 1
 
 
 # ---------------------------------------------------------------------------

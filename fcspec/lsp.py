@@ -1,7 +1,7 @@
 """`fcspec lsp`: a Language Server Protocol server over stdio (pygls).
 
 Thin: every answer comes from `check.check_text` (diagnostics, exactly what
-`fcspec check` says), `editing` (hover, completion, symbols, definition) or
+`fcspec check` says, and its "did you mean" hints as quick fixes), `editing` (hover, completion, symbols, definition) or
 `fmt` (formatting).  This module only converts positions and shapes messages.
 
 Positions: fcspec counts lines by "\\n" and columns in code points (Lark's
@@ -82,10 +82,13 @@ def _path(uri: str) -> str:
 
 def diagnostics(text: str, uri: str, encoding: str = "utf-16") -> list[types.Diagnostic]:
     """`fcspec check`'s diagnostics for the document, as LSP diagnostics."""
-    result = check_text(text, _path(uri))
+    return diagnostics_for(check_text(text, _path(uri)).diagnostics, text, encoding)
+
+
+def diagnostics_for(found, text: str, encoding: str = "utf-16") -> list[types.Diagnostic]:
     pos = Positions(text, encoding)
     out = []
-    for d in result.diagnostics:
+    for d in found:
         rng = pos.span_range(d.span) if d.span else pos.range(0, 0)
         message = d.message + (f"\nhint: {d.hint}" if d.hint else "")
         severity = (
@@ -183,6 +186,39 @@ def definition(text: str, uri: str, offset: int, encoding: str = "utf-16") -> ty
     return types.Location(uri, Positions(text, encoding).range(*found))
 
 
+_DID_YOU_MEAN = re.compile(r"did you mean `([A-Za-z_][A-Za-z0-9_]*)`\?")
+_WORD = re.compile(r'"[^"\n]*"|[A-Za-z_][A-Za-z0-9_]*')
+
+
+def quick_fixes(
+    text: str, uri: str, start: int, end: int, encoding: str = "utf-16"
+) -> list[types.CodeAction]:
+    """ "Did you mean `relu`?" as an edit, for the diagnostics that touch [start, end]."""
+    pos = Positions(text, encoding)
+    lines = editing.Lines(text)
+    out = []
+    for d in check_text(text, _path(uri)).diagnostics:
+        m = _DID_YOU_MEAN.search(d.hint or "")
+        if m is None or d.span is None:
+            continue
+        a, b = lines.span_offsets(d.span)
+        word = _WORD.match(text, a, b) if a <= end and start <= b else None
+        if word is None:  # the range starts with the misspelt word (`rleu`, `"digts"`, `foo = 1`)
+            continue
+        new = f'"{m.group(1)}"' if word.group().startswith('"') else m.group(1)
+        edit = types.TextEdit(pos.range(word.start(), word.end()), new)
+        out.append(
+            types.CodeAction(
+                title=f"Change `{word.group()}` to `{new}`",
+                kind=types.CodeActionKind.QuickFix,
+                diagnostics=diagnostics_for([d], text, encoding),
+                edit=types.WorkspaceEdit(changes={uri: [edit]}),
+                is_preferred=True,
+            )
+        )
+    return out
+
+
 # ---------------------------------------------------------------------------
 # the server
 
@@ -252,6 +288,17 @@ def build_server() -> LanguageServer:
     @server.feature(types.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
     def on_symbols(params: types.DocumentSymbolParams) -> list[types.DocumentSymbol]:
         return document_symbols(doc(params.text_document.uri).source, encoding())
+
+    @server.feature(
+        types.TEXT_DOCUMENT_CODE_ACTION,
+        types.CodeActionOptions(code_action_kinds=[types.CodeActionKind.QuickFix]),
+    )
+    def on_code_action(params: types.CodeActionParams) -> list[types.CodeAction]:
+        uri = params.text_document.uri
+        text = doc(uri).source
+        pos = Positions(text, encoding())
+        start, end = pos.offset(params.range.start), pos.offset(params.range.end)
+        return quick_fixes(text, uri, start, end, encoding())
 
     @server.feature(types.TEXT_DOCUMENT_DEFINITION)
     def on_definition(params: types.DefinitionParams) -> types.Location | None:

@@ -369,6 +369,27 @@ async def test_a_sweep_block_names_layers_and_sections(client):
     assert "log_uniform" in await complete(client, base + "\nsweep {\n    fc2.units = ")
 
 
+@ON_SERVER
+async def test_did_you_mean_hints_are_quick_fixes(client):
+    uri = "untitled:fixes"
+    text = "model M { input [4]  out = linear(3) -> tahn }\nloss mse\noptimizer adma\n"
+    await open_doc(client, uri, text)
+    actions = await client.text_document_code_action_async(
+        types.CodeActionParams(
+            types.TextDocumentIdentifier(uri),
+            types.Range(types.Position(0, 0), types.Position(3, 0)),
+            types.CodeActionContext(diagnostics=[]),
+        )
+    )
+    fixes = {a.title: a.edit.changes[uri] for a in actions}
+    assert set(fixes) == {"Change `tahn` to `tanh`", "Change `adma` to `adam`"}
+    (edit,) = fixes["Change `adma` to `adam`"]
+    assert (edit.range.start, edit.range.end) == (types.Position(2, 10), types.Position(2, 14))
+    fixed = text.replace("tahn", "tanh").replace("adma", "adam")
+    assert await open_doc(client, uri, fixed) == []  # applying both leaves nothing to fix
+    close_doc(client, uri)
+
+
 # ---- never crash: fuzzed documents ----------------------------------------------------
 
 # Every request an editor makes, at offsets all over the text: the server answers each one
@@ -400,6 +421,7 @@ def test_every_feature_answers_on_fuzzed_text_in_process(text, data):
         lsp.diagnostics(text, "file:///tmp/fuzz.fc", encoding)
     lsp.formatting(text, "untitled:fuzz")
     lsp.document_symbols(text)
+    lsp.quick_fixes(text, "untitled:fuzz", 0, len(text))
     for off in offsets:
         lsp.completion(text, off)
         lsp.hover(text, off)
@@ -426,6 +448,9 @@ async def test_every_request_answers_on_fuzzed_specs_through_the_server(client, 
         await client.text_document_hover_async(types.HoverParams(doc, pos))
         await client.text_document_completion_async(types.CompletionParams(doc, pos))
         await client.text_document_definition_async(types.DefinitionParams(doc, pos))
+        await client.text_document_code_action_async(
+            types.CodeActionParams(doc, types.Range(pos, pos), types.CodeActionContext([]))
+        )
     await client.text_document_document_symbol_async(types.DocumentSymbolParams(doc))
     await client.text_document_formatting_async(
         types.DocumentFormattingParams(doc, types.FormattingOptions(4, True))
