@@ -30,6 +30,7 @@ from fcspec import catalog, describe  # noqa: E402
 from fcspec.check import check_file  # noqa: E402
 from fcspec.errors import Span  # noqa: E402
 from fcspec.fmt import format_source  # noqa: E402
+from fcspec.syntax import SECTIONS  # noqa: E402
 
 BAD = sorted((ROOT / "tests" / "bad").glob("*.fc"))
 WARN = sorted((ROOT / "tests" / "warn").glob("*.fc"))
@@ -270,17 +271,11 @@ async def test_completion(client):
     assert set(await complete(client, "loss cross_entropy\noptimizer ")) == set(catalog.OPTIMIZERS)
     assert set(await complete(client, "schedule ")) == set(catalog.SCHEDULES)
     assert set(await complete(client, "data {\n    train = ")) == set(catalog.SOURCES)
-    assert set(await complete(client, "")) == set(describe_sections())
+    assert set(await complete(client, "")) == set(SECTIONS)
     items = await complete(client, 'data {\n    train = dataset("')
     assert {f'"{d}"' for d in catalog.DATASETS} <= set(items)
     edit = items['"iris"'].text_edit  # replaces the `"` typed so far, not inserts after it
     assert edit.range.start.character == len("    train = dataset(")
-
-
-def describe_sections():
-    from fcspec.syntax import SECTIONS
-
-    return SECTIONS
 
 
 @ON_SERVER
