@@ -10,8 +10,23 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
+# One BLAS thread for the suite and every CLI subprocess it starts (set before NumPy loads).
+# The tests' matrices are small, and on a shared machine OpenBLAS's spinning worker threads made
+# a part of the suite 9x slower (97 s against over 900 s at load 20).  Results are reproducible
+# per thread count (docs/training.md), and every test compares runs made in the same process
+# or environment, so none depends on the count.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
 import pytest
+
+try:  # NumPy may have been imported by a pytest plugin before this file: limit it at run time too
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(int(os.environ["OPENBLAS_NUM_THREADS"]), "blas")
+except ImportError:
+    pass
 
 ROOT = Path(__file__).resolve().parent.parent
 
