@@ -667,8 +667,10 @@ def sig_markdown(name: str, sig: Sig) -> str:
     out = [sig.doc] if sig.doc else []
     if name in catalog.LOSSES:
         out.append(f"task: {catalog.TASKS[name]}")
-        if name in describe.LOSS_FORMULAS:
-            out.append(f"formula: `{describe.LOSS_FORMULAS[name]}`")
+        # the loss row's formula (issue 11 moves it there from describe's table)
+        formula = getattr(sig, "formula", "") or getattr(describe, "LOSS_FORMULAS", {}).get(name)
+        if formula:
+            out.append(f"formula: `{formula}`")
     torch = catalog.torch_equivalent(name)
     if torch:
         out.append(f"PyTorch: `{torch}`")
