@@ -81,3 +81,13 @@ def test_grammar_passes_its_annotated_samples():
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("run successfuly") == len(samples), r.stdout
+
+
+def test_extension_script_parses():
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    r = subprocess.run(
+        [node, "--check", str(VSCODE / "extension.js")], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0, r.stderr

@@ -1,8 +1,8 @@
 """`fcspec lsp` driven as an editor drives it: a subprocess speaking JSON-RPC over stdio.
 
-pytest-lsp starts `python -m fcspec.cli lsp`, plays the client (with VS Code's
-capabilities, and checks every answer against them), and the tests ask what an
-editor asks.  Diagnostics are compared with `check_file`'s own, converted here
+pytest-lsp starts `python -m fcspec.cli lsp --stdio` (VS Code's command line),
+plays the client (with VS Code's capabilities, and checks every answer against
+them), and the tests ask what an editor asks.  Diagnostics are compared with `check_file`'s own, converted here
 with the plain rule for "\\n"-only ASCII text (line - 1, column - 1, clamped to the
 line), so the server's position conversion is checked, not reused.
 """
@@ -69,7 +69,8 @@ def make_client() -> LanguageClient:
 
 @pytest_lsp.fixture(
     config=ClientServerConfig(
-        server_command=[sys.executable, "-m", "fcspec.cli", "lsp"], client_factory=make_client
+        server_command=[sys.executable, "-m", "fcspec.cli", "lsp", "--stdio"],
+        client_factory=make_client,
     ),
     scope="module",
 )
