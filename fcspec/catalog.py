@@ -361,7 +361,11 @@ SOURCES: dict[str, Sig] = {
 }
 
 DATA_KEYS: dict[str, Opt] = {
-    "train": Opt("source", doc="training data"),
+    "train": Opt(
+        "source",
+        None,
+        doc="training data; leave it out when the data comes from Python (`Model.fit(X, y)`)",
+    ),
     "test": Opt(
         "number_or_source",
         None,

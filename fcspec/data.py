@@ -826,6 +826,42 @@ def prepare(spec: ir.Spec, base_dir: Path | None = None) -> Prepared:
             tr, va = split_indices(len(x), float(data.validate), spec.train.seed)
         val = (x[va], y[va])
         x, y = x[tr], y[tr]
+    return _assemble(spec, (x, y), val, test)
+
+
+def prepare_arrays(
+    spec: ir.Spec,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Prepared:
+    """`prepare` for arrays given in Python (`Model.fit(X, y)`): `x`, `y` are the
+    training data, checked as a data file's are.  The spec's `validate` fraction
+    is held out of them (seeded), unless `validation` gives the rows; its
+    `test` is not used (the caller keeps their own test set); preprocessing
+    is fitted on the training rows, as always."""
+    x = as_inputs(spec, x, where="X", compact=True)
+    y = as_targets(spec, y, where="y")
+    if x.shape[0] != y.shape[0]:
+        raise DataError(f"X has {x.shape[0]} rows but y has {y.shape[0]}; they must match")
+    val = None
+    if validation is not None:
+        val = (
+            as_inputs(spec, validation[0], where="validation X", compact=True),
+            as_targets(spec, validation[1], where="validation y"),
+        )
+    elif spec.data is not None and isinstance(spec.data.validate, (int, float)):
+        tr, va = split_indices(len(x), float(spec.data.validate), spec.train.seed, where="X")
+        val = (x[va], y[va])
+        x, y = x[tr], y[tr]
+    return _assemble(spec, (x, y), val, None)
+
+
+def _assemble(spec: ir.Spec, train, val, test) -> Prepared:
+    """Fit the preprocessing on the training rows and build the splits."""
+    x, y = train
+    data = spec.data if spec.data is not None else ir.Data(train=None)
     pre = Preprocess.fit(x, scale=data.scale, normalize=data.normalize)
 
     def dense(x: np.ndarray) -> np.ndarray:
