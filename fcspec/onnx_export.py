@@ -480,3 +480,85 @@ def graph_text(model: onnx.ModelProto) -> str:
     del m.metadata_props[:]
     m.metadata_props.extend(keep)
     return onnx.printer.to_text(m).rstrip() + "\n"
+
+
+# ---------------------------------------------------------------------------
+# A classifier graph as scikit-learn converters (skl2onnx) shape it.
+
+LABEL_NAME = "label"
+PROBABILITIES_NAME = "probabilities"
+
+
+def with_labels(model: onnx.ModelProto, spec: ir.Spec, labels: np.ndarray) -> onnx.ModelProto:
+    """`model` (exported with `probabilities=True`) with two outputs, skl2onnx's pair:
+    `label` ([N], the class labels as the user gave them: numbers or strings) and
+    `probabilities` ([N, classes] float; a binary model's one sigmoid becomes the two
+    columns `1 - p, p`, as predict_proba has them).  The label is the argmax of the
+    probabilities, so the two agree exactly."""
+    if spec.task not in ("classification", "binary"):
+        raise FcspecError(f"model {spec.name} is not a classifier: it has no labels to export")
+    labels = np.asarray(labels)
+    if labels.dtype.kind in "UO":
+        labels = labels.astype(object)  # ONNX string tensors come from object arrays
+    elif labels.dtype.kind in "biu":
+        labels = labels.astype(np.int64)
+    elif labels.dtype.kind == "f":
+        labels = labels.astype(np.float32)
+    else:
+        raise FcspecError(f"labels of type {labels.dtype} cannot be stored in an ONNX graph")
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    raw = "probabilities/model" if spec.task == "binary" else PROBABILITIES_NAME
+    for n in g.node:
+        n.output[:] = [raw if o == OUTPUT_NAME else o for o in n.output]
+        n.input[:] = [raw if i == OUTPUT_NAME else i for i in n.input]
+    new_nodes = []
+    if spec.task == "binary":
+        one = numpy_helper.from_array(np.ones((), np.float32), "probabilities/one")
+        g.initializer.append(one)
+        new_nodes.append(
+            helper.make_node(
+                "Sub", [one.name, raw], ["probabilities/negative"], name="probabilities/Sub"
+            )
+        )
+        new_nodes.append(
+            helper.make_node(
+                "Concat",
+                ["probabilities/negative", raw],
+                [PROBABILITIES_NAME],
+                name="probabilities/Concat",
+                axis=1,
+            )
+        )
+    table = numpy_helper.from_array(labels, "label/classes")
+    g.initializer.append(table)
+    new_nodes.append(
+        helper.make_node(
+            "ArgMax", [PROBABILITIES_NAME], ["label/index"], name="label/ArgMax", axis=1, keepdims=0
+        )
+    )
+    new_nodes.append(
+        helper.make_node("Gather", [table.name, "label/index"], [LABEL_NAME], name="label/Gather")
+    )
+    g.node.extend(new_nodes)
+    width = len(labels)
+    del g.output[:]
+    g.output.extend(
+        [
+            helper.make_tensor_value_info(LABEL_NAME, table.data_type, [BATCH_DIM]),
+            helper.make_tensor_value_info(
+                PROBABILITIES_NAME, TensorProto.FLOAT, [BATCH_DIM, width]
+            ),
+        ]
+    )
+    props = {p.key: p.value for p in m.metadata_props}
+    props["output"] = "label, probabilities"
+    props["labels"] = json.dumps([str(v) if labels.dtype == object else v.item() for v in labels])
+    del m.metadata_props[:]
+    helper.set_model_props(m, props)
+    try:
+        onnx.checker.check_model(m, full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise FcspecError(f"the labelled graph of {spec.name} is invalid: {e}") from None
+    return m
