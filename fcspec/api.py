@@ -207,6 +207,19 @@ class Model:
             f"{self.spec.task}, {state}>"
         )
 
+    @classmethod
+    def from_weights(
+        cls, spec: ir.Spec, weights: str | os.PathLike, source: str | None = None
+    ) -> Model:
+        """A trained model from `spec` and a weights `.npz` (preprocess.npz beside it is used)."""
+        from . import io as fio
+
+        model = cls(spec, source)
+        folder = Path(weights).parent
+        model._set_trained(fio.load_npz(weights, "weights"), _load_preprocess(spec, folder))
+        model.labels = _load_labels(folder)
+        return model
+
     @property
     def name(self) -> str:
         return self.spec.name
@@ -288,7 +301,8 @@ class Model:
             raise FcspecError(f"{folder}: the run wrote no weights (epochs = 0?)")
         pre = prepared.preprocess if prepared is not None else _load_preprocess(spec, folder)
         self._set_trained(fio.load_npz(weights, "weights"), pre)
-        self.history = _read_jsonl(folder / "metrics.jsonl")
+        metrics = folder / "metrics.jsonl"
+        self.history = _read_jsonl(metrics) if metrics.exists() else []
         self.labels = labels
         self.feature_names = names
         if self.source is not None:

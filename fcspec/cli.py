@@ -58,8 +58,8 @@ def _fails_cleanly(f):
     return wrapper
 
 
-def _load(path: str, quiet: bool = False):
-    """Check a spec, print its warnings, and return the IR (or raise its errors)."""
+def _checked(path: str, quiet: bool = False):
+    """Check a spec, print its warnings, and return the check result (or raise its errors)."""
     from .check import check_file
     from .errors import SpecError
 
@@ -69,7 +69,20 @@ def _load(path: str, quiet: bool = False):
     if not quiet:
         for w in result.warnings:
             _echo_err(w.render(result.source))
-    return result.spec
+    return result
+
+
+def _load(path: str, quiet: bool = False):
+    """The checked IR of a spec (its warnings printed)."""
+    return _checked(path, quiet).spec
+
+
+def _model(path: str, quiet: bool = False):
+    """The spec as a Python API `Model` (its warnings printed)."""
+    from .api import Model
+
+    result = _checked(path, quiet)
+    return Model(result.spec, result.source)
 
 
 @click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
@@ -227,22 +240,17 @@ def run(file: str, out_dir, epochs, seed, init, resume, quiet, plot) -> None:
       summary.json     final and test figures
     Ctrl-C writes a checkpoint; continue with --resume.
     """
-    from . import train
-
-    spec = _load(file, quiet=quiet)
-    summary = train.run(
-        spec,
-        out_dir=out_dir,
+    model = _model(file, quiet=quiet).fit(
+        out=out_dir,
         epochs=epochs,
         seed=seed,
         init=init,
         resume=resume,
-        quiet=quiet,
+        verbose=not quiet,
         plot=plot,
-        echo=None if not quiet else (lambda _s: None),
     )
     if not quiet:
-        click.echo(run_report(summary, train.output_dir(spec, out_dir, resume)))
+        click.echo(run_report(model.summary, model.run_dir))
 
 
 def run_report(summary: dict, where: Path) -> str:
@@ -330,9 +338,9 @@ def trace(file: str, batch, step, checks, as_json) -> None:
 def eval_command(file: str, weights: str) -> None:
     """Loss and metrics of trained weights on the spec's test data (or, without
     test data, its validation split)."""
-    from . import train
+    from .api import Model
 
-    result = train.evaluate(_load(file), weights)
+    result = Model.from_weights(_load(file), weights).evaluate()
     split = result.pop("split", "test")
     rows = result.pop("rows", None)
     head = f"{split} split" + (f" ({rows:,} rows)" if rows else "")
