@@ -190,7 +190,7 @@ class Model:
 
     def __init__(self, spec: ir.Spec, source: str | None = None):
         self.spec = spec
-        self.source = source
+        self.source = source if source is not None else (spec.source or None)
         self.history: list[dict[str, Any]] = []
         self.summary: dict[str, Any] | None = None
         self.run_dir: Path | None = None
@@ -403,11 +403,12 @@ class Model:
         x = fdata.as_inputs(self.spec, x, where="X")
         return self._net.predict(self._preprocess.apply(x), 1 if rowwise else EVAL_BATCH)
 
-    def predict(self, X: Any) -> np.ndarray:
+    def predict(self, X: Any, *, rowwise: bool = False) -> np.ndarray:
         """Class labels (as given to `fit`) for a classifier, else the output values."""
-        from .onnx_export import classes_of, output_kind
+        from .onnx_export import output_kind
+        from .runtime import classes_of
 
-        out = self.output(X)
+        out = self.output(X, rowwise=rowwise)
         if self.spec.task not in ("classification", "binary"):
             return out
         if self.spec.task == "classification":
@@ -419,7 +420,7 @@ class Model:
     def predict_proba(self, X: Any, *, rowwise: bool = False) -> np.ndarray:
         """Class probabilities, float32 [N, classes] (a binary model: the columns 1 - p, p);
         the same numbers as the ONNX export's probability output."""
-        from .onnx_export import _np_probabilities
+        from .runtime import _np_probabilities
 
         if self.spec.task not in ("classification", "binary"):
             raise FcspecError(f"model {self.spec.name} is a {self.spec.task} model: no classes")

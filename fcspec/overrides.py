@@ -11,7 +11,7 @@ checker's own located error, shown on the rewritten line.  Paths:
     train.early_stop.OPT                     an option of early_stop(...)
     model.input                              the input shape: [64] or (64,)
     model.outputs                            the units of the last linear layer
-    model.LAYER.OPT                          an option of the layer's call: "model.fc1.units": 32
+    LAYER.OPT or model.LAYER.OPT             an option of the layer's call: "fc1.units": 32
 
 Values are Python numbers, bools, tuples / lists, or strings.  A string that
 reads as fcspec source (`"standard"`, `"sgd(lr = 0.1)"`, `'"data.csv"'`) is
@@ -97,7 +97,7 @@ def _value(key: str, value: Any) -> ast.Value:
 
 PATHS_HINT = (
     "override paths: loss / optimizer / schedule [.OPTION], regularize.l1 / .l2, data.KEY, "
-    "train.KEY, train.early_stop.OPTION, model.input, model.outputs, model.LAYER.OPTION"
+    "train.KEY, train.early_stop.OPTION, model.input, model.outputs, LAYER.OPTION"
 )
 
 
@@ -113,7 +113,19 @@ def _apply_one(program: ast.Program, key: str, value: Any) -> ast.Program:
         return _block(program, key, head, rest, value)
     if head == "model":
         return _model(program, key, rest, value)
-    raise _unknown(key, f"no section {head!r}")
+    if rest and head in _layer_names(program):  # LAYER.OPTION, as a sweep block writes it
+        return _model(program, key, key, value)
+    raise _unknown(key, f"no section or layer named {head!r}")
+
+
+def _layer_names(program: ast.Program) -> list[str]:
+    return [
+        stmt.name
+        for s in program.sections
+        if isinstance(s, ast.ModelSection)
+        for stmt in s.body
+        if isinstance(stmt, ast.Chain) and stmt.name
+    ]
 
 
 def _sections(program: ast.Program, keyword: str) -> list[int]:

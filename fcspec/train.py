@@ -36,7 +36,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -963,7 +963,9 @@ def _summary(state: RunState) -> dict:
 
 
 def evaluate(
-    spec: ir.Spec, weights_path: str | os.PathLike, base_dir: str | os.PathLike | None = None
+    spec: ir.Spec,
+    weights_path: str | os.PathLike | Mapping[str, np.ndarray],
+    base_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Loss and task figures of saved weights on the spec's test data.
 
@@ -975,7 +977,10 @@ def evaluate(
     base = Path(base_dir) if base_dir is not None else None  # None: data.py uses the spec's folder
     prepared = fdata.prepare(spec, base)
     net = interpreter.Network(spec.model, rng=np.random.default_rng(0))
-    net.load_params(fio.load_npz(weights_path, "weights"))
+    if isinstance(weights_path, Mapping):  # the weights themselves (the Python API)
+        net.load_params(weights_path)
+    else:
+        net.load_params(fio.load_npz(weights_path, "weights"))
     loss_fn = losses.make_loss(spec.loss)
     for split_name, split in (
         ("test", prepared.test),

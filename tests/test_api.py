@@ -235,7 +235,7 @@ def test_callbacks_see_every_epoch_and_can_stop(small, tmp_path):
         ("other", 2),
         ("end", 2),
     ]
-    assert len(m.history) == 2 and m.summary["stopped_early"]
+    assert len(m.history) == 2 and m.summary["stopped_by_callback"]
     # the weights of the last epoch are what the model holds and the folder has
     w = np.load(tmp_path / "r" / "weights.npz")
     assert all(np.array_equal(w[k], v) for k, v in m.params.items())
@@ -349,7 +349,8 @@ def test_overrides_edit_the_spec_and_are_checked():
             "optimizer.lr": 0.01,
             "train.batch": "full",
             "train.epochs": 4,
-            "model.fc1.units": 32,
+            "fc1.units": 32,
+            "model.fc2.bias": False,
             "model.input": [64],
             "model.outputs": 10,
             "schedule": "step(step_size = 2)",
@@ -374,7 +375,8 @@ def test_overrides_edit_the_spec_and_are_checked():
     assert "digits.fc:" in str(e.value) and "adam(lr = -1.0)" in str(e.value)
     with pytest.raises(FcspecError, match="no option 'lrr'"):
         fcspec.loads(text, overrides={"optimizer.lrr": 0.1})
-    with pytest.raises(FcspecError, match="no section"):
+    assert "bias" not in next(l for l in m.spec.model.layers if l.name == "fc2").params
+    with pytest.raises(FcspecError, match="no section or layer"):
         fcspec.loads(text, overrides={"optimiser.lr": 0.1})
     assert fover.value_source("data/x.csv") == '"data/x.csv"'
     assert fover.value_source((0.9, 0.99)) == "(0.9, 0.99)"
