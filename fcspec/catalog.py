@@ -332,7 +332,31 @@ REGULARIZERS: dict[str, Sig] = {
 
 # ---- data --------------------------------------------------------------------
 
-DATASETS = ("digits", "iris", "breast_cancer", "diabetes")
+DATASETS = ("digits", "iris", "breast_cancer", "diabetes", "penguins")
+
+# Options every table reader takes (csv, parquet, the tabular embedded data sets).
+_TABLE_OPTS = {
+    "columns": Opt(
+        "columns", None, doc="keep only these feature columns (names or 0-based indices)"
+    ),
+    "drop": Opt("columns", (), doc="leave these columns out (names or indices)"),
+    "categorical": Opt(
+        "columns", (), doc="read these number-coded columns as categories (one-hot encoded)"
+    ),
+    "missing": Opt(
+        "choice",
+        "mean",
+        choices=("mean", "median", "most_frequent", "zero", "error"),
+        doc="what a missing number becomes (training rows' statistic); categories take the "
+        "most frequent value; `error` refuses missing cells",
+    ),
+    "unknown": Opt(
+        "choice",
+        "ignore",
+        choices=("ignore", "error"),
+        doc="a category unseen in training: all zeros, or an error",
+    ),
+}
 
 SOURCES: dict[str, Sig] = {
     "npz": Sig(
@@ -341,9 +365,28 @@ SOURCES: dict[str, Sig] = {
         "NumPy .npz with arrays x and y",
     ),
     "csv": Sig(
-        {"path": Opt("str"), "target": Opt("str", doc="name of the label column")},
+        {
+            "path": Opt("str", doc=".csv, or compressed: .gz .bz2 .xz .zst by the name"),
+            "target": Opt("name_or_index", doc="the label column: a name or a 0-based index"),
+            "header": Opt("bool", True, doc="the first row names the columns"),
+            "delimiter": Opt(
+                "delimiter",
+                "auto",
+                doc="one character; `auto` sniffs comma, tab, semicolon, pipe and whitespace",
+            ),
+            **_TABLE_OPTS,
+        },
         ("path",),
-        "CSV with a header row; every column but target is a feature",
+        "a text table read by pyarrow; numeric columns, categories one-hot, missing cells imputed",
+    ),
+    "parquet": Sig(
+        {
+            "path": Opt("str"),
+            "target": Opt("name_or_index", doc="the label column: a name or a 0-based index"),
+            **_TABLE_OPTS,
+        },
+        ("path",),
+        "an Apache Parquet file, read by pyarrow; the same encoding as csv",
     ),
     "idx": Sig(
         {"images": Opt("str"), "labels": Opt("str")},
@@ -356,9 +399,19 @@ SOURCES: dict[str, Sig] = {
         "MNIST, from $FCSPEC_DATA/mnist, the cache, or downloaded once",
     ),
     "dataset": Sig(
-        {"name": Opt("choice", choices=DATASETS)}, ("name",), "a small embedded data set"
+        {
+            "name": Opt("choice", choices=DATASETS),
+            "target": Opt(
+                "name_or_index", None, doc="tables only (penguins): the label column [species]"
+            ),
+            **_TABLE_OPTS,
+        },
+        ("name",),
+        "a small embedded data set; `penguins` is a raw table (strings, missing cells)",
     ),
 }
+TABULAR_SOURCES = ("csv", "parquet")
+TABULAR_DATASETS = {"penguins": ("penguins.csv", "species")}  # file in fcspec/datasets, target
 
 DATA_KEYS: dict[str, Opt] = {
     "train": Opt(
@@ -378,7 +431,14 @@ DATA_KEYS: dict[str, Opt] = {
         "choice",
         "none",
         choices=("none", "standard", "minmax"),
-        doc="per feature, statistics from the training split",
+        doc="per feature, statistics from the training split (one-hot columns stay 0/1)",
+    ),
+    "normalize_target": Opt(
+        "choice",
+        "none",
+        choices=("none", "standard"),
+        doc="regression: train on the standardized target; every figure, eval, predict and "
+        "the ONNX output stay in the target's units",
     ),
 }
 
@@ -570,6 +630,8 @@ def default_text(opt: Opt) -> str:
         return "-"
     if isinstance(v, bool):
         return "`true`" if v else "`false`"
+    if v == ():
+        return "`[]`"
     if isinstance(v, tuple):
         return "`(" + ", ".join(f"{x:g}" for x in v) + ")`"
     if isinstance(v, float):
@@ -590,6 +652,9 @@ def range_text(opt: Opt) -> str:
         "source": "data source",
         "number_or_source": "fraction or source",
         "pair": "two numbers",
+        "name_or_index": "string or index",
+        "columns": "list of names or indices",
+        "delimiter": "`auto` \\| one character",
     }.get(opt.kind, opt.kind)
 
 

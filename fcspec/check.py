@@ -190,10 +190,13 @@ _KIND_WORDS = {
     "floats": "a list of numbers",
     "ints": "a list of whole numbers",
     "pair": "a pair of numbers like (0.9, 0.999)",
-    "source": "a data source such as npz(...), csv(...), idx(...), mnist(...) or dataset(...)",
+    "source": "a data source such as npz(...), csv(...), parquet(...), idx(...), mnist(...) or dataset(...)",
     "number_or_source": "a fraction such as 0.1, or a data source",
     "int_or_full": "a whole number or `full`",
     "names": "a list of names like [accuracy]",
+    "name_or_index": 'a column name such as "species" or a 0-based index',
+    "columns": 'a list of column names or indices like ["year", 0]',
+    "delimiter": 'auto or one character such as ";" or "\\t"',
 }
 
 
@@ -208,6 +211,7 @@ class _Checker:
         self.diagnostics: list[Diagnostic] = []
         self.layer_calls: dict[str, ast.Call] = {}  # every layer's name -> its call, for sweeps
         self.sweep = None
+        self._auto: list[str] = []  # widths the data gives: "input", "outputs"
 
     # ---- reporting -------------------------------------------------------
     def error(self, message: str, span: Span | None, hint: str | None = None) -> None:
@@ -300,6 +304,26 @@ class _Checker:
             ):
                 bad()
             out = tuple(i.name for i in value.items)
+        elif kind == "name_or_index":
+            if isinstance(value, ast.String):
+                out = value.value
+            elif isinstance(value, ast.Number) and isinstance(value.value, int):
+                out = value.value
+            else:
+                bad()
+        elif kind == "columns":
+            if not isinstance(value, ast.List):
+                bad()
+            out = tuple(
+                self.convert(Opt("name_or_index"), i, f"each item of {what}") for i in value.items
+            )
+        elif kind == "delimiter":
+            if isinstance(value, ast.Call) and not value.parens and value.name == "auto":
+                out = "auto"
+            elif isinstance(value, ast.String) and len(value.value) == 1:
+                out = value.value
+            else:
+                bad()
         elif kind == "int_or_full":
             if isinstance(value, ast.Call) and not value.parens and value.name == "full":
                 return None
@@ -547,14 +571,26 @@ class _Checker:
         self.layer_calls = {name: call for name, (_, call, _) in zip(names, entries)}
         layers: list[ir.Layer] = []
         current = shape
-        for (_written, call, _), name in zip(entries, names):
+        last_linear = max(
+            (i for i, (_, c, _s) in enumerate(entries) if c.name == "linear"), default=-1
+        )
+        for i, ((_written, call, _), name) in enumerate(zip(entries, names)):
             sig = catalog.LAYERS.get(call.name)
             if sig is None:
                 self.unknown_layer(call)
                 ok = False
                 current = None
                 continue
+            from_data = call.name == "linear" and self._takes_outputs(call, i == last_linear)
+            if from_data is None:
+                ok = False
+                current = None
+                continue
+            if from_data:
+                call = dataclasses.replace(call, args=from_data)
             bound = self.bind(call, sig, f"`{call.name}`")
+            if bound is not None and from_data:
+                bound[0]["units"] = ir.OUTPUTS
             if bound is None:
                 ok = False
                 current = None
@@ -578,10 +614,39 @@ class _Checker:
                 "add a layer such as `out = linear(10)`",
             )
             return None
-        return ir.Model(section.name, shape, tuple(layers), section.span)  # type: ignore[arg-type]
+        return ir.Model(
+            section.name,
+            shape,  # type: ignore[arg-type]
+            tuple(layers),
+            section.span,
+            auto=tuple(self._auto),
+        )
+
+    def _takes_outputs(self, call: ast.Call, last: bool):
+        """For `linear(outputs)`: its arguments with a stand-in width (units is then set to
+        ir.OUTPUTS); False for a written width; None (reported) when misplaced."""
+        for j, arg in enumerate(call.args):
+            v = arg.value
+            is_units = arg.name == "units" or (arg.name is None and j == 0)
+            if is_units and isinstance(v, ast.Call) and not v.parens and v.name == ir.OUTPUTS:
+                if not last:
+                    self.error(
+                        "`outputs` is the width of the last `linear` layer only",
+                        v.span,
+                        "give this layer a number of units, e.g. `linear(32)`",
+                    )
+                    return None
+                self._auto.append("outputs")
+                args = list(call.args)
+                args[j] = dataclasses.replace(arg, value=ast.Number(1, "1", v.span))
+                return tuple(args)
+        return False
 
     def input_shape(self, node: ast.Input) -> tuple[int, ...] | None:
         value = node.shape
+        if isinstance(value, ast.Call) and not value.parens and value.name == "auto":
+            self._auto.append("input")
+            return (0,)  # from the data: ir.resolve fills it in
         if isinstance(value, ast.Number):  # `input 784` means [784]
             value = ast.List((value,), value.span)
         if not isinstance(value, ast.List) or not value.items:
@@ -654,7 +719,7 @@ class _Checker:
                     f"add `flatten` before it (giving [{math.prod(in_shape)}])",
                 )
                 return None
-            units = attrs["units"]
+            units = 0 if attrs["units"] == ir.OUTPUTS else attrs["units"]
             params["weight"] = (units, in_shape[0])
             if attrs["bias"]:
                 params["bias"] = (units,)
@@ -708,7 +773,7 @@ class _Checker:
             )
             return
         width = out[0]
-        if kind in ("cross_entropy", "nll"):
+        if kind in ("cross_entropy", "nll") and "outputs" not in model.auto:
             if width < 2:
                 self.error(
                     f"`{kind}` needs at least 2 classes, but the model has {width} output",
@@ -973,7 +1038,7 @@ class _Checker:
             if isinstance(value, ast.String):
                 hint = f'wrap the path in a reader: npz("{value.value}") or csv("{value.value}", target = ...)'
             self.error(
-                f"`{key}` must be a data source (npz, csv, idx, mnist, dataset), not {_describe(value)}",
+                f"`{key}` must be a data source ({', '.join(catalog.SOURCES)}), not {_describe(value)}",
                 value.span,
                 hint,
             )
@@ -982,6 +1047,24 @@ class _Checker:
         if bound is None:
             raise _Invalid
         args, spans = bound
+        if value.name == "dataset" and args.get("name") not in catalog.TABULAR_DATASETS:
+            # table options only mean something for the tabular sets; the array sets keep
+            # the IR (and hash) they always had
+            for opt in list(args):
+                if opt == "name":
+                    continue
+                if opt in spans:
+                    tables = ", ".join(catalog.TABULAR_DATASETS)
+                    self.error(
+                        f"`{opt}` applies to the table data sets ({tables}), not to "
+                        f'dataset("{args["name"]}")',
+                        spans[opt],
+                    )
+                    raise _Invalid
+                del args[opt]
+        if args.get("columns") is not None and args.get("drop"):
+            self.error("give `columns` or `drop`, not both", spans.get("drop", value.span))
+            raise _Invalid
         if value.name == "mnist" and key == "train" and args["split"] == "test":
             self.warn("training on MNIST's test split", value.span, 'use `mnist(split = "train")`')
         base = Path(self.path).parent

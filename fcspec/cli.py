@@ -125,7 +125,11 @@ def check(files: tuple[str, ...]) -> None:
                 extra = (
                     f"; a sweep of {n} value{'s' if n != 1 else ''}, {result.sweep.trials} trials"
                 )
-            click.echo(f"{path}: ok ({spec.name}, {spec.model.num_params:,} parameters{extra})")
+            if spec.model.pending:  # `input auto` / `linear(outputs)`: check reads no data
+                widths = " and ".join(spec.model.auto)
+                click.echo(f"{path}: ok ({spec.name}, {widths} from the data{extra})")
+            else:
+                click.echo(f"{path}: ok ({spec.name}, {spec.model.num_params:,} parameters{extra})")
     if failed:
         sys.exit(1)
 
@@ -135,9 +139,10 @@ def check(files: tuple[str, ...]) -> None:
 @_fails_cleanly
 def show(file: str) -> None:
     """Print the layer table: name, op, output shape and parameters, with totals."""
+    from .data import resolve_from_data
     from .describe import show as show_table
 
-    click.echo(show_table(_load(file)), nl=False)
+    click.echo(show_table(*resolve_from_data(_load(file))), nl=False)
 
 
 @main.command(name="ir")
@@ -156,9 +161,10 @@ def ir_command(file: str) -> None:
 def explain(file: str) -> None:
     """Explain a spec: every resolved default, the optimizer's update rule and the
     learning rate of every epoch under the schedule."""
+    from .data import resolve_from_data
     from .describe import explain as explain_text
 
-    click.echo(explain_text(_load(file)), nl=False)
+    click.echo(explain_text(*resolve_from_data(_load(file))), nl=False)
 
 
 @main.command()

@@ -22,7 +22,6 @@ and conversions live in `as_inputs` / `as_targets`, so `fcspec predict` and
 from __future__ import annotations
 
 import contextlib
-import csv
 import functools
 import gzip
 import importlib.resources
@@ -38,9 +37,9 @@ from pathlib import Path
 import numpy as np
 
 from . import ir
+from .catalog import DATASETS, TABULAR_DATASETS, TABULAR_SOURCES
 from .errors import DataError
 
-DATASETS = ("digits", "iris", "breast_cancer", "diabetes")
 MEMINFO = "/proc/meminfo"  # Linux only; elsewhere the memory check is skipped
 
 # ---------------------------------------------------------------------------
@@ -227,63 +226,54 @@ def _npz_array(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, key: str)
 
 
 # ---------------------------------------------------------------------------
-# CSV
+# CSV as plain numbers (prediction files of numeric models); tables with
+# categories, missing cells and class names go through `fcspec.tabular`.
 
 
 def read_csv(
-    path: str | os.PathLike, target: str | None = None
+    path: str | os.PathLike, target: str | int | None = None, **options
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Feature matrix (every column but `target`) and target column, float64.
-    The first row names the columns."""
+    """Feature matrix (every column but `target`) and target column, float64, of a CSV
+    file whose cells are all numbers (missing cells become NaN).  `options` go to
+    `tabular.read_csv` (header, delimiter)."""
+    from . import tabular
+
     path = Path(path)
-    _require_file(path)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None or not any(h.strip() for h in header):
-                raise DataError(f"{path}: empty file (a header row naming the columns is expected)")
-            header = [h.strip() for h in header]
-            if target is not None and target not in header:
-                cols = ", ".join(repr(h) for h in header)
-                raise DataError(f"{path}: no column named {target!r}; the columns are {cols}")
-            rows, lines = [], []
-            for row in reader:
-                if not row or not any(c.strip() for c in row):
-                    continue  # blank lines, common at the end of hand-written files
-                if len(row) != len(header):
-                    raise DataError(
-                        f"{path}: line {reader.line_num} has {len(row)} cells but the header has {len(header)}"
-                    )
-                rows.append(row)
-                lines.append(reader.line_num)
-    except DataError:
-        raise
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not a UTF-8 text file, so not a CSV file") from None
-    except csv.Error as e:
-        raise DataError(f"{path}: malformed CSV: {e}") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read it: {e.strerror or e}") from None
-    if not rows:
+    table = tabular.read_csv(path, **options)
+    if table.num_rows == 0:
         raise DataError(f"{path}: no data rows after the header")
+    features, tname = tabular.select(table, target=target, where=str(path))
+    x = _numbers(features, path)
+    if tname is None:
+        return x, None
+    return x, _numbers(table.select([tname]), path)[:, 0]
+
+
+def _numbers(table, path: Path) -> np.ndarray:
+    import pyarrow as pa
+
+    out = np.empty((table.num_rows, table.num_columns), np.float64)
+    for j, name in enumerate(table.column_names):
+        col = table.column(j)
+        t = col.type
+        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t)):
+            cells = col.to_pylist()
+            i, cell = next((i, c) for i, c in enumerate(cells) if c is not None and not _number(c))
+            raise DataError(
+                f"{path}: line {i + 2}, column {name!r}: {str(cell)!r} is not a number",
+                hint="a spec reads text columns as categories (csv(...) in the data section); "
+                "this reader takes numbers only",
+            )
+        out[:, j] = col.to_numpy(zero_copy_only=False)
+    return out
+
+
+def _number(cell) -> bool:
     try:
-        values = np.array(rows, dtype=np.float64)
-    except ValueError:
-        values = None
-    if values is None:  # find the first cell that is not a number, to say where it is
-        for row, line in zip(rows, lines):
-            for name, cell in zip(header, row):
-                try:
-                    float(cell)
-                except ValueError:
-                    raise DataError(
-                        f"{path}: line {line}, column {name!r}: {cell!r} is not a number"
-                    ) from None
-    if target is None:
-        return values, None
-    t = header.index(target)
-    return np.delete(values, t, axis=1), values[:, t]
+        float(cell)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------
@@ -328,10 +318,19 @@ def _load(src: ir.DataSource, base_dir: Path) -> _Raw:
         path = _resolve(a["path"], base_dir)
         x, y = read_npz(path, a.get("x", "x") or "x", a.get("y", "y"))
         return _Raw(x, y, str(path), str(path))
-    if kind == "csv":
-        path = _resolve(a["path"], base_dir)
-        x, y = read_csv(path, a.get("target"))
-        return _Raw(x, y, str(path), f"{path} column {a.get('target')!r}")
+    if is_tabular(src):
+        # load_source of a table: features encoded with a schema fitted on every row,
+        # targets as numbers (class ids for text labels)
+        from . import tabular
+
+        t = read_table(src, base_dir)
+        task = "regression" if t.target is None or _numeric(t.target) else "classification"
+        schema = fit_table_schema(src, t, task, None, None)
+        x, _ = tabular.encode(schema, t.features, where=t.where)
+        y = None
+        if t.target is not None:
+            y = tabular.encode_target(schema, t.target, where=t.where)
+        return _Raw(x, y, t.where, f"{t.where} column {t.target_name!r}")
     if kind == "idx":
         images = _resolve(a["images"], base_dir)
         labels = _resolve(a["labels"], base_dir) if a.get("labels") else None
@@ -343,7 +342,7 @@ def _load(src: ir.DataSource, base_dir: Path) -> _Raw:
         return _read_idx_pair(images, labels)
     if kind == "dataset":
         name = a.get("name")
-        if name not in DATASETS:
+        if name not in DATASETS or name in TABULAR_DATASETS:
             known = ", ".join(repr(n) for n in DATASETS)
             raise DataError(
                 f"dataset {name!r} is not embedded in fcspec; the embedded ones are {known}"
@@ -353,6 +352,117 @@ def _load(src: ir.DataSource, base_dir: Path) -> _Raw:
             x, y = read_npz(path)
         return _Raw(x, y, f"dataset {name!r}", f"dataset {name!r}")
     raise DataError(f"unknown data source kind {kind!r} (expected npz, csv, idx, mnist or dataset)")
+
+
+# ---------------------------------------------------------------------------
+# Tables (csv, parquet, tabular embedded sets): read by fcspec.tabular
+
+
+def is_tabular(src) -> bool:
+    return isinstance(src, ir.DataSource) and (
+        src.kind in TABULAR_SOURCES
+        or (src.kind == "dataset" and src.args.get("name") in TABULAR_DATASETS)
+    )
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table source as read: feature columns, the target column, where it came from."""
+
+    features: object  # pyarrow.Table
+    target: object | None  # pyarrow.ChunkedArray
+    target_name: str | None
+    where: str
+    line_offset: int  # the file line of row 0
+    dropped: int  # rows left out because their target cell is missing
+    categorical: tuple[str, ...]  # the forced categories, by name
+
+
+def _numeric(col) -> bool:
+    import pyarrow as pa
+
+    t = col.type
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
+
+
+def _table_path(src: ir.DataSource, base_dir: Path) -> tuple[Path, str]:
+    if src.kind == "dataset":
+        name = src.args["name"]
+        res = importlib.resources.files("fcspec.datasets").joinpath(TABULAR_DATASETS[name][0])
+        return Path(str(res)), f"dataset {name!r}"
+    path = _resolve(src.args["path"], base_dir)
+    return path, str(path)
+
+
+def read_table(src: ir.DataSource, base_dir: Path, schema=None, *, progress=None) -> Table:
+    """The table a csv / parquet / tabular dataset source names, its columns chosen.
+
+    With a fitted `schema` (a test file, a prediction file), columns are read as the
+    schema's kinds: numbers as numbers, categories as raw text."""
+    from . import tabular
+
+    a = src.args
+    path, where = _table_path(src, base_dir)
+    target = a.get("target")
+    if src.kind == "dataset" and target is None:
+        target = TABULAR_DATASETS[a["name"]][1]
+    text_cols: list = list(a.get("categorical") or ())
+    number_cols: list = []
+    if schema is not None:
+        text_cols = [c.name for c in schema.columns if c.kind == "categorical"]
+        number_cols = [c.name for c in schema.columns if c.kind == "numeric"]
+    header = bool(a.get("header", True))
+    if src.kind == "parquet":
+        table = tabular.read_parquet(path, text_columns=text_cols if schema is None else ())
+    else:
+        table = tabular.read_csv(
+            path,
+            header=header,
+            delimiter=a.get("delimiter", "auto") or "auto",
+            text_columns=text_cols,
+            number_columns=number_cols,
+            progress=progress,
+        )
+    if table.num_rows == 0:
+        raise DataError(f"{where}: no data rows" + (" after the header" if header else ""))
+    features, tname = tabular.select(
+        table, target=target, columns=a.get("columns"), drop=a.get("drop") or (), where=where
+    )
+    forced = tuple(
+        tabular._name(table.column_names, c, where, "categorical")
+        for c in (a.get("categorical") or ())
+    )
+    tcol, dropped = None, 0
+    if tname is not None:
+        tcol = table.column(tname)
+        if tcol.null_count:
+            import pyarrow.compute as pc
+
+            keep = pc.is_valid(tcol)
+            dropped = tcol.null_count
+            features, tcol = features.filter(keep), tcol.filter(keep)
+    return Table(features, tcol, tname, where, 2 if header else 1, dropped, forced)
+
+
+def fit_table_schema(
+    src: ir.DataSource, t: Table, task: str, rows, outputs, normalize_target="none"
+):
+    from . import tabular
+
+    return tabular.fit(
+        t.features,
+        t.target,
+        target_name=t.target_name,
+        task=task,
+        train_rows=rows,
+        categorical=t.categorical,
+        missing=src.args.get("missing", "mean"),
+        unknown=src.args.get("unknown", "ignore"),
+        normalize_target=normalize_target,
+        outputs=outputs,
+        where=t.where,
+        line_offset=t.line_offset,
+    )
 
 
 def _read_idx_pair(images: Path, labels: Path | None) -> _Raw:
@@ -766,6 +876,9 @@ class Prepared:
     val: Split | None
     test: Split | None
     preprocess: Preprocess
+    spec: ir.Spec | None = None  # the spec with `input auto` / `linear(outputs)` resolved
+    schema: object | None = None  # tabular.Schema: tables, class names, target scaling
+    notes: tuple[str, ...] = ()  # what the data step did, for the run's log
 
 
 def split_indices(
@@ -800,33 +913,183 @@ def _labeled(spec: ir.Spec, src: ir.DataSource, base_dir: Path) -> tuple[np.ndar
         return x, as_targets(spec, raw.y, where=raw.y_name)
 
 
+def _written_outputs(spec: ir.Spec) -> int | None:
+    """The model's output width when the spec writes it (not `linear(outputs)`)."""
+    if "outputs" in spec.model.auto:
+        return None
+    return math.prod(spec.model.output_shape)
+
+
+def _outputs_of(spec: ir.Spec, y: np.ndarray | None, schema) -> int | None:
+    """What `linear(outputs)` becomes: classes of a classifier, 1 for binary, targets per row."""
+    if schema is not None and schema.target is not None:
+        t = schema.target
+        if t.kind == "classes" and spec.task == "classification":
+            return len(t.classes)
+        return 1
+    if y is None:
+        return None
+    if spec.task == "classification":
+        y = np.asarray(y)
+        if y.size == 0 or y.dtype.kind not in "biuf" or not np.isfinite(y).all():
+            return None
+        return int(y.max()) + 1 if y.min() >= 0 else None  # class ids 0 .. k-1: as_targets checks
+    if spec.task == "binary":
+        return 1
+    return math.prod(y.shape[1:]) if y.ndim > 1 else 1
+
+
+def _resolved(spec: ir.Spec, width: int, outputs: int | None, src) -> ir.Spec:
+    if not spec.model.pending:
+        return spec
+    with _located(src):
+        if "outputs" in spec.model.auto and outputs is None:
+            raise DataError(
+                "`linear(outputs)` takes the number of classes or targets from the training labels, "
+                "and these have none that can be counted"
+            )
+        spec = ir.resolve(spec, width, outputs)
+        w = spec.loss.options.get("weight")
+        if w is not None and len(w) != spec.model.output_shape[-1]:
+            raise DataError(
+                f"the loss's `weight` has {len(w)} entries but the data has "
+                f"{spec.model.output_shape[-1]} classes"
+            )
+        if spec.task == "classification" and spec.model.output_shape[-1] < 2:
+            raise DataError(
+                "the training labels hold a single class; a classifier needs two or more"
+            )
+    return spec
+
+
+def _target_scaling(spec: ir.Spec, y: np.ndarray, rows: np.ndarray, schema):
+    """(mean, std) of the training rows' target for `normalize_target = standard`, else None."""
+    if spec.data is None or spec.data.normalize_target != "standard":
+        return None
+    if spec.task != "regression":
+        raise DataError(f"normalize_target applies to regression; this is a {spec.task} model")
+    if schema is not None and schema.target is not None and schema.target.mean is not None:
+        return schema.target.mean, schema.target.std
+    v = np.asarray(y, np.float64)[rows].reshape(len(rows), -1)
+    mean, std = v.mean(axis=0), v.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    return (float(mean[0]), float(std[0])) if mean.size == 1 else (mean.tolist(), std.tolist())
+
+
+def scale_target(y: np.ndarray, scaling) -> np.ndarray:
+    mean, std = scaling
+    return ((np.asarray(y, np.float64) - np.asarray(mean)) / np.asarray(std)).astype(np.float32)
+
+
+def unscale_target(y: np.ndarray, scaling) -> np.ndarray:
+    """Model outputs in the target's units: y * std + mean, in float32 like the ONNX graph."""
+    mean, std = scaling
+    return (np.asarray(y, np.float32) * np.float32(std) + np.float32(mean)).astype(np.float32)
+
+
+def target_scaling(schema) -> tuple | None:
+    t = getattr(schema, "target", None)
+    if t is None or t.mean is None:
+        return None
+    return t.mean, t.std
+
+
 def prepare(spec: ir.Spec, base_dir: Path | None = None) -> Prepared:
-    """Load, check, split and preprocess everything `spec.data` names."""
+    """Load, check, split and preprocess everything `spec.data` names.
+
+    Tables are split first and then fitted (kinds, vocabularies, imputation) on the
+    training rows only; `input auto` and `linear(outputs)` are resolved from what the
+    data holds (`Prepared.spec`)."""
+    from . import tabular
+
     data = spec.data
     if data is None or data.train is None:
         raise DataError(
             f"{spec.path or spec.name}: the spec has no training data (data {{ train = ... }})"
         )
     base = Path(base_dir) if base_dir is not None else _spec_dir(spec)
-    x, y = _labeled(spec, data.train, base)
-    test = None
+    notes: list[str] = []
+    tab = raw = None
+    with _located(data.train):
+        if is_tabular(data.train):
+            tab = read_table(data.train, base)
+            n = tab.features.num_rows
+            if tab.dropped:
+                notes.append(f"{tab.where}: left out {tab.dropped} rows whose target is missing")
+        else:
+            raw = _load(data.train, base)
+            _check_rows(raw)
+            n = raw.x.shape[0]
+    rows = np.arange(n)
+    held: dict[str, np.ndarray] = {}
+    for key, name in (("test", "test"), ("validate", "validate")):
+        frac = getattr(data, key)
+        if frac is not None and not isinstance(frac, ir.DataSource):
+            # A test fraction is held out first, so the validation split never sees those rows.
+            with _located(data.train):
+                tr, out = split_indices(len(rows), float(frac), spec.train.seed, name=name)
+            held[key], rows = rows[out], rows[tr]
+
+    schema = None
+    with _located(data.train):
+        if tab is not None:
+            schema = fit_table_schema(
+                data.train, tab, spec.task, rows, _written_outputs(spec), data.normalize_target
+            )
+            x_all, report = tabular.encode(
+                schema, tab.features, where=tab.where, line_offset=tab.line_offset
+            )
+            y_all = (
+                tabular.encode_target(schema, tab.target, where=tab.where)
+                if tab.target is not None
+                else None
+            )
+            where_x, where_y = tab.where, f"{tab.where} column {tab.target_name!r}"
+        else:
+            x_all, y_all, report = raw.x, raw.y, None
+            where_x, where_y = raw.x_name, raw.y_name
+    spec = _resolved(spec, math.prod(x_all.shape[1:]), _outputs_of(spec, y_all, schema), data.train)
+    with _located(data.train):
+        x_all = as_inputs(spec, x_all, where=where_x, compact=True)
+        y_all = as_targets(spec, y_all, where=where_y)
+        scaling = _target_scaling(spec, y_all, rows, schema)
+    if scaling is not None:
+        y_all = scale_target(y_all, scaling)
+        if schema is None:
+            schema = tabular.Schema((), tabular.TargetSchema(None, "values", (), *scaling))
+
+    def source(src: ir.DataSource) -> tuple[np.ndarray, np.ndarray]:
+        nonlocal report
+        if tab is None or not is_tabular(src):  # arrays, or a table read as plain numbers
+            x, y = _labeled(spec, src, base)
+        else:
+            with _located(src):
+                t = read_table(src, base, schema)
+                x, r = tabular.encode(schema, t.features, where=t.where, line_offset=t.line_offset)
+                report = tabular.merge_reports(report, r)
+                if t.target is None:
+                    raise DataError(f"{t.where}: no target column")
+                y = tabular.encode_target(
+                    schema, t.target, where=t.where, line_offset=t.line_offset
+                )
+                x = as_inputs(spec, x, where=t.where)
+                y = as_targets(spec, y, where=f"{t.where} column {t.target_name!r}")
+        return x, (scale_target(y, scaling) if scaling is not None else y)
+
+    test = val = None
     if isinstance(data.test, ir.DataSource):
-        test = _labeled(spec, data.test, base)
-    elif data.test is not None:
-        # A test fraction is held out first, so the validation split never sees those rows.
-        with _located(data.train):
-            tr, te = split_indices(len(x), float(data.test), spec.train.seed, name="test")
-        test = (x[te], y[te])
-        x, y = x[tr], y[tr]
-    val = None
+        test = source(data.test)
+    elif "test" in held:
+        test = (x_all[held["test"]], y_all[held["test"]])
     if isinstance(data.validate, ir.DataSource):
-        val = _labeled(spec, data.validate, base)
-    elif data.validate is not None:
-        with _located(data.train):
-            tr, va = split_indices(len(x), float(data.validate), spec.train.seed)
-        val = (x[va], y[va])
-        x, y = x[tr], y[tr]
-    return _assemble(spec, (x, y), val, test)
+        val = source(data.validate)
+    elif "validate" in held:
+        val = (x_all[held["validate"]], y_all[held["validate"]])
+    x, y = (x_all, y_all) if len(rows) == n and not held else (x_all[rows], y_all[rows])
+    del x_all, y_all
+    if report is not None:
+        notes += [f"{tab.where}: {line}" for line in tabular.summary(report, schema)]
+    return _assemble(spec, (x, y), val, test, schema, tuple(notes))
 
 
 def prepare_arrays(
@@ -858,11 +1121,19 @@ def prepare_arrays(
     return _assemble(spec, (x, y), val, None)
 
 
-def _assemble(spec: ir.Spec, train, val, test) -> Prepared:
+def _assemble(
+    spec: ir.Spec, train, val, test, schema=None, notes: tuple[str, ...] = ()
+) -> Prepared:
     """Fit the preprocessing on the training rows and build the splits."""
     x, y = train
     data = spec.data if spec.data is not None else ir.Data(train=None)
     pre = Preprocess.fit(x, scale=data.scale, normalize=data.normalize)
+    if schema is not None and schema.categorical and not pre.is_identity:
+        # one-hot columns stay 0/1, as scikit-learn's OneHotEncoder leaves them
+        onehot = ~schema.numeric_mask()
+        shift, divisor = pre.shift.copy(), pre.divisor.copy()
+        shift[onehot], divisor[onehot] = 0, 1
+        pre = Preprocess(pre.scale, shift, divisor, pre.normalize)
 
     def dense(x: np.ndarray) -> np.ndarray:
         # float32 arrays from as_inputs are ours: preprocessed in place to spare a copy
@@ -877,4 +1148,31 @@ def _assemble(spec: ir.Spec, train, val, test) -> Prepared:
         val=Split(dense(val[0]), val[1]) if val else None,
         test=Split(dense(test[0]), test[1]) if test else None,
         preprocess=pre,
+        spec=spec,
+        schema=schema,
+        notes=tuple(notes),
     )
+
+
+def resolve_from_data(spec: ir.Spec, base_dir: Path | None = None) -> tuple[ir.Spec, str | None]:
+    """(spec with its data widths, a note saying what the data gave) for show / explain;
+    the spec unchanged and the reason when the data cannot be read."""
+    if not spec.model.pending:
+        return spec, None
+    try:
+        p = prepare(spec, base_dir)
+    except DataError as e:
+        return spec, e.diagnostic.message
+    m = p.spec.model
+    what = [f"input [{m.input_shape[0]}]" if "input" in m.auto else None]
+    if "outputs" in m.auto:
+        what.append(f"outputs {m.output_shape[-1]}")
+    note = ", ".join(w for w in what if w)
+    schema = p.schema
+    if schema is not None and schema.columns:
+        note += f" ({len(schema.columns)} columns -> {schema.width} features"
+        if schema.target is not None and schema.target.kind == "classes":
+            shown = ", ".join(str(c) for c in schema.target.classes[:8])
+            note += f"; classes {shown}" + (", ..." if len(schema.target.classes) > 8 else "")
+        note += ")"
+    return p.spec, note

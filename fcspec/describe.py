@@ -26,7 +26,29 @@ MAX_LR_ROWS = 10_000
 
 
 def _shape(s: tuple[int, ...]) -> str:
-    return "[" + ", ".join(map(str, s)) + "]"
+    # 0 is a width `input auto` / `linear(outputs)` leaves to the data
+    return "[" + ", ".join(str(d) if d else "?" for d in s) + "]"
+
+
+def _count(layer_or_model) -> str:
+    shapes = (
+        layer_or_model.params.values()
+        if isinstance(layer_or_model, ir.Layer)
+        else layer_or_model.param_shapes().values()
+    )
+    if any(0 in s for s in shapes):
+        return "?"
+    return f"{layer_or_model.num_params:,}"
+
+
+def data_note(spec: ir.Spec, note: str | None) -> list[str]:
+    """The line saying which widths come from the data, and what they are."""
+    if not spec.model.auto:
+        return []
+    what = " and ".join(spec.model.auto)
+    if spec.model.pending:
+        return [f"{what} from the data (not read{': ' + note if note else ''})"]
+    return [f"{what} from the data{': ' + note if note else ''}"]
 
 
 def _bytes(n: int) -> str:
@@ -36,14 +58,12 @@ def _bytes(n: int) -> str:
     return f"{n} B"
 
 
-def show(spec: ir.Spec) -> str:
-    """A layer table like Keras' `model.summary()`."""
+def show(spec: ir.Spec, note: str | None = None) -> str:
+    """A layer table like Keras' `model.summary()`; `note` says what the data resolved."""
     rows = [("Layer (op)", "Output shape", "Param #")]
     rows.append(("input", _shape(spec.model.input_shape), "0"))
     for layer in spec.model.layers:
-        rows.append(
-            (f"{layer.name} ({layer.op})", _shape(layer.out_shape), f"{layer.num_params:,}")
-        )
+        rows.append((f"{layer.name} ({layer.op})", _shape(layer.out_shape), _count(layer)))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     widths[0] = max(widths[0], 28)
     widths[1] = max(widths[1], 14)
@@ -62,12 +82,16 @@ def show(spec: ir.Spec) -> str:
     ]
     out += [line(r) for r in rows[1:]]
     out.append("=" * total_width)
-    out.append(f"Total params: {n:,} ({_bytes(n * 4)} as float32)")
-    out.append(f"Trainable params: {n:,}")
+    if spec.model.pending:
+        out.append("Total params: from the data")
+    else:
+        out.append(f"Total params: {n:,} ({_bytes(n * 4)} as float32)")
+        out.append(f"Trainable params: {n:,}")
     out.append(
         f"Loss: {spec.loss.kind} ({spec.task})   Optimizer: {spec.optimizer.kind}"
         f"(lr = {spec.optimizer.lr:g})"
     )
+    out += data_note(spec, note)
     return "\n".join(out) + "\n"
 
 
@@ -89,24 +113,29 @@ def _options(options: dict) -> str:
     return ", ".join(f"{k} = {_value(v)}" for k, v in options.items())
 
 
-def explain(spec: ir.Spec) -> str:
+def explain(spec: ir.Spec, note: str | None = None) -> str:
     """Every resolved default, the optimizer's update rule and the learning rate per epoch."""
     from . import optim, schedules  # the numerics modules describe their own rules
 
     out: list[str] = [f"{spec.name}  ({spec.path})", ""]
     m = spec.model
     out.append(
-        f"Model: input {_shape(m.input_shape)}, {len(m.layers)} layers, {m.num_params:,} parameters"
+        f"Model: input {_shape(m.input_shape)}, {len(m.layers)} layers, {_count(m)} parameters"
     )
+    out += ["  " + line for line in data_note(spec, note)]
     for layer in m.layers:
         attrs = f"({_options(layer.attrs)})" if layer.attrs else ""
         line = f"  {layer.name} = {layer.op}{attrs}: {_shape(layer.in_shape)} -> {_shape(layer.out_shape)}"
         out.append(line)
         if layer.op == "linear":
             fan_in = layer.in_shape[0]
-            bound = 1 / math.sqrt(fan_in)
             init = layer.attrs["init"]
-            if init == "default":
+            if not fan_in:
+                out.append(
+                    f"      weight {_shape(layer.params['weight'])} ~ {init} (fan-in from the data)"
+                )
+            elif init == "default":
+                bound = 1 / math.sqrt(fan_in)
                 out.append(
                     f"      weight {_shape(layer.params['weight'])} and bias ~ U(-{bound:.4g}, {bound:.4g})"
                     f"  (nn.Linear's default: 1/sqrt(in), in = {fan_in})"
@@ -178,6 +207,11 @@ def explain(spec: ir.Spec) -> str:
                 "minmax": ", then (x - min) / (max - min) per feature, from the training split",
             }[d.normalize]
         )
+        if d.normalize_target == "standard":
+            out.append(
+                "  target: trained as (y - mean) / std from the training split; every figure, "
+                "eval, predict and the ONNX output are in the target's own units"
+            )
     out.append("")
     t = spec.train
     batch = (

@@ -37,12 +37,25 @@ class Layer:
         return sum(math.prod(s) for s in self.params.values())
 
 
+# `input auto` and `linear(outputs)` leave widths to the data: until `resolve` fills them
+# in, an unknown width is 0 in every shape and the layer's `units` attribute is OUTPUTS.
+OUTPUTS = "outputs"
+
+
 @dataclass(frozen=True, slots=True)
 class Model:
     name: str
     input_shape: Shape
     layers: tuple[Layer, ...]
     span: Span | None = field(default=None, compare=False)
+    auto: tuple[str, ...] = ()  # "input" and/or "outputs": widths taken from the data
+
+    @property
+    def pending(self) -> bool:
+        """Some width still comes from the data (see `resolve`)."""
+        return bool(self.auto) and (
+            0 in self.input_shape or any(l.attrs.get("units") == OUTPUTS for l in self.layers)
+        )
 
     @property
     def output_shape(self) -> Shape:
@@ -91,9 +104,10 @@ class Regularize:
 
 @dataclass(frozen=True, slots=True)
 class DataSource:
-    kind: str  # npz, csv, idx, mnist, dataset
-    args: dict[str, Any]  # npz: path, x, y; csv: path, target; idx: images, labels;
-    #                       mnist: split; dataset: name.  Paths as written.
+    kind: str  # npz, csv, parquet, idx, mnist, dataset
+    args: dict[str, Any]  # npz: path, x, y; csv / parquet: path, target and the table options
+    #                       (catalog.SOURCES); idx: images, labels; mnist: split; dataset: name.
+    #                       Paths as written.
     span: Span | None = field(default=None, compare=False)
 
 
@@ -104,6 +118,7 @@ class Data:
     validate: float | DataSource | None = None  # a fraction of train, or a source
     scale: float = 1.0  # inputs are divided by this
     normalize: str = "none"  # none | standard | minmax, statistics from train only
+    normalize_target: str = "none"  # none | standard (regression), statistics from train only
     span: Span | None = field(default=None, compare=False)
 
 
@@ -157,8 +172,71 @@ class Spec:
         return None
 
 
+def resolve(spec: Spec, input_width: int | None, outputs: int | None) -> Spec:
+    """`spec` with `input auto` and `linear(outputs)` replaced by the data's widths.
+
+    Shapes and parameter shapes are recomputed layer by layer; the spec's hash stays
+    the one of the text as written (a checkpoint or an export of the same spec and
+    the same data resolves to the same widths, and the schema saved beside the
+    weights says which)."""
+    import dataclasses
+    import math as _math
+
+    m = spec.model
+    if not m.pending:
+        return spec
+    shape = m.input_shape
+    if "input" in m.auto:
+        if input_width is None or input_width < 1:
+            raise ValueError("input auto needs the data's width")
+        shape = (int(input_width),)
+    layers = []
+    cur = shape
+    for layer in m.layers:
+        attrs, params, out = dict(layer.attrs), {}, cur
+        if layer.op == "linear":
+            units = attrs["units"]
+            if units == OUTPUTS:
+                if outputs is None or outputs < 1:
+                    raise ValueError("linear(outputs) needs the data's number of outputs")
+                units = attrs["units"] = int(outputs)
+            params["weight"] = (units, cur[0])
+            if attrs.get("bias", True):
+                params["bias"] = (units,)
+            out = (units,)
+        elif layer.op == "flatten":
+            out = (_math.prod(cur),)
+        layers.append(
+            dataclasses.replace(layer, attrs=attrs, in_shape=cur, out_shape=out, params=params)
+        )
+        cur = out
+    model = dataclasses.replace(m, input_shape=shape, layers=tuple(layers))
+    return dataclasses.replace(spec, model=model)
+
+
+def resolve_from_params(spec: Spec, params: dict) -> Spec:
+    """`resolve` with the widths read off trained weights (export, verify, eval)."""
+    m = spec.model
+    if not m.pending:
+        return spec
+    linears = [l for l in m.layers if l.op == "linear"]
+    width = outputs = None
+    try:
+        if "input" in m.auto and linears:
+            width = int(params[f"{linears[0].name}.weight"].shape[1])
+        for l in linears:
+            if l.attrs.get("units") == OUTPUTS:
+                outputs = int(params[f"{l.name}.weight"].shape[0])
+    except (KeyError, AttributeError, IndexError):
+        return spec  # the weights' own check reports what is missing
+    return resolve(spec, width, outputs)
+
+
 # ---------------------------------------------------------------------------
 # Canonical JSON: stable key order, no spans, tuples as lists.
+
+
+_OMITTED_AT_DEFAULT = ("auto", "normalize_target")
 
 
 def to_data(obj: Any) -> Any:
@@ -167,6 +245,8 @@ def to_data(obj: Any) -> Any:
         for f in fields(obj):
             if f.name == "span" or (isinstance(obj, Spec) and f.name in ("path", "source")):
                 continue
+            if f.name in _OMITTED_AT_DEFAULT and getattr(obj, f.name) == f.default:
+                continue  # settings added later: older specs keep their hash (and checkpoints)
             out[f.name] = to_data(getattr(obj, f.name))
         if isinstance(obj, Layer):
             out["num_params"] = obj.num_params

@@ -49,6 +49,7 @@ from . import io as fio
 from .errors import DataError, FcspecError, TrainingError
 
 CHECKPOINT_FORMAT = 1
+SCHEMA_FILE = "schema.json"  # the fitted table schema / target scaling (tabular.Schema)
 EVAL_BATCH = 1024  # rows per forward pass when evaluating (bounds memory, not results)
 
 
@@ -196,9 +197,15 @@ def _check_memory(spec: ir.Spec, batch: int) -> None:
         )
 
 
-def _eval_metrics(task: str, loss_kind: str, loss_fn, out: np.ndarray, y: np.ndarray, prefix: str):
-    """Loss and the task's figures for outputs `out` against targets `y`."""
+def _eval_metrics(
+    task: str, loss_kind: str, loss_fn, out: np.ndarray, y: np.ndarray, prefix: str, scaling=None
+):
+    """Loss and the task's figures for outputs `out` against targets `y`.  With a target
+    `scaling` (normalize_target), the loss is of the scaled target the model learns and
+    mae / rmse are in the target's own units."""
     m = {f"{prefix}_loss": float(loss_fn.value(out, y))}
+    if scaling is not None:
+        out, y = fdata.unscale_target(out, scaling), fdata.unscale_target(y, scaling)
     if task == "classification":
         m[f"{prefix}_accuracy"] = float(np.mean(np.argmax(out, axis=-1) == y))
     elif task == "binary":
@@ -442,6 +449,23 @@ def _load_checkpoint(path: Path, spec: ir.Spec) -> tuple[dict[str, Any], dict[st
     return meta, arrays
 
 
+def check_schema(path: Path, schema, what: str) -> None:
+    """The schema saved beside weights (`path`) must be the one the data gives now."""
+    from .tabular import Schema
+
+    if not path.exists():
+        return  # weights from before schemas, or copied without theirs: nothing to compare
+    saved = Schema.from_json(path.read_text(), str(path))
+    if schema is None:
+        raise DataError(f"{what}: {path} describes a table, but the spec's data is not one")
+    diff = saved.differences(schema)
+    if diff:
+        raise DataError(
+            f"{what}: the data changed since training: {'; '.join(diff[:3])}",
+            hint=f"{path} holds the schema the weights were trained with; retrain, or restore the data",
+        )
+
+
 def _prefixed(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
     n = len(prefix)
     return {k[n:]: v for k, v in arrays.items() if k.startswith(prefix)}
@@ -573,6 +597,7 @@ class RunState:
     def __init__(self, spec: ir.Spec, out: Path, seed: int, total_epochs: int, prepared, init=None):
         self.spec, self.out, self.seed, self.total_epochs = spec, out, seed, total_epochs
         self.prepared = prepared
+        self.scaling = fdata.target_scaling(prepared.schema)  # normalize_target: (mean, std)
         self.n = n = len(prepared.train)
         if n == 0:
             raise DataError("the training set is empty")
@@ -767,7 +792,11 @@ def _end_epoch(state: RunState, row: dict[str, Any], t0: float, callbacks, progr
     val = state.prepared.val
     if val is not None and len(val):
         vout = net.predict(val.x, EVAL_BATCH)
-        row.update(_eval_metrics(spec.task, spec.loss.kind, state.loss_fn, vout, val.y, "val"))
+        row.update(
+            _eval_metrics(
+                spec.task, spec.loss.kind, state.loss_fn, vout, val.y, "val", state.scaling
+            )
+        )
     state.sched.step(row)
     es = spec.train.early_stop
     if state.stopper is not None:
@@ -881,11 +910,21 @@ def run(
     if prepared is None:
         base = Path(base_dir) if base_dir is not None else None  # None: the spec's folder
         prepared = fdata.prepare(spec, base)
+    spec = prepared.spec or spec  # `input auto` / `linear(outputs)` resolved from the data
+    if meta is not None:
+        check_schema(out / SCHEMA_FILE, prepared.schema, f"checkpoint {ckpt_in}")
     state = RunState(spec, out, seed, total_epochs, prepared, init)
+    if not quiet:
+        for note in prepared.notes:
+            (echo or (lambda s: print(s, file=sys.stderr, flush=True)))(note)
     if meta is not None:
         state.resume(ckpt_in, meta, ck_arrays)
     if prepared.preprocess is not None:
         prepared.preprocess.save(out / "preprocess.npz")
+    if prepared.schema is not None:
+        fio.atomic_write_text(out / SCHEMA_FILE, prepared.schema.to_json())
+    elif (out / SCHEMA_FILE).exists():
+        (out / SCHEMA_FILE).unlink()  # an older run's schema must not describe this one
     # The state a resume would start from, kept in memory (not written: an
     # older run's files in `out` stay until this run finishes its first epoch).
     start_ckpt = state.checkpoint_bytes()
@@ -958,7 +997,11 @@ def _summary(state: RunState) -> dict:
     test = state.prepared.test
     if test is not None and len(test):
         tout = state.net.predict(test.x, EVAL_BATCH)
-        s.update(_eval_metrics(spec.task, spec.loss.kind, state.loss_fn, tout, test.y, "test"))
+        s.update(
+            _eval_metrics(
+                spec.task, spec.loss.kind, state.loss_fn, tout, test.y, "test", state.scaling
+            )
+        )
     return s
 
 
@@ -976,6 +1019,11 @@ def evaluate(
         raise TrainingError(f"{spec.path}: the spec has no data to evaluate on")
     base = Path(base_dir) if base_dir is not None else None  # None: data.py uses the spec's folder
     prepared = fdata.prepare(spec, base)
+    spec = prepared.spec or spec
+    check_schema(
+        Path(weights_path).parent / SCHEMA_FILE, prepared.schema, f"weights {weights_path}"
+    )
+    scaling = fdata.target_scaling(prepared.schema)
     net = interpreter.Network(spec.model, rng=np.random.default_rng(0))
     if isinstance(weights_path, Mapping):  # the weights themselves (the Python API)
         net.load_params(weights_path)
@@ -989,7 +1037,7 @@ def evaluate(
     ):
         if split is not None and len(split):
             out = net.predict(split.x, EVAL_BATCH)
-            m = _eval_metrics(spec.task, spec.loss.kind, loss_fn, out, split.y, split_name)
+            m = _eval_metrics(spec.task, spec.loss.kind, loss_fn, out, split.y, split_name, scaling)
             result: dict[str, Any] = {"split": split_name, "rows": len(split)}
             # plain names (loss, accuracy, ...) plus the prefixed ones
             result.update({k.split("_", 1)[1]: v for k, v in m.items()})

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import ROOT, SPECS
-from fcspec import ir
+from fcspec import catalog, ir
 from fcspec.check import check_file, check_source, compile_source
 from fcspec.cli import main
 from fcspec.errors import SpecError
@@ -317,7 +317,16 @@ train {
     )
     d = spec.data
     assert d.train == ir.DataSource("npz", {"path": "train.npz", "x": "x", "y": "y"})
-    assert d.test == ir.DataSource("csv", {"path": "test.csv", "target": "label"})
+    assert d.test.kind == "csv"
+    assert d.test.args == {
+        "path": "test.csv",
+        "target": "label",
+        **{
+            k: o.default
+            for k, o in catalog.SOURCES["csv"].opts.items()
+            if k not in ("path", "target")
+        },
+    }
     assert d.validate == 0.1 and d.normalize == "standard"
     t = spec.train
     assert (t.epochs, t.batch, t.shuffle, t.seed, t.clip_grad_norm, t.metrics) == (

@@ -1,0 +1,359 @@
+"""Tables as people have them: real CSV files from PyPI packages (tests/data/README.md),
+every csv(...) option, every trap, and the encoding checked against NumPy / pandas."""
+
+from __future__ import annotations
+
+import bz2
+import lzma
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from fcspec import data, ir, tabular
+from fcspec.check import check_source, compile_source
+from fcspec.errors import DataError
+
+DATA = ROOT / "tests" / "data"
+PENGUINS = DATA / "penguins.csv"
+
+
+def spec_text(train: str, *, loss="cross_entropy", extra="", model=None) -> str:
+    model = model or "input auto\n    h = linear(16) -> relu\n    out = linear(outputs)"
+    return (
+        f"model T {{\n    {model}\n}}\nloss {loss}\noptimizer adam(lr = 0.01)\n"
+        f"data {{\n    train = {train}\n    {extra}\n}}\ntrain {{ epochs = 2  batch = 32  seed = 0 }}\n"
+    )
+
+
+def prepare(tmp_path, train: str, **kw):
+    spec = compile_source(spec_text(train, **kw), str(tmp_path / "t.fc"))
+    return data.prepare(spec, tmp_path)
+
+
+def message(e) -> str:
+    return str(e.value)
+
+
+@pytest.fixture
+def files(tmp_path):
+    for f in DATA.iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    return tmp_path
+
+
+# ---------------------------------------------------------------------------
+# The penguins, raw
+
+
+def test_penguins_raw_file_encodes_like_pandas(files):
+    import pandas as pd
+
+    p = prepare(files, 'csv("penguins.csv", target = "species", drop = ["year"])')
+    s = p.schema
+    assert [c.name for c in s.columns] == [
+        "island",
+        "bill_length_mm",
+        "bill_depth_mm",
+        "flipper_length_mm",
+        "body_mass_g",
+        "sex",
+    ]
+    assert s.columns[0].categories == ("Biscoe", "Dream", "Torgersen")  # sorted
+    assert s.columns[5].categories == ("female", "male")
+    assert s.target.classes == ("Adelie", "Chinstrap", "Gentoo")
+    assert p.spec.model.input_shape == (9,) and p.spec.model.output_shape == (3,)
+    assert any("imputed 19 cells in 5 columns" in n for n in p.notes), p.notes
+    # the oracle: pandas on the same file, the training rows of the same split
+    df = pd.read_csv(PENGUINS)
+    rows = np.arange(len(df))
+    tr, _ = data.split_indices(len(df), 0.0 + 1e-9, 0) if False else (rows, None)
+    mean = df["bill_length_mm"].mean()
+    assert s.columns[1].fill == pytest.approx(mean)
+    assert s.columns[5].fill == df["sex"].mode()[0]
+    x, report = tabular.encode(s, tabular.read_csv(PENGUINS).drop_columns(["species", "year"]))
+    assert report["imputed"] == {
+        "bill_length_mm": 2,
+        "bill_depth_mm": 2,
+        "flipper_length_mm": 2,
+        "body_mass_g": 2,
+        "sex": 11,
+    }
+    onehot = pd.get_dummies(df["island"]).to_numpy(np.float32)
+    np.testing.assert_array_equal(x[:, 0:3], onehot)
+    filled = df["bill_length_mm"].fillna(mean).to_numpy(np.float32)
+    np.testing.assert_array_equal(x[:, 3], filled)
+    y = pd.Categorical(df["species"], categories=sorted(df["species"].unique())).codes
+    np.testing.assert_array_equal(p.train.y, y[: len(p.train.y)])
+    assert tr is rows
+
+
+def test_imputation_is_fitted_on_the_training_rows_only(files):
+    p = prepare(
+        files,
+        'csv("penguins.csv", target = "species", missing = median)',
+        extra="test = 0.3",
+    )
+    import pandas as pd
+
+    df = pd.read_csv(PENGUINS)
+    tr, _ = data.split_indices(len(df), 0.3, 0, name="test")
+    assert p.schema.columns[1].fill == pytest.approx(df["bill_length_mm"].iloc[tr].median())
+    assert p.schema.columns[1].fill != pytest.approx(df["bill_length_mm"].median())
+
+
+@pytest.mark.parametrize(
+    "how,expect",
+    [("zero", lambda v: 0.0), ("most_frequent", lambda v: v.mode().min()), ("mean", np.mean)],
+)
+def test_missing_strategies(files, how, expect):
+    import pandas as pd
+
+    p = prepare(files, f'csv("penguins.csv", target = "species", missing = {how})')
+    v = pd.read_csv(PENGUINS)["flipper_length_mm"].dropna()
+    assert p.schema.columns[3].fill == pytest.approx(float(expect(v)))
+
+
+def test_missing_error_names_line_and_column(files):
+    with pytest.raises(DataError) as e:
+        prepare(files, 'csv("penguins.csv", target = "species", missing = error)')
+    assert "penguins.csv: line 5, column 'bill_length_mm': missing cell" in message(e)
+
+
+def test_unseen_categories_are_zeros_or_refused(files):
+    (files / "more.csv").write_text(
+        "species,island,bill_length_mm,bill_depth_mm,flipper_length_mm,body_mass_g,sex,year\n"
+        "Adelie,Atlantis,39.1,18.7,181,3750,male,2007\n"
+        "Gentoo,Biscoe,NA,15,220,5000,,2009\n"
+    )
+    p = prepare(
+        files,
+        'csv("penguins.csv", target = "species")',
+        extra='test = csv("more.csv", target = "species")',
+    )
+    assert any("1 cells hold categories unseen in training" in n for n in p.notes), p.notes
+    np.testing.assert_array_equal(p.test.x[0, :3], 0)  # one-hot stays 0/1 under normalize none
+    np.testing.assert_array_equal(p.test.y, [0, 2])
+    with pytest.raises(DataError) as e:
+        prepare(
+            files,
+            'csv("penguins.csv", target = "species", unknown = error)',
+            extra='test = csv("more.csv", target = "species")',
+        )
+    assert "line 2, column 'island': category 'Atlantis' was not in the training rows" in message(e)
+
+
+def test_categorical_forces_number_codes_and_columns_selects(files):
+    p = prepare(
+        files,
+        'csv("penguins.csv", target = "species", columns = ["island", "year"], categorical = ["year"])',
+    )
+    assert [(c.name, c.kind) for c in p.schema.columns] == [
+        ("island", "categorical"),
+        ("year", "categorical"),
+    ]
+    assert p.schema.columns[1].categories == ("2007", "2008", "2009")
+    assert p.spec.model.input_shape == (6,)
+
+
+def test_standard_normalize_leaves_one_hot_columns(files):
+    p = prepare(files, 'csv("penguins.csv", target = "species")', extra="normalize = standard")
+    mask = p.schema.numeric_mask()
+    assert (p.preprocess.shift[~mask] == 0).all() and (p.preprocess.divisor[~mask] == 1).all()
+    assert np.allclose(p.train.x[:, mask].mean(axis=0), 0, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------
+# Delimiters, headers, compression
+
+
+def test_delimiters_are_sniffed(files):
+    tsv = tabular.read_csv(files / "anes96.csv")  # tab-separated, quoted names
+    assert tsv.num_columns == 10 and tsv.column_names[-1] == "vote"
+    semi = tabular.read_csv(files / "modechoice.csv")
+    assert semi.column_names[:3] == ["individual", "mode", "choice"] and semi.num_rows == 840
+    ws = tabular.read_csv(files / "linnerud_exercise.csv")
+    assert ws.column_names == ["Chins", "Situps", "Jumps"] and ws.num_rows == 20
+    raw = tabular.read_csv(files / "diabetes_data_raw.csv.gz", header=False)
+    assert raw.num_columns == 10 and raw.column_names[0] == "0" and raw.num_rows == 442
+
+
+def test_single_column_with_another_delimiter_is_refused(files):
+    with pytest.raises(DataError) as e:
+        tabular.read_csv(files / "anes96.csv", delimiter=",")
+    assert "reads as one column" in message(e)
+    assert 'tab-separated? use `delimiter = "\\t"` or leave it `auto`' in message(e)
+
+
+def test_header_less_file_and_target_by_index(files):
+    with pytest.raises(DataError) as e:
+        prepare(files, 'csv("digits.csv.gz", target = 64)')
+    assert "the header row is all numbers" in message(e)
+    assert "is this file header-less? use `header = false`" in message(e)
+    p = prepare(files, 'csv("digits.csv.gz", target = 64, header = false)')
+    assert p.spec.model.input_shape == (64,) and p.spec.model.output_shape == (10,)
+    assert len(p.train) == 1797
+    assert p.schema.target.identity
+    p2 = prepare(files, 'csv("digits.csv.gz", target = -1, header = false)')
+    np.testing.assert_array_equal(p.train.y, p2.train.y)
+
+
+@pytest.mark.parametrize("suffix", ["bz2", "xz", "zst"])
+def test_compression_by_file_name(files, suffix):
+    raw = PENGUINS.read_bytes()
+    if suffix == "bz2":
+        packed = bz2.compress(raw)
+    elif suffix == "xz":
+        packed = lzma.compress(raw)
+    else:
+        import pyarrow as pa
+
+        with pa.output_stream(str(files / "p.csv.zst"), compression="zstd") as f:
+            f.write(raw)
+        packed = (files / "p.csv.zst").read_bytes()
+    (files / f"p.csv.{suffix}").write_bytes(packed)
+    a = tabular.read_csv(files / f"p.csv.{suffix}")
+    assert a.equals(tabular.read_csv(PENGUINS))
+
+
+def test_traps_duplicate_names_and_missing_target(files):
+    (files / "dup.csv").write_text("a,b,a\n1,2,3\n")
+    with pytest.raises(DataError) as e:
+        tabular.read_csv(files / "dup.csv")
+    assert "columns 0 and 2 are both named 'a'" in message(e)
+    with pytest.raises(DataError) as e:
+        prepare(files, 'csv("penguins.csv", target = "Species")')
+    assert "no target column named 'Species'; the columns are 'species', 'island'" in message(e)
+    assert "did you mean 'species'?" in message(e)
+    assert "t.fc:9:" in message(e)  # located at the source in the spec
+    with pytest.raises(DataError, match="out of range"):
+        prepare(files, 'csv("penguins.csv", target = 8)')
+
+
+def test_parquet_reads_like_the_csv(files):
+    import pyarrow.parquet as pq
+
+    pq.write_table(tabular.read_csv(PENGUINS), files / "p.parquet")
+    a = prepare(files, 'parquet("p.parquet", target = "species", drop = ["year"])')
+    b = prepare(files, 'csv("penguins.csv", target = "species", drop = ["year"])')
+    assert a.schema == b.schema
+    np.testing.assert_array_equal(a.train.x, b.train.x)
+
+
+def test_to_table_takes_dataframes_and_arrays():
+    import pandas as pd
+
+    df = pd.read_csv(PENGUINS)
+    t = tabular.to_table(df)
+    feats, name = tabular.select(t, target="species", drop=["year"])
+    s = tabular.fit(feats, t.column(name), target_name=name, task="classification")
+    x, _ = tabular.encode(s, feats)
+    file_t = tabular.read_csv(PENGUINS)
+    f2, _ = tabular.select(file_t, target="species", drop=["year"])
+    x2, _ = tabular.encode(
+        tabular.fit(f2, file_t.column("species"), target_name="species", task="classification"), f2
+    )
+    np.testing.assert_array_equal(x, x2)
+    arr = tabular.to_table(np.array([[1.0, np.nan], [3.0, 4.0]]))
+    assert arr.column_names == ["0", "1"] and arr.column(1).null_count == 1
+
+
+# ---------------------------------------------------------------------------
+# Labels and targets
+
+
+@pytest.mark.parametrize(
+    "labels,classes",
+    [(["b", "a", "c", "a"], ("a", "b", "c")), ([3, 1, 2, 1], (1, 2, 3)), ([1, -1, -1, 1], (-1, 1))],
+)
+def test_class_labels_map_to_sorted_indices(tmp_path, labels, classes):
+    rows = "\n".join(f"{i},{lab}" for i, lab in enumerate(labels * 5))
+    (tmp_path / "l.csv").write_text("x,label\n" + rows + "\n")
+    p = prepare(tmp_path, 'csv("l.csv", target = "label")')
+    assert p.schema.target.classes == classes
+    assert p.spec.model.output_shape == (len(classes),)
+    ids = [classes.index(v) for v in labels * 5]
+    np.testing.assert_array_equal(p.train.y, ids)
+    assert tabular.class_names(p.schema, p.train.y[:4]) == (labels * 5)[:4]
+
+
+def test_binary_labels_minus_one_one_become_zero_one(tmp_path):
+    (tmp_path / "b.csv").write_text("x,y\n1,-1\n2,1\n3,1\n4,-1\n")
+    p = prepare(
+        tmp_path,
+        'csv("b.csv", target = "y")',
+        loss="bce_with_logits",
+        model="input auto\n    out = linear(outputs)",
+    )
+    assert p.spec.model.output_shape == (1,)
+    np.testing.assert_array_equal(p.train.y[:, 0], [0, 1, 1, 0])
+
+
+def test_regression_target_scaling_in_target_units(files, tmp_path):
+    from fcspec import train
+
+    text = spec_text(
+        'csv("penguins.csv", target = "body_mass_g", drop = ["year"])',
+        loss="mse",
+        extra="test = 0.2\n    normalize = standard\n    normalize_target = standard",
+    )
+    (files / "r.fc").write_text(text)
+    spec = compile_source(text, str(files / "r.fc"))
+    p = data.prepare(spec, files)
+    assert any("left out 2 rows whose target is missing" in n for n in p.notes)
+    mean, std = p.schema.target.mean, p.schema.target.std
+    assert 4000 < mean < 4400 and 700 < std < 900  # grams
+    assert abs(float(p.train.y.mean())) < 1e-5
+    summary = train.run(spec, out_dir=tmp_path / "run", quiet=True, base_dir=files)
+    from fcspec import interpreter
+    from fcspec.io import load_npz
+
+    net = interpreter.Network(p.spec.model, load_npz(tmp_path / "run" / "weights.npz"))
+    pred = net.predict(p.test.x) * np.float32(std) + np.float32(mean)
+    truth = p.test.y * np.float32(std) + np.float32(mean)
+    assert summary["test_mae"] == pytest.approx(float(np.mean(np.abs(pred - truth))), rel=1e-5)
+    assert summary["test_mae"] > 50  # grams, not standardized units
+    assert (tmp_path / "run" / "schema.json").exists()
+
+
+def test_text_target_for_regression_is_refused(files):
+    with pytest.raises(DataError, match="holds text .*regression loss needs numbers"):
+        prepare(files, 'csv("penguins.csv", target = "species")', loss="mse")
+
+
+# ---------------------------------------------------------------------------
+# The language: check reads no data
+
+
+def test_check_reports_widths_from_the_data():
+    r = check_source(spec_text('csv("nowhere.csv", target = "y")'))
+    assert not r.errors and r.spec.model.pending and r.spec.model.auto == ("input", "outputs")
+    bad = check_source(
+        spec_text(
+            'dataset("iris")', model="input auto\n    h = linear(outputs)\n    out = linear(3)"
+        )
+    )
+    assert [d.message for d in bad.errors] == [
+        "`outputs` is the width of the last `linear` layer only"
+    ]
+    both = check_source(spec_text('csv("x.csv", target = "y", columns = ["a"], drop = ["b"])'))
+    assert [d.message for d in both.errors] == ["give `columns` or `drop`, not both"]
+    opts = check_source(spec_text('dataset("iris", drop = ["a"])'))
+    assert "applies to the table data sets (penguins)" in opts.errors[0].message
+
+
+def test_every_source_accepts_auto_widths(tmp_path):
+    p = prepare(tmp_path, 'dataset("digits")')
+    assert p.spec.model.input_shape == (64,) and p.spec.model.output_shape == (10,)
+    ir_text = ir.to_json(p.spec)
+    assert '"units": 10' in ir_text
+
+
+def test_schema_json_round_trips(files):
+    p = prepare(files, 'csv("penguins.csv", target = "species")')
+    text = p.schema.to_json()
+    assert "pickle" not in text and '"Adelie"' in text
+    assert tabular.Schema.from_json(text) == p.schema
+    with pytest.raises(DataError, match="not a valid fcspec schema"):
+        tabular.Schema.from_json('{"format": 1, "columns": [{"name": 1}]}')
