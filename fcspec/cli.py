@@ -423,11 +423,22 @@ def predict(model: str, data: str, output, batch, target, labels) -> None:
       rows.npz     arrays x (and y for labels)
       rows.csv     a header row; --target names the label column
       images.gz    MNIST's IDX format, gzipped or not; --labels for accuracy
+      raw.csv      for a model trained on a table: the raw file (any delimiter,
+                   .gz/.parquet too) read by column name with the training reader;
+                   --output gets the class names, accuracy uses the target column
     """
     from . import runtime
 
     result = runtime.predict(model, data, output=output, batch=batch, target=target, labels=labels)
     click.echo(f"{result['rows']:,} rows -> output {list(result['output_shape'])}")
+    for key, what in (
+        ("imputed", "missing cells imputed"),
+        ("unseen", "unseen categories (all zeros)"),
+    ):
+        counts = result.get(key) or {}
+        if counts:
+            detail = ", ".join(f"{k} {v}" for k, v in counts.items())
+            click.echo(f"  {sum(counts.values())} {what}: {detail}")
     for key in ("accuracy", "mse", "mae"):
         if key in result:
             click.echo(f"  {key:<10} {result[key]:.6g}")
@@ -449,8 +460,9 @@ def verify(file: str, weights) -> None:
     from . import onnx_export, runtime
 
     spec = _load(file)
-    params, preprocess, _ = onnx_export.load_weights(spec, weights)
-    result = runtime.verify(spec, params, preprocess)
+    params, preprocess, wpath = onnx_export.load_weights(spec, weights)
+    schema = onnx_export.load_schema(wpath)
+    result = runtime.verify(spec, params, preprocess, schema=schema)
     click.echo(runtime.format_verify(result))
     if not result["ok"]:
         raise FcspecError("the runtimes disagree beyond tolerance")

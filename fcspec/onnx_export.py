@@ -309,22 +309,37 @@ def export(
     opset: int = DEFAULT_OPSET,
     probabilities: bool = False,
     source: str | None = None,
+    schema=None,
 ) -> onnx.ModelProto:
     """The inference graph of `spec` with `params` baked in, checked.
 
+    `schema` (a `tabular.Schema`, saved as schema.json by training on a table) is
+    baked in as well: imputation, one-hot encoding, the target's units and class
+    names (fcspec/onnx_tabular.py).
     `preprocess` (a `data.Preprocess`) is baked in as the first nodes, so the
     model takes raw inputs, as the data files hold them.  `source` is the spec's
     text for the graph's doc string (by default `spec.source`, the text the
     checker compiled).
     """
-    from . import ops  # the op table, imported late: it imports the IR helpers itself
+    from . import (
+        onnx_tabular,
+        ops,  # the op table, imported late: it imports the IR helpers itself
+    )
 
     check_opset(opset)
+    spec = ir.resolve_from_params(spec, params) if spec.model.pending else spec
     weights = check_params(spec.model, params)
+    if schema is not None:
+        check_schema_fits(spec, schema)
     pre = preprocessing(spec, preprocess)
 
     g = GraphBuilder(opset, weights)
-    x = _emit_preprocess(g, INPUT_NAME, pre)
+    table = schema is not None and bool(schema.columns)
+    graph_inputs = None
+    x = INPUT_NAME
+    if table:
+        graph_inputs, x = onnx_tabular.emit_inputs(g, schema, INPUT_NAME)
+    x = _emit_preprocess(g, x, pre)
     for layer in spec.model.layers:
         row = ops.OPS.get(layer.op)
         if row is None:
@@ -336,6 +351,7 @@ def export(
     kind = output_kind(spec)
     if probabilities:
         x, kind = _emit_probabilities(g, spec, x)
+    x, extra_outputs = onnx_tabular.emit_outputs(g, spec, schema, x, kind)
 
     if x == INPUT_NAME or x in g.initializers or x not in {o for n in g.nodes for o in n.output}:
         g.scope = "output"
@@ -352,14 +368,17 @@ def export(
     graph = helper.make_graph(
         g.nodes,
         spec.name,
-        [inp],
-        [out],
+        graph_inputs or [inp],
+        [out, *extra_outputs],
         initializer=list(g.initializers.values()),
         doc_string=spec.source if source is None else source,
     )
+    opsets = [helper.make_opsetid("", opset)]
+    if any(n.domain == onnx_tabular.ML_DOMAIN for n in g.nodes):
+        opsets.append(helper.make_opsetid(onnx_tabular.ML_DOMAIN, onnx_tabular.ML_OPSET))
     model = helper.make_model(
         graph,
-        opset_imports=[helper.make_opsetid("", opset)],
+        opset_imports=opsets,
         ir_version=IR_VERSION_FOR_OPSET[opset],
         producer_name="fcspec",
         producer_version=__version__,
@@ -390,6 +409,15 @@ def export(
     }
     if spec.classes is not None:
         meta["classes"] = str(spec.classes)
+    if schema is not None:
+        # the whole fitted schema: predict reads raw files by it, column by column
+        meta["schema"] = json.dumps(schema.to_dict(), separators=(",", ":"))
+        src = spec.data.train if spec.data is not None else None
+        args = src.args if isinstance(src, ir.DataSource) else {}
+        # how the training file was read: predict reads raw files the same way by default
+        meta["reader"] = json.dumps(
+            {"header": bool(args.get("header", True)), "delimiter": args.get("delimiter", "auto")}
+        )
     helper.set_model_props(model, meta)
     try:
         onnx.checker.check_model(model, full_check=True)
@@ -433,12 +461,46 @@ def load_weights(
         path = Path(weights)
         if not path.exists():
             raise DataError(f"weights file not found: {path}", hint=_HINT_TRAIN)
-    params = check_params(spec.model, load_npz(path, "weights"), where=f"weights {path}")
+    raw = load_npz(path, "weights")
+    spec = ir.resolve_from_params(spec, raw)
+    params = check_params(spec.model, raw, where=f"weights {path}")
     pre_path = path.parent / "preprocess.npz"
     preprocess = None
     if pre_path.exists():
         preprocess = data.Preprocess.load(pre_path)
     return params, preprocess, path
+
+
+def check_schema_fits(spec: ir.Spec, schema) -> None:
+    """A saved schema must describe this model's input and output widths."""
+    width = math.prod(spec.model.input_shape)
+    if schema.columns and schema.width != width:
+        raise DataError(
+            f"the schema encodes {schema.width} features but model {spec.name} takes {width}",
+            hint="schema.json and weights.npz come from different runs; retrain",
+        )
+    t = schema.target
+    outputs = spec.model.output_shape[-1]
+    if t is not None and t.kind == "classes" and spec.task == "classification":
+        if len(t.classes) > outputs:
+            raise DataError(
+                f"the schema names {len(t.classes)} classes but model {spec.name} has {outputs} outputs",
+                hint="schema.json and weights.npz come from different runs; retrain",
+            )
+
+
+def load_schema(weights_path: str | os.PathLike):
+    """The `tabular.Schema` saved beside the weights (schema.json), or None."""
+    from .tabular import Schema
+
+    path = Path(weights_path).parent / "schema.json"
+    if not path.exists():
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read it: {e}") from None
+    return Schema.from_json(text, str(path))
 
 
 def export_file(
@@ -450,7 +512,10 @@ def export_file(
 ) -> Path:
     """Export `spec` with its trained weights to `out` (default runs/<name>/<name>.onnx)."""
     params, preprocess, wpath = load_weights(spec, weights)
-    model = export(spec, params, preprocess, opset=opset, probabilities=probabilities)
+    schema = load_schema(wpath)
+    model = export(
+        spec, params, preprocess, opset=opset, probabilities=probabilities, schema=schema
+    )
     target = Path(out) if out is not None else wpath.parent / f"{spec.name}.onnx"
     return save(model, target)
 

@@ -11,7 +11,9 @@ The graph itself is built by `fcspec/onnx_export.py`; this module only runs it:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io as _stdio
+import json
 import math
 import os
 from collections.abc import Mapping
@@ -27,6 +29,7 @@ from .io import atomic_write_text, save_npz
 from .onnx_export import (
     DEFAULT_OPSET,
     INPUT_NAME,
+    OUTPUT_NAME,
     check_params,
     export,
     output_kind,
@@ -131,7 +134,8 @@ def _write_predictions(path: Path, output: np.ndarray, classes: np.ndarray | Non
         if suffix == ".npz":
             arrays = {"output": output}
             if classes is not None:
-                arrays["class"] = classes
+                c = np.asarray(classes)
+                arrays["class"] = c.astype(str) if c.dtype.kind == "O" else c
             save_npz(path, arrays)
         elif suffix == ".csv":
             flat = output.reshape(len(output), -1)
@@ -145,7 +149,8 @@ def _write_predictions(path: Path, output: np.ndarray, classes: np.ndarray | Non
                 # repr-exact floats: the csv reads back to the same float32 values
                 cells = [repr(float(v)) for v in row]
                 if classes is not None:
-                    cells.append(str(int(classes[i])))
+                    c = classes[i]
+                    cells.append(str(int(c)) if isinstance(c, (int, np.integer)) else str(c))
                 w.writerow(cells)
             atomic_write_text(path, buf.getvalue())
         else:
@@ -174,6 +179,9 @@ def predict(
     if batch is not None and (not isinstance(batch, int) or batch < 1):
         raise FcspecError(f"batch must be a positive integer, got {batch!r}")
     sess = session(model_path)
+    meta = sess.get_modelmeta().custom_metadata_map
+    if meta.get("schema"):
+        return _predict_table(sess, meta, model_path, data_path, output, batch, target)
     inputs = sess.get_inputs()
     if len(inputs) != 1:
         raise DataError(f"{model_path} has {len(inputs)} inputs; fcspec models have one")
@@ -219,6 +227,94 @@ def predict(
             result["mae"] = float(np.mean(np.abs(diff)))
     if output is not None:
         _write_predictions(Path(output), out, classes)
+        result["output_path"] = str(output)
+    return result
+
+
+def read_raw(path: str | os.PathLike, schema, reader: dict | None = None):
+    """A raw table file (csv by any name, or .parquet) read by the schema's column kinds;
+    `reader` holds the training source's `header` and `delimiter`."""
+    from . import tabular
+
+    path = Path(path)
+    if path.suffix.lower() == ".parquet":
+        table = tabular.read_parquet(path)
+        cats = [
+            c.name
+            for c in schema.columns
+            if c.kind == "categorical" and c.name in table.column_names
+        ]
+        return tabular._with_text(table, cats, str(path))
+    reader = reader or {}
+    return tabular.read_csv(
+        path,
+        header=bool(reader.get("header", True)),
+        delimiter=reader.get("delimiter", "auto"),
+        text_columns=[c.name for c in schema.columns if c.kind == "categorical"],
+        number_columns=[c.name for c in schema.columns if c.kind == "numeric"],
+    )
+
+
+def _predict_table(sess, meta, model_path, data_path, output, batch, target) -> dict[str, Any]:
+    """predict for a model with a baked-in table schema: the raw file read by column name."""
+    from . import onnx_tabular, tabular
+
+    schema = tabular.Schema.from_json(meta["schema"], f"{model_path} (its schema)")
+    try:
+        reader = json.loads(meta.get("reader", "{}"))
+    except ValueError:
+        reader = {}
+    table = read_raw(data_path, schema, reader)
+    where = str(data_path)
+    _, report = tabular.encode(schema, table, where=where)  # the rules: unknown, missing
+    feeds = onnx_tabular.feeds(schema, table, INPUT_NAME)
+    n = table.num_rows
+    step = batch or PREDICT_BATCH
+    names = [o.name for o in sess.get_outputs()]
+    outs: list[list[np.ndarray]] = [[] for _ in names]
+    try:
+        for i in range(0, n, step):
+            got = sess.run(None, {k: v[i : i + step] for k, v in feeds.items()})
+            for j, a in enumerate(got):
+                outs[j].append(a)
+    except Exception as e:  # noqa: BLE001 - onnxruntime's own error types
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"onnxruntime cannot run {model_path} on {data_path}: {first}") from None
+    arrays = {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in zip(names, outs)}
+    out = arrays[OUTPUT_NAME]
+    task, kind = meta.get("task", ""), meta.get("output", "")
+    ids = classes_of(out, task, kind)
+    labels = arrays.get(onnx_tabular.CLASS_NAME)
+    if labels is None and ids is not None:
+        labels = np.asarray(tabular.class_names(schema, ids), dtype=object)
+    result: dict[str, Any] = {
+        "rows": int(n),
+        "output_shape": list(out.shape),
+        "task": task or None,
+        "output_kind": kind or None,
+        "output_path": None,
+        "unseen": report["unseen"],
+        "imputed": report["imputed"],
+    }
+    t = schema.target
+    tname = target if target is not None else (t.name if t is not None else None)
+    if tname is not None and tname in table.column_names and n:
+        col = table.column(tname)
+        has = ~col.is_null().to_numpy(zero_copy_only=False)  # rows without a target: not scored
+        result["scored_rows"] = int(has.sum())
+        col = col.filter(has)
+        if ids is not None and t is not None and t.kind == "classes":
+            truth = tabular.encode_target(schema, col, where=where)
+            result["accuracy"] = float(np.mean(ids[has] == truth))
+        elif task == "regression":
+            y = col.cast("double").to_numpy(zero_copy_only=False)
+            diff = out.reshape(n, -1)[has, 0].astype(np.float64) - y
+            result["mse"] = float(np.mean(diff**2))
+            result["mae"] = float(np.mean(np.abs(diff)))
+    elif target is not None:
+        tabular._name(table.column_names, target, where, "target")  # raises: not there
+    if output is not None:
+        _write_predictions(Path(output), out, labels)
         result["output_path"] = str(output)
     return result
 
@@ -270,8 +366,14 @@ def verify(
     opset: int = DEFAULT_OPSET,
     probabilities: bool = False,
     model: onnx.ModelProto | None = None,
+    schema=None,
 ) -> dict[str, Any]:
     """Compare the NumPy interpreter, onnxruntime and onnx.reference on raw inputs.
+
+    With a table `schema`, the raw inputs are columns (numbers with NaN cells,
+    categories with missing and unseen ones), encoded for the interpreter by
+    `tabular.encode` and fed to the graph column by column; the `class` output must
+    name the interpreter's classes exactly.
 
     Inputs are drawn as standard normals *after* preprocessing and mapped back to
     raw units, so every activation sees both signs whatever the scale.  Each ONNX
@@ -287,10 +389,13 @@ def verify(
     if not isinstance(n, int) or n < 1:
         raise FcspecError(f"verify needs n >= 1 samples, got {n!r}")
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    spec = ir.resolve_from_params(spec, params)
     weights = check_params(spec.model, params)
     pre = preprocessing(spec, preprocess)
     if model is None:
-        model = export(spec, weights, preprocess, opset=opset, probabilities=probabilities)
+        model = export(
+            spec, weights, preprocess, opset=opset, probabilities=probabilities, schema=schema
+        )
     else:
         probabilities = probabilities or (
             dict((p.key, p.value) for p in model.metadata_props).get("output") == "probabilities"
@@ -308,6 +413,8 @@ def verify(
     if probabilities:
         want = _np_probabilities(spec, want)
 
+    if schema is not None and schema.columns:
+        return _verify_table(spec, weights, pre, schema, model, n, rng, opset, probabilities)
     sess = session(model)
     ref = ReferenceEvaluator(model)
     runs = {
@@ -332,11 +439,80 @@ def verify(
     return result
 
 
+def _raw_table(schema, pre: data.Preprocess, n: int, rng: np.random.Generator):
+    """n raw rows for a table schema: numbers around the training statistics with a NaN
+    every few cells, categories with missing ("") and unseen ("?unseen") cells."""
+    import pyarrow as pa
+
+    cols, j = {}, 0
+    shift = np.broadcast_to(pre.shift, (len(schema.numeric_mask()),))
+    divisor = np.broadcast_to(pre.divisor, shift.shape)
+    for c in schema.columns:
+        if c.kind == "numeric":
+            v = (rng.standard_normal(n) * divisor[j] + shift[j]) * pre.scale
+            v[rng.random(n) < 0.15] = np.nan
+            cols[c.name] = pa.array(v.astype(np.float32).astype(np.float64), from_pandas=True)
+        else:
+            pick = rng.integers(0, len(c.categories) + 2, n)
+            vals = [
+                c.categories[k]
+                if k < len(c.categories)
+                else (None if k == len(c.categories) else "?unseen")
+                for k in pick
+            ]
+            cols[c.name] = pa.array(vals, pa.string())
+        j += c.width
+    return pa.table(cols)
+
+
+def _verify_table(spec, weights, pre, schema, model, n, rng, opset, probabilities):
+    from onnx.reference import ReferenceEvaluator
+
+    from . import interpreter, onnx_tabular, tabular
+
+    table = _raw_table(schema, pre, n, rng)
+    x, _ = tabular.encode(dataclasses.replace(schema, unknown="ignore", missing="mean"), table)
+    x = pre.apply_into(x, np.empty(x.shape, np.float32))
+    want = np.asarray(interpreter.Network(spec.model, weights).predict(x), np.float32)
+    if probabilities:
+        want = _np_probabilities(spec, want)
+    t = schema.target
+    if t is not None and t.mean is not None:
+        want = data.unscale_target(want, (t.mean, t.std))
+    feeds = onnx_tabular.feeds(schema, table, INPUT_NAME)
+    names = [o.name for o in model.graph.output]
+    sess = session(model)
+    ref = ReferenceEvaluator(model)
+    result: dict[str, Any] = {"n": n, "opset": opset, "tolerance": TOLERANCE, "runs": {}}
+    worst = {"max_abs": 0.0, "max_rel": 0.0, "error": 0.0}
+    class_ok = True
+    for name, run in (("onnxruntime", sess.run), ("reference", ref.run)):
+        for label, rows in (("batch_1", slice(0, 1)), (f"batch_{n}", slice(0, n))):
+            try:
+                got = run(None, {k: v[rows] for k, v in feeds.items()})
+            except Exception as e:  # noqa: BLE001 - the runtimes' own error types
+                raise FcspecError(f"verify: {name} failed on the exported model: {e}") from None
+            c = _compare(got[0], want[rows])
+            result["runs"][f"{name}/{label}"] = c
+            worst = {k: max(worst[k], c[k]) for k in worst}
+            if onnx_tabular.CLASS_NAME in names:
+                labels = got[names.index(onnx_tabular.CLASS_NAME)]
+                ids = classes_of(want[rows], spec.task, output_kind(spec))
+                expect = tabular.class_names(schema, ids)
+                class_ok = class_ok and [str(v) for v in labels] == [str(v) for v in expect]
+    result.update(worst)
+    result["classes_agree"] = class_ok
+    result["ok"] = bool(worst["error"] <= TOLERANCE and class_ok)
+    return result
+
+
 def format_verify(result: dict[str, Any]) -> str:
     """verify's result as the lines `fcspec verify` prints."""
     lines = [f"{'run':<24} {'max abs':>10} {'max rel':>10} {'error':>10}"]
     for name, c in result["runs"].items():
         lines.append(f"{name:<24} {c['max_abs']:>10.3g} {c['max_rel']:>10.3g} {c['error']:>10.3g}")
+    if "classes_agree" in result:
+        lines.append(f"class names agree: {'yes' if result['classes_agree'] else 'NO'}")
     verdict = "ok" if result["ok"] else "FAILED"
     lines.append(
         f"{verdict}: largest |onnx - numpy| / max(1, |numpy|) = {result['error']:.3g} "

@@ -562,13 +562,17 @@ def test_golden_onnx_graph(path, in_root, golden):
     """Every shipped spec's graph as text (weights stripped); --update-golden rewrites."""
     check = pytest.importorskip("fcspec.check")
     spec = check.load_spec(path.relative_to(ROOT))
+    schema = None
+    if data.is_tabular(spec.data.train):  # widths, encoding and statistics from the table
+        p = data.prepare(spec)
+        spec, schema = p.spec, p.schema
     params = interpreter.init_params(spec.model, np.random.default_rng(0))
-    pre = None
-    if spec.data is not None and spec.data.normalize != "none":
+    pre = p.preprocess if schema is not None else None
+    if schema is None and spec.data is not None and spec.data.normalize != "none":
         # statistics of stand-in data: their values are stripped, the nodes they need are not
         raw = np.random.default_rng(1).uniform(0, 2, (32, *spec.model.input_shape))
         pre = data.Preprocess.fit(raw, scale=spec.data.scale, normalize=spec.data.normalize)
-    model = onnx_export.export(spec, params, pre)
+    model = onnx_export.export(spec, params, pre, schema=schema)
     golden(f"{path.stem}.onnx.txt", onnx_export.graph_text(model))
 
 

@@ -55,6 +55,9 @@ def test_spec_trains_exports_verifies_and_predicts(path, tmp_path, monkeypatch):
     verified = fcspec("verify", str(path), "--weights", str(weights))
     assert "ok:" in verified
 
+    if data.is_tabular(spec.data.train):
+        _predict_raw_table(spec, out, onnx_path, tmp_path)
+        return
     # predict (onnxruntime, preprocessing baked in) == the interpreter on preprocessed inputs
     x, y = _raw_inputs(spec)
     x, y = x[:2000], y[:2000]
@@ -75,6 +78,32 @@ def test_spec_trains_exports_verifies_and_predicts(path, tmp_path, monkeypatch):
         top2 = np.sort(ours, axis=1)[:, -2:]
         clear = (top2[:, 1] - top2[:, 0]) > 1e-4  # ties may round either way
         assert np.array_equal(onnx_classes[clear], ours.argmax(axis=1)[clear])
+
+
+def _predict_raw_table(spec, out, onnx_path, tmp_path):
+    """predict on the raw table file writes the interpreter's class names."""
+    import csv
+
+    from fcspec import tabular
+
+    prepared = data.prepare(spec)
+    spec = prepared.spec
+    raw_path, _ = data._table_path(spec.data.train, ROOT / "specs")
+    pred = tmp_path / "pred.csv"
+    shown = fcspec("predict", str(onnx_path), str(raw_path), "--output", str(pred))
+    assert "missing cells imputed" in shown and "accuracy" in shown
+    net = interpreter.Network(spec.model)
+    with np.load(out / "weights.npz", allow_pickle=False) as w:
+        net.load_params(dict(w))
+    table = tabular.read_csv(raw_path)
+    x, _ = tabular.encode(prepared.schema, table)
+    ours = net.predict(prepared.preprocess.apply(x))
+    names = tabular.class_names(prepared.schema, ours.argmax(axis=1))
+    with open(pred, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["class"] for r in rows] == [str(n) for n in names]
+    got = np.array([[float(r[f"output_{j}"]) for j in range(ours.shape[1])] for r in rows])
+    np.testing.assert_allclose(got, ours, rtol=1e-4, atol=1e-5)
 
 
 def test_eval_reports_the_run_test_figures(tmp_path):

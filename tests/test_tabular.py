@@ -357,3 +357,134 @@ def test_schema_json_round_trips(files):
     assert tabular.Schema.from_json(text) == p.schema
     with pytest.raises(DataError, match="not a valid fcspec schema"):
         tabular.Schema.from_json('{"format": 1, "columns": [{"name": 1}]}')
+
+
+# ---------------------------------------------------------------------------
+# The schema in the ONNX graph; predict on raw files
+
+
+def trained(files, tmp_path, train: str, **kw):
+    """(resolved spec, run folder, exported model path) after a short real run."""
+    from fcspec import onnx_export
+    from fcspec import train as ftrain
+
+    text = spec_text(train, **kw)
+    (files / "t.fc").write_text(text)
+    spec = compile_source(text, str(files / "t.fc"))
+    run = tmp_path / "run"
+    ftrain.run(spec, out_dir=run, quiet=True, base_dir=files)
+    path = onnx_export.export_file(spec, tmp_path / "m.onnx", run / "weights.npz")
+    return data.prepare(spec, files), run, path
+
+
+def interpreter_out(prepared, run, table):
+    from fcspec import interpreter
+    from fcspec.io import load_npz
+
+    x, _ = tabular.encode(prepared.schema, table)
+    net = interpreter.Network(prepared.spec.model, load_npz(run / "weights.npz"))
+    return net.predict(prepared.preprocess.apply(x))
+
+
+def test_table_graph_runs_raw_rows_and_names_classes(files, tmp_path):
+    from fcspec import runtime
+
+    p, run, path = trained(
+        files, tmp_path, 'csv("penguins.csv", target = "species")', extra="normalize = standard"
+    )
+    sess = runtime.session(path)
+    assert [i.name for i in sess.get_inputs()][:2] == ["island", "bill_length_mm"]
+    assert [o.name for o in sess.get_outputs()] == ["output", "class"]
+    # raw rows as a user has them: a missing number, a missing and an unseen category
+    (files / "new.csv").write_text(
+        "island,bill_length_mm,bill_depth_mm,flipper_length_mm,body_mass_g,sex,year\n"
+        "Dream,46.5,17.9,192,3500,female,2007\n"
+        "Biscoe,NA,15.0,220,5000,,2009\n"
+        "Atlantis,39.1,18.7,181,3750,male,2008\n"
+    )
+    r = runtime.predict(path, files / "new.csv", output=tmp_path / "pred.csv")
+    assert r["unseen"] == {"island": 1} and r["imputed"] == {"bill_length_mm": 1, "sex": 1}
+    assert "accuracy" not in r  # no species column
+    ours = interpreter_out(p, run, runtime.read_raw(files / "new.csv", p.schema))
+    lines = (tmp_path / "pred.csv").read_text().splitlines()
+    assert lines[0] == "output_0,output_1,output_2,class"
+    names = tabular.class_names(p.schema, ours.argmax(axis=1))
+    assert [ln.split(",")[-1] for ln in lines[1:]] == names
+    got = np.array([[float(v) for v in ln.split(",")[:3]] for ln in lines[1:]])
+    np.testing.assert_allclose(got, ours, rtol=1e-4, atol=1e-5)
+    whole = runtime.predict(path, files / "penguins.csv")
+    table = runtime.read_raw(files / "penguins.csv", p.schema)
+    truth = tabular.encode_target(p.schema, table.column("species"))
+    ids = interpreter_out(p, run, table).argmax(axis=1)
+    assert (
+        whole["accuracy"] == pytest.approx(float(np.mean(ids == truth))) and whole["accuracy"] > 0.5
+    )
+    assert runtime.verify(
+        p.spec, dict(np.load(run / "weights.npz")), p.preprocess, schema=p.schema
+    )["ok"]
+
+
+def test_unknown_error_is_refused_by_predict(files, tmp_path):
+    from fcspec import runtime
+
+    _, _, path = trained(
+        files, tmp_path, 'csv("penguins.csv", target = "species", unknown = error)'
+    )
+    (files / "odd.csv").write_text(
+        "island,bill_length_mm,bill_depth_mm,flipper_length_mm,body_mass_g,sex,year\n"
+        "Atlantis,39.1,18.7,181,3750,male,2008\n"
+    )
+    with pytest.raises(DataError, match="line 2, column 'island': category 'Atlantis'"):
+        runtime.predict(path, files / "odd.csv")
+
+
+def test_numeric_table_keeps_the_single_input(files, tmp_path):
+    from fcspec import runtime
+
+    p, run, path = trained(files, tmp_path, 'csv("digits.csv.gz", target = 64, header = false)')
+    sess = runtime.session(path)
+    assert [(i.name, i.shape) for i in sess.get_inputs()] == [("input", ["batch", 64])]
+    assert [o.name for o in sess.get_outputs()] == ["output"]  # labels are 0..9 already
+    r = runtime.predict(path, files / "digits.csv.gz", target="64")
+    assert r["accuracy"] > 0.5
+
+
+def test_number_labels_come_back_as_numbers(tmp_path):
+    from fcspec import runtime
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 2))
+    lab = np.where(x[:, 0] > 0, 3, 1) + (x[:, 1] > 0)  # labels 1, 2, 3, 4
+    (tmp_path / "n.csv").write_text(
+        "a,b,y\n" + "".join(f"{u},{v},{w}\n" for (u, v), w in zip(x, lab))
+    )
+    p, run, path = trained(tmp_path, tmp_path, 'csv("n.csv", target = "y")')
+    sess = runtime.session(path)
+    assert [(o.name, o.type) for o in sess.get_outputs()] == [
+        ("output", "tensor(float)"),
+        ("class", "tensor(int64)"),
+    ]
+    feed = {"input": x[:5].astype(np.float32)}
+    out, cls = sess.run(None, feed)
+    assert set(cls.tolist()) <= {1, 2, 3, 4}
+    assert cls.tolist() == [p.schema.target.classes[i] for i in out.argmax(axis=1)]
+
+
+def test_regression_graph_outputs_target_units(files, tmp_path):
+    from fcspec import runtime
+
+    p, run, path = trained(
+        files,
+        tmp_path,
+        'csv("penguins.csv", target = "body_mass_g", drop = ["year"])',
+        loss="mse",
+        extra="normalize = standard\n    normalize_target = standard",
+    )
+    table = runtime.read_raw(files / "penguins.csv", p.schema)
+    ours = interpreter_out(p, run, table) * np.float32(p.schema.target.std) + np.float32(
+        p.schema.target.mean
+    )
+    r = runtime.predict(path, files / "penguins.csv", output=tmp_path / "pred.npz")
+    with np.load(tmp_path / "pred.npz") as z:
+        np.testing.assert_allclose(z["output"], ours, rtol=1e-4, atol=1e-2)
+    assert r["mae"] > 50  # grams
