@@ -192,36 +192,48 @@ def read_csv(
                 types[c] = t
     size = _size(path)
     show = progress if progress is not None else (size > PROGRESS_BYTES and sys.stderr.isatty())
-    try:
-        if d == WHITESPACE:
-            # pyarrow takes one delimiter character; runs of blanks become one space first.
+    spaced = None
+    if d == WHITESPACE:
+        # pyarrow takes one delimiter character; runs of blanks become one space first.
+        try:
             with _open(path) as f:
                 text = f.read().decode("utf-8", errors="strict").removeprefix("\ufeff")
-            src: Any = io.BytesIO(
-                "\n".join(" ".join(ln.split()) for ln in text.splitlines() if ln.strip()).encode()
-            )
-            d = " "
-        elif show and not _compressed(path):  # the bar counts the bytes of the file itself
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: not a UTF-8 text file, so not a CSV file") from None
+        spaced = "\n".join(" ".join(ln.split()) for ln in text.splitlines() if ln.strip()).encode()
+        d = " "
+
+    def source(bar: bool):
+        if spaced is not None:
+            return io.BytesIO(spaced)
+        if bar and not _compressed(path):  # the bar counts the bytes of the file itself
             from tqdm import tqdm
 
-            bar = tqdm(
+            t = tqdm(
                 total=size, unit="B", unit_scale=True, desc=f"reading {path.name}", leave=False
             )
-            src = io.BufferedReader(_Counted(open(path, "rb"), bar), 1 << 20)
-        else:
-            src = _open(path)
-        with src:
-            table = pcsv.read_csv(
-                src,
-                read_options=pcsv.ReadOptions(column_names=names, block_size=1 << 22),
-                parse_options=pcsv.ParseOptions(delimiter=d),
-                convert_options=pcsv.ConvertOptions(
-                    null_values=list(MISSING_TOKENS),
-                    strings_can_be_null=True,
-                    quoted_strings_can_be_null=True,
-                    column_types=types,
-                ),
-            )
+            return io.BufferedReader(_Counted(open(path, "rb"), t), 1 << 20)
+        return _open(path)
+
+    options = dict(
+        read_options=pcsv.ReadOptions(column_names=names, block_size=1 << 22),
+        parse_options=pcsv.ParseOptions(delimiter=d),
+        convert_options=pcsv.ConvertOptions(
+            null_values=list(MISSING_TOKENS),
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=True,
+            column_types=types,
+        ),
+    )
+    try:
+        try:
+            with source(show) as src:
+                table = _read_narrow(pcsv.open_csv(src, **options))
+        except pa.ArrowInvalid:
+            # The streaming reader takes its types from the first block; a column that
+            # changes type further down (ints, then a 2.5) is read whole instead.
+            with source(False) as src:
+                table = pcsv.read_csv(src, **options)
     except UnicodeDecodeError:
         raise DataError(f"{path}: not a UTF-8 text file, so not a CSV file") from None
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
@@ -248,6 +260,53 @@ def read_csv(
                 f"{path}: column {cols[i]!r} is not UTF-8 text", hint="save the file as UTF-8"
             )
     return table
+
+
+# Integer columns are kept in the narrowest type that holds them (MNIST's pixels in
+# one byte instead of eight): the table then takes a fraction of the file's memory.
+_NARROW = ("uint8", "int16", "int32", "int64")
+
+
+def _narrowest(arr) -> str:
+    import pyarrow.compute as pc
+
+    if arr.null_count == len(arr):
+        return "uint8"
+    mm = pc.min_max(arr)
+    lo, hi = mm["min"].as_py(), mm["max"].as_py()
+    if lo >= 0 and hi <= 255:
+        return "uint8"
+    for t, (a, b) in (("int16", (-(2**15), 2**15 - 1)), ("int32", (-(2**31), 2**31 - 1))):
+        if a <= lo and hi <= b:
+            return t
+    return "int64"
+
+
+def _read_narrow(reader):
+    """A streaming CSV reader's batches as one Table, integer columns narrowed."""
+    pa, _ = _pa()
+    schema = reader.schema
+    ints = [j for j, f in enumerate(schema) if pa.types.is_int64(f.type)]
+    chunks: list[list] = [[] for _ in schema]
+    widest = {j: 0 for j in ints}
+    for batch in reader:
+        for j in range(batch.num_columns):
+            col = batch.column(j)
+            if j in widest:
+                t = _narrowest(col)
+                widest[j] = max(widest[j], _NARROW.index(t))
+                col = col.cast(t)
+            chunks[j].append(col)
+    cols = []
+    for j, f in enumerate(schema):
+        parts = chunks[j]
+        if j in widest:
+            t = pa.type_for_alias(_NARROW[widest[j]])
+            parts = [c.cast(t) for c in parts]
+            cols.append(pa.chunked_array(parts, t))
+        else:
+            cols.append(pa.chunked_array(parts, f.type))
+    return pa.Table.from_arrays(cols, names=schema.names)
 
 
 def _bare(name: str) -> str:

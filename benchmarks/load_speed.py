@@ -1,0 +1,191 @@
+"""Load time and peak memory of fcspec's table reader beside pandas and polars.
+
+The file is MNIST's training set as people meet it on the web (Kaggle's
+`mnist_train.csv`): a header `label,pixel0,...,pixel783` and 60,000 rows of
+integers, about 110 MB.  It is written once into /tmp from the IDX files
+(`$FCSPEC_DATA/mnist` or /work/shared/data/mnist) and never committed.
+
+Each reader runs in its own fresh Python process (so one reader's allocations do
+not inflate another's), several times; the table gives the median wall time and
+the process's peak resident memory (`ru_maxrss`, which includes the interpreter
+and the imported libraries, identical accounting for every reader):
+
+    fcspec   fcspec.data.load_source(csv(..., target = "label")): pyarrow's reader,
+             the schema fitted, the float32 feature matrix and the labels built:
+             everything a spec's `csv(...)` does before training
+    pandas   pandas.read_csv(path) (a DataFrame only)
+    polars   polars.read_csv(path) (a DataFrame only)
+
+    python benchmarks/load_speed.py                       # print the table
+    python benchmarks/load_speed.py --write docs/performance.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BEGIN, END = "<!-- load:begin -->", "<!-- load:end -->"
+READERS = ("fcspec", "pandas", "polars")
+DEFAULT_CSV = Path("/tmp/fcspec-bench/mnist_train.csv")
+
+
+def mnist_dir() -> Path:
+    for cand in (
+        os.environ.get("FCSPEC_DATA"),
+        os.environ.get("FCSPEC_SHARED_DATA"),
+        "/work/shared/data",
+    ):
+        if cand and (Path(cand) / "mnist" / "train-images-idx3-ubyte.gz").is_file():
+            return Path(cand) / "mnist"
+    raise SystemExit("MNIST not found: set FCSPEC_DATA to a folder holding mnist/")
+
+
+def write_csv(path: Path, rows: int | None = None) -> Path:
+    """MNIST's training set as a Kaggle-style CSV (written once; `rows` for a smaller one)."""
+    if path.exists():
+        return path
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    from fcspec.data import read_idx
+
+    d = mnist_dir()
+    x = read_idx(d / "train-images-idx3-ubyte.gz").reshape(60000, -1)
+    y = read_idx(d / "train-labels-idx1-ubyte.gz")
+    if rows is not None:
+        x, y = x[:rows], y[:rows]
+    cols = {"label": pa.array(y.astype(np.int64))}
+    cols.update({f"pixel{j}": pa.array(x[:, j].astype(np.int64)) for j in range(x.shape[1])})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    pcsv.write_csv(pa.table(cols), tmp, pcsv.WriteOptions(quoting_style="none"))
+    tmp.replace(path)
+    return path
+
+
+def child(reader: str, path: str) -> None:
+    """One load in this process; prints seconds, peak RSS and what was read as JSON."""
+    t0 = time.perf_counter()
+    if reader == "fcspec":
+        from fcspec import data, ir
+
+        x, y = data.load_source(ir.DataSource("csv", {"path": path, "target": "label"}), Path("."))
+        shape = list(x.shape)
+    elif reader == "pandas":
+        import pandas as pd
+
+        shape = list(pd.read_csv(path).shape)
+    elif reader == "polars":
+        import polars as pl
+
+        shape = list(pl.read_csv(path).shape)
+    else:
+        raise SystemExit(f"unknown reader {reader}")
+    seconds = time.perf_counter() - t0
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    peak = use.ru_maxrss * 1024  # Linux reports KiB
+    cpu = use.ru_utime + use.ru_stime  # includes the imports, as the peak does
+    print(
+        json.dumps({"reader": reader, "seconds": seconds, "cpu": cpu, "peak": peak, "shape": shape})
+    )
+
+
+def measure(reader: str, path: Path, rounds: int) -> dict:
+    runs = []
+    for _ in range(rounds):
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", reader, str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return {
+        "reader": reader,
+        "seconds": statistics.median(r["seconds"] for r in runs),
+        "cpu": statistics.median(r["cpu"] for r in runs),
+        "peak": statistics.median(r["peak"] for r in runs),
+        "shape": runs[0]["shape"],
+    }
+
+
+def versions() -> str:
+    import pandas
+    import polars
+    import pyarrow
+
+    return (
+        f"pyarrow {pyarrow.__version__}, pandas {pandas.__version__}, polars {polars.__version__}"
+    )
+
+
+def table(results: list[dict], path: Path, rounds: int) -> str:
+    size = path.stat().st_size / 1e6
+    lines = [
+        f"`python benchmarks/load_speed.py` on `{path.name}` ({size:.0f} MB, "
+        f"{results[0]['shape'][0]:,} rows; {versions()}; {os.cpu_count()} CPUs, median of "
+        f"{rounds} fresh processes each):",
+        "",
+        "| reader | what it returns | wall seconds | CPU seconds | peak memory |",
+        "|---|---|---|---|---|",
+    ]
+    what = {
+        "fcspec": "float32 features [N, 784] + labels, schema fitted",
+        "pandas": "`pandas.read_csv`: a DataFrame",
+        "polars": "`polars.read_csv`: a DataFrame",
+    }
+    for r in results:
+        lines.append(
+            f"| {r['reader']} | {what[r['reader']]} | {r['seconds']:.2f} | {r['cpu']:.2f} "
+            f"| {r['peak'] / 1e9:.2f} GB |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_doc(doc: Path, text: str) -> None:
+    body = doc.read_text()
+    block = f"{BEGIN}\n{text}{END}"
+    if BEGIN in body and END in body:
+        body = body[: body.index(BEGIN)] + block + body[body.index(END) + len(END) :]
+    else:
+        body = body.rstrip("\n") + "\n\n## Loading tables\n\n" + block + "\n"
+    doc.write_text(body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--csv", type=Path, default=DEFAULT_CSV, help="the MNIST CSV (written if absent)"
+    )
+    ap.add_argument(
+        "--rows", type=int, help="write only this many rows (a smaller file, for tests)"
+    )
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--readers", default=",".join(READERS))
+    ap.add_argument("--write", type=Path, help="replace the marked section of this markdown file")
+    ap.add_argument("--child", nargs=2, metavar=("READER", "PATH"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        child(*args.child)
+        return 0
+    path = write_csv(args.csv, args.rows)
+    results = [measure(r, path, args.rounds) for r in args.readers.split(",")]
+    text = table(results, path, args.rounds)
+    print(text, end="")
+    if args.write:
+        write_doc(args.write, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
