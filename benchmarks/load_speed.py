@@ -68,7 +68,11 @@ def write_csv(path: Path, rows: int | None = None) -> Path:
     cols.update({f"pixel{j}": pa.array(x[:, j].astype(np.int64)) for j in range(x.shape[1])})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    pcsv.write_csv(pa.table(cols), tmp, pcsv.WriteOptions(quoting_style="none"))
+    with open(tmp, "wb") as f:  # the header unquoted, as Kaggle's file has it
+        f.write((",".join(cols) + "\n").encode())
+        pcsv.write_csv(
+            pa.table(cols), f, pcsv.WriteOptions(include_header=False, quoting_style="none")
+        )
     tmp.replace(path)
     return path
 
