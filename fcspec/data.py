@@ -326,7 +326,7 @@ def _load(src: ir.DataSource, base_dir: Path) -> _Raw:
         t = read_table(src, base_dir)
         task = "regression" if t.target is None or _numeric(t.target) else "classification"
         schema = fit_table_schema(src, t, task, None, None)
-        x, _ = tabular.encode(schema, t.features, where=t.where)
+        x, _ = tabular.encode(schema, t.features, where=t.where, compact=True)
         y = None
         if t.target is not None:
             y = tabular.encode_target(schema, t.target, where=t.where)
@@ -1037,7 +1037,7 @@ def prepare(spec: ir.Spec, base_dir: Path | None = None) -> Prepared:
                 data.train, tab, spec.task, rows, _written_outputs(spec), data.normalize_target
             )
             x_all, report = tabular.encode(
-                schema, tab.features, where=tab.where, line_offset=tab.line_offset
+                schema, tab.features, where=tab.where, line_offset=tab.line_offset, compact=True
             )
             y_all = (
                 tabular.encode_target(schema, tab.target, where=tab.where)

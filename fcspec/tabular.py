@@ -53,6 +53,9 @@ MISSING = ("mean", "median", "most_frequent", "zero", "error")
 UNKNOWN = ("ignore", "error")
 SCHEMA_FORMAT = 1
 SNIFF_BYTES = 1 << 16
+# Blocks of 4 MB: pyarrow parses these fastest here (larger ones fall out of the caches),
+# and a block's int64 arrays stay a fraction of the narrowed table.
+BLOCK_BYTES = 1 << 22
 PROGRESS_BYTES = 50 << 20  # files larger than this show a progress bar on a terminal
 
 Column = str | int  # a column named, or counted from 0
@@ -216,7 +219,7 @@ def read_csv(
         return _open(path)
 
     options = dict(
-        read_options=pcsv.ReadOptions(column_names=names, block_size=1 << 22),
+        read_options=pcsv.ReadOptions(column_names=names, block_size=BLOCK_BYTES),
         parse_options=pcsv.ParseOptions(delimiter=d),
         convert_options=pcsv.ConvertOptions(
             null_values=list(MISSING_TOKENS),
@@ -283,30 +286,33 @@ def _narrowest(arr) -> str:
 
 
 def _read_narrow(reader):
-    """A streaming CSV reader's batches as one Table, integer columns narrowed."""
+    """A streaming CSV reader's batches as one Table, integer columns narrowed.
+
+    Every block is cast in one call to the narrowest types seen so far (a safe cast:
+    a value that does not fit raises, and only then are that block's columns measured
+    and the types widened), so a file of small integers costs one cast per block."""
     pa, _ = _pa()
-    schema = reader.schema
-    ints = [j for j, f in enumerate(schema) if pa.types.is_int64(f.type)]
-    chunks: list[list] = [[] for _ in schema]
-    widest = {j: 0 for j in ints}
+    names = reader.schema.names
+    types = list(reader.schema.types)
+    ints = [j for j, t in enumerate(types) if pa.types.is_int64(t)]
+    for j in ints:
+        types[j] = pa.uint8()
+    batches = []
     for batch in reader:
-        for j in range(batch.num_columns):
-            col = batch.column(j)
-            if j in widest:
-                t = _narrowest(col)
-                widest[j] = max(widest[j], _NARROW.index(t))
-                col = col.cast(t)
-            chunks[j].append(col)
+        try:
+            batch = batch.cast(pa.schema(list(zip(names, types))))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            for j in ints:
+                need = _NARROW.index(_narrowest(batch.column(j)))
+                if need > _NARROW.index(str(types[j])):
+                    types[j] = pa.type_for_alias(_NARROW[need])
+            batch = batch.cast(pa.schema(list(zip(names, types))))
+        batches.append(batch)
     cols = []
-    for j, f in enumerate(schema):
-        parts = chunks[j]
-        if j in widest:
-            t = pa.type_for_alias(_NARROW[widest[j]])
-            parts = [c.cast(t) for c in parts]
-            cols.append(pa.chunked_array(parts, t))
-        else:
-            cols.append(pa.chunked_array(parts, f.type))
-    return pa.Table.from_arrays(cols, names=schema.names)
+    for j, t in enumerate(types):
+        parts = [b.column(j) for b in batches]
+        cols.append(pa.chunked_array([c if c.type == t else c.cast(t) for c in parts], t))
+    return pa.Table.from_arrays(cols, names=names)
 
 
 def _bare(name: str) -> str:
@@ -716,16 +722,15 @@ def fit(
         if missing == "error":
             _refuse_missing(features.column(j), name, where, line_offset)
         if kind == "numeric":
-            values = (
-                col.to_numpy(zero_copy_only=False).astype(np.float64)
-                if col.null_count < len(col)
-                else None
-            )
-            if values is None or np.isnan(values).all():
+            if col.null_count == len(col) or pc.count(col).as_py() == 0:
                 raise DataError(
                     f"{where}: column {name!r} has no values in the training rows",
                     hint=f'drop it: `drop = ["{name}"]`',
                 )
+            if missing in ("mean", "error"):  # arrow's mean (float64, nulls skipped): no copy
+                cols.append(ColumnSchema(name, "numeric", float(pc.mean(col).as_py())))
+                continue
+            values = col.to_numpy(zero_copy_only=False).astype(np.float64)
             fill = {
                 "mean": lambda v: float(np.nanmean(v)),
                 "median": lambda v: float(np.nanmedian(v)),
@@ -835,17 +840,42 @@ def _fit_target(
     raise DataError(f"{where}: a {task} loss cannot train on one target column of a table")
 
 
+def _compact_dtype(schema: Schema, features):
+    """uint8 / int16 when every encoded value is a small whole number held exactly (one-hot
+    0/1, integer columns without missing cells), else float32."""
+    pa, _ = _pa()
+    widest = np.dtype(np.uint8)
+    for c in schema.columns:
+        if c.kind != "numeric" or c.name not in features.column_names:
+            continue
+        col = features.column(c.name)
+        t = col.type
+        if col.null_count or not (pa.types.is_uint8(t) or pa.types.is_int16(t)):
+            return np.dtype(np.float32)
+        if pa.types.is_int16(t):
+            widest = np.dtype(np.int16)
+    return widest
+
+
 def encode(
-    schema: Schema, features, *, where: str = "table", line_offset: int = 2
+    schema: Schema,
+    features,
+    *,
+    where: str = "table",
+    line_offset: int = 2,
+    compact: bool = False,
 ) -> tuple[np.ndarray, dict]:
     """float32 [N, schema.width] and a report `{"imputed": {col: n}, "unseen": {col: n}}`.
 
     Columns are found by name; a column the schema has and the table lacks is an
     error, extra columns are ignored (a prediction file may carry ids or the target).
+    With `compact`, a table of small whole numbers (MNIST's pixels) comes back as
+    uint8 / int16, which training converts batch by batch (`data.Split`): the same
+    float32 values, a quarter of the memory.
     """
     pa, pc = _pa()
     n = features.num_rows
-    x = np.empty((n, schema.width), np.float32)
+    x = np.empty((n, schema.width), _compact_dtype(schema, features) if compact else np.float32)
     report: dict[str, dict[str, int]] = {"imputed": {}, "unseen": {}}
     names = features.column_names
     j = 0
