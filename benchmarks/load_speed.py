@@ -33,6 +33,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, also when imported
+from common import machine_line, replace_section  # noqa: E402
+
 BEGIN, END = "<!-- load:begin -->", "<!-- load:end -->"
 READERS = ("fcspec", "pandas", "polars")
 DEFAULT_CSV = Path("/tmp/fcspec-bench/mnist_train.csv")
@@ -137,14 +140,14 @@ def table(results: list[dict], path: Path, rounds: int) -> str:
     size = path.stat().st_size / 1e6
     lines = [
         f"`python benchmarks/load_speed.py` on `{path.name}` ({size:.0f} MB, "
-        f"{results[0]['shape'][0]:,} rows; {versions()}; {os.cpu_count()} CPUs, median of "
-        f"{rounds} fresh processes each):",
+        f"{results[0]['shape'][0]:,} rows; median of {rounds} fresh processes each). Machine: "
+        + machine_line(1, {"pyarrow": "pyarrow", "pandas": "pandas", "polars": "polars"}),
         "",
         "| reader | what it returns | wall seconds | CPU seconds | peak memory |",
         "|---|---|---|---|---|",
     ]
     what = {
-        "fcspec": "float32 features [N, 784] + labels, schema fitted",
+        "fcspec": "the encoded features [N, 784] (uint8, compact) + labels, schema fitted",
         "pandas": "`pandas.read_csv`: a DataFrame",
         "polars": "`polars.read_csv`: a DataFrame",
     }
@@ -154,16 +157,6 @@ def table(results: list[dict], path: Path, rounds: int) -> str:
             f"| {r['peak'] / 1e9:.2f} GB |"
         )
     return "\n".join(lines) + "\n"
-
-
-def write_doc(doc: Path, text: str) -> None:
-    body = doc.read_text()
-    block = f"{BEGIN}\n{text}{END}"
-    if BEGIN in body and END in body:
-        body = body[: body.index(BEGIN)] + block + body[body.index(END) + len(END) :]
-    else:
-        body = body.rstrip("\n") + "\n\n## Loading tables\n\n" + block + "\n"
-    doc.write_text(body)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     text = table(results, path, args.rounds)
     print(text, end="")
     if args.write:
-        write_doc(args.write, text)
+        replace_section(args.write, text, BEGIN, END)
     return 0
 
 

@@ -26,6 +26,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, also when imported
+from common import replace_section  # noqa: E402
+
 DATA = ROOT / "tests" / "data"
 BEGIN, END = "<!-- tabular:begin -->", "<!-- tabular:end -->"
 
@@ -181,16 +184,6 @@ def table(rows: list[tuple]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_doc(doc: Path, text: str) -> None:
-    body = doc.read_text()
-    block = f"{BEGIN}\n{text}{END}"
-    if BEGIN in body and END in body:
-        body = body[: body.index(BEGIN)] + block + body[body.index(END) + len(END) :]
-    else:
-        body = body.rstrip("\n") + "\n\n## Tables beside scikit-learn\n\n" + block + "\n"
-    doc.write_text(body)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", type=Path, help="replace the marked section of this markdown file")
@@ -207,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     text = table(rows)
     print(text, end="")
     if args.write:
-        write_doc(args.write, text)
+        replace_section(args.write, text, BEGIN, END)
     return 0
 
 
