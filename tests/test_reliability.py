@@ -132,7 +132,8 @@ BAD_DATA = {
     "missing file": (lambda d: 'npz("missing.npz")', ["missing.npz", "no such file"]),
     "truncated npz": (_truncated_npz, ["bad.npz", "not a valid .npz"]),
     "truncated gzip idx": (_truncated_idx, ["images.gz", "truncated"]),
-    "non-numeric csv": (_csv_not_numeric, ["bad.csv", "line 2", "not a number"]),
+    # a text cell makes its column a category (one-hot, 2 values): the width no longer fits
+    "text column in csv": (_csv_not_numeric, ["bad.csv", "each sample has shape [5]", "[4]"]),
     "NaN in inputs": (_nan_inputs, ["NaN", "row 3"]),
     "label out of range": (lambda d: _npz(d, y=np.full(40, 7)), ["outside [0, 3)"]),
     "float labels for a classifier": (
