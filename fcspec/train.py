@@ -1020,9 +1020,10 @@ def evaluate(
     base = Path(base_dir) if base_dir is not None else None  # None: data.py uses the spec's folder
     prepared = fdata.prepare(spec, base)
     spec = prepared.spec or spec
-    check_schema(
-        Path(weights_path).parent / SCHEMA_FILE, prepared.schema, f"weights {weights_path}"
-    )
+    if not isinstance(weights_path, Mapping):  # a weights file: its run's schema must match
+        check_schema(
+            Path(weights_path).parent / SCHEMA_FILE, prepared.schema, f"weights {weights_path}"
+        )
     scaling = fdata.target_scaling(prepared.schema)
     net = interpreter.Network(spec.model, rng=np.random.default_rng(0))
     if isinstance(weights_path, Mapping):  # the weights themselves (the Python API)
