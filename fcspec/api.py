@@ -75,7 +75,9 @@ def load_run(folder: str | os.PathLike) -> Model:
     weights = folder / "weights.npz"
     if not weights.exists():
         raise DataError(f"{folder}: no weights.npz (did the run finish an epoch?)")
-    model._set_trained(fio.load_npz(weights, "weights"), _load_preprocess(model.spec, folder))
+    params = fio.load_npz(weights, "weights")
+    model.spec = ir.resolve_from_params(model.spec, params)  # `input auto`: widths of the run
+    model._set_trained(params, _load_preprocess(model.spec, folder))
     metrics = folder / "metrics.jsonl"
     if metrics.exists():
         model.history = _read_jsonl(metrics)
@@ -214,9 +216,10 @@ class Model:
         """A trained model from `spec` and a weights `.npz` (preprocess.npz beside it is used)."""
         from . import io as fio
 
-        model = cls(spec, source)
+        params = fio.load_npz(weights, "weights")
+        model = cls(ir.resolve_from_params(spec, params), source)  # `input auto`: the run's widths
         folder = Path(weights).parent
-        model._set_trained(fio.load_npz(weights, "weights"), _load_preprocess(spec, folder))
+        model._set_trained(params, _load_preprocess(model.spec, folder))
         model.labels = _load_labels(folder)
         return model
 
@@ -299,8 +302,11 @@ class Model:
         weights = folder / "weights.npz"
         if not weights.exists():  # zero epochs: nothing was trained
             raise FcspecError(f"{folder}: the run wrote no weights (epochs = 0?)")
+        params = fio.load_npz(weights, "weights")
+        self.spec = ir.resolve_from_params(self.spec, params)  # `input auto`: the data's widths
+        spec = ir.resolve_from_params(spec, params)
         pre = prepared.preprocess if prepared is not None else _load_preprocess(spec, folder)
-        self._set_trained(fio.load_npz(weights, "weights"), pre)
+        self._set_trained(params, pre)
         metrics = folder / "metrics.jsonl"
         self.history = _read_jsonl(metrics) if metrics.exists() else []
         self.labels = labels

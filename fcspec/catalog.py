@@ -523,7 +523,9 @@ TORCH: dict[str, str] = {
     "l2": "loss = loss + strength * sum((l.weight ** 2).sum() for l in linears)",
     # data sources
     "npz": "numpy.load(path)[x], numpy.load(path)[y]",
-    "csv": "pandas.read_csv(path); y = df.pop(target)",
+    "csv": "pandas.read_csv(path); y = df.pop(target); a ColumnTransformer of SimpleImputer, "
+    "OneHotEncoder(handle_unknown='ignore') and a LabelEncoder for the classes",
+    "parquet": "pandas.read_parquet(path), then as csv",
     "idx": "torchvision's MNIST IDX reader",
     "mnist": "torchvision.datasets.MNIST(root, train=(split == 'train'))",
     "dataset": "sklearn.datasets.load_<name>()",
@@ -534,6 +536,7 @@ TORCH: dict[str, str] = {
     "data.validate": "a Dataset, or torch.utils.data.random_split(train, ...) with a seeded generator",
     "data.scale": "x = x / scale",
     "data.normalize": "sklearn.preprocessing.StandardScaler / MinMaxScaler fitted on train",
+    "data.normalize_target": "sklearn.compose.TransformedTargetRegressor(transformer=StandardScaler())",
     "train.epochs": "for epoch in range(epochs): ...",
     "train.batch": "torch.utils.data.DataLoader(batch_size=batch)",
     "train.shuffle": "torch.utils.data.DataLoader(shuffle=shuffle)",
