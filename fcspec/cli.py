@@ -384,6 +384,10 @@ def sweep(file: str, trials, workers, dask_address, storage, out_dir, show) -> N
         show=show,
     )
     click.echo(sweep_report(result))
+    if result["best"] is None and result["table"]:
+        raise FcspecError(
+            f"no trial completed: each trial folder in {result['out']}/ has its error.txt"
+        )
 
 
 def sweep_report(result: dict) -> str:

@@ -119,7 +119,10 @@ def _x(p, row: dict[str, Any]) -> float:
     """Where a trial sits on a parameter's axis: its value, or a choice's position."""
     v = str(row[p.path])
     if p.distribution == "choice":
-        return p.choices.index(v) if v in p.choices else math.nan
+        if v not in p.choices:
+            return math.nan
+        # spread the trials of one choice a little, so equal values do not hide each other
+        return p.choices.index(v) + ((row["trial"] * 0.618) % 1 - 0.5) * 0.3
     return float(v)
 
 
@@ -155,6 +158,9 @@ def plot(path: Path, table: list[dict[str, Any]], sweep: Sweep) -> None:
             ax.scatter(
                 [_x(p, top)], [top[sweep.monitor]], marker="*", s=180, color="tab:red", label="best"
             )
+        ys = [r[sweep.monitor] for r in shown]
+        if ys and min(ys) > 0 and max(ys) / min(ys) > 30:
+            ax.set_yscale("log")  # a few diverging trials would flatten the rest
         ax.set_xlabel(p.path)
         ax.set_ylabel(sweep.monitor)
         ax.grid(alpha=0.3)

@@ -26,6 +26,7 @@ import signal
 import sys
 import threading
 import uuid
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -299,6 +300,7 @@ def _cluster(distributed, workers: int | None, dask: str | None, say):
             client = distributed.Client(dask, timeout="20s")
         except (OSError, TimeoutError) as e:
             raise FcspecError(f"cannot reach the Dask scheduler at {dask}: {e}") from None
+        _check_workers(client, dask)
         return client, None
     from .worker import BLAS_ENV
 
@@ -307,19 +309,46 @@ def _cluster(distributed, workers: int | None, dask: str | None, say):
     # only, which stops the trials itself instead of the workers dying mid-write.
     old = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
     try:
-        cluster = distributed.LocalCluster(
-            n_workers=k,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-            env=dict(BLAS_ENV),
-        )
+        with warnings.catch_warnings():
+            # another program's dashboard on :8787 only moves the HTTP server to a free port
+            warnings.filterwarnings("ignore", message="Port .* is already in use")
+            cluster = distributed.LocalCluster(
+                n_workers=k,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+                env=dict(BLAS_ENV),
+            )
     finally:
         if old is not None:
             signal.signal(signal.SIGINT, old)
     return distributed.Client(cluster), cluster
+
+
+def _check_workers(client, address: str) -> None:
+    """Every worker must import this fcspec: say so now, not once per failed trial."""
+    import importlib.metadata
+
+    from .. import __version__
+
+    # A standard-library function, so even a machine without fcspec can run it.  The
+    # scheduler unpickles the tasks too, so it needs fcspec as much as the workers.
+    found = client.run(importlib.metadata.version, "fcspec", on_error="return")
+    try:
+        found["the scheduler"] = client.run_on_scheduler(importlib.metadata.version, "fcspec")
+    except Exception as e:  # noqa: BLE001 - PackageNotFoundError, raised over there
+        found["the scheduler"] = e
+    bad = {w: v for w, v in found.items() if v != __version__}
+    if bad:
+        worker, got = next(iter(bad.items()))
+        what = f"has fcspec {got}" if isinstance(got, str) else "cannot import fcspec"
+        raise FcspecError(
+            f"the Dask cluster at {address} cannot run the trials: {worker} {what} "
+            f"(this is fcspec {__version__})",
+            hint=f"on the scheduler and every worker: pip install 'fcspec[sweep]=={__version__}'",
+        )
 
 
 def _main_thread() -> bool:
@@ -336,7 +365,7 @@ def _drive(
     client, cluster = _cluster(distributed, workers, dask, say)
     base_dir = str(Path(path).resolve().parent)
     inflight: dict[Any, Any] = {}  # future -> optuna Trial
-    launched = finished = 0
+    launched = finished = broken = 0
     bar = None
     if tty_ok and sys.stderr.isatty():
         from tqdm import tqdm
@@ -379,11 +408,26 @@ def _drive(
         launched += 1
 
     def finish(fut, trial) -> None:
-        nonlocal finished
+        nonlocal finished, broken
         try:
             res = fut.result()
-        except Exception as e:  # noqa: BLE001 - the worker died (KilledWorker) or the task broke
-            res = {"state": "fail", "error": f"{type(e).__name__}: {e}", "files": {}}
+        except Exception as e:  # noqa: BLE001 - the worker died (KilledWorker), or cannot run it
+            # Not the trial's outcome: it is queued again, like an interrupted one; a cluster
+            # that fails every trial stops the sweep instead of cycling through the queue.
+            error = f"{type(e).__name__}: {e}"
+            trial.set_user_attr("interrupted", True)
+            trial.set_user_attr("error", error)
+            study.tell(trial, state=S.FAIL)
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            line(f"trial {trial.number} could not run on the cluster ({_last_line(error)})")
+            broken += 1
+            if broken >= 3:
+                raise FcspecError(
+                    f"{broken} trials in a row could not run on the cluster: {_last_line(error)}",
+                    hint="check the Dask workers' logs; the trials are queued for the next run",
+                ) from None
+            return
+        broken = 0
         where = report.trial_folder(folder, trial.number)
         for name, data in res.get("files", {}).items():
             fio.atomic_write_bytes(where / name, data)
