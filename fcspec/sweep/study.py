@@ -248,6 +248,8 @@ def sweep(
     optuna, distributed = _imports()
     folder = Path(out) if out is not None else Path("sweeps") / spec.name
     url = storage or f"sqlite:///{(folder / 'study.db').resolve()}"
+    # Named after the sweep folder: in a database several sweeps share, each folder is one study.
+    name = folder.resolve().name
     target = trials if trials is not None else sw.trials
 
     if show:
@@ -255,7 +257,7 @@ def sweep(
             raise FcspecError(
                 f"no sweep has run in {folder}/ yet", hint=f"start it: fcspec sweep {path}"
             )
-        study = _open_study(optuna, spec.name, url, spec, sw, folder, create=False)
+        study = _open_study(optuna, name, url, spec, sw, folder, create=False)
         table, top = report.write_all(study, sw, source, path, folder, with_plot=True)
         return {"table": table, "best": top, "out": folder, "ran": 0, "target": target, "sweep": sw}
 
@@ -264,7 +266,7 @@ def sweep(
     except OSError as e:
         raise FcspecError(f"cannot create the sweep folder {folder}: {e.strerror or e}") from None
     with _Lock(folder):
-        study = _open_study(optuna, spec.name, url, spec, sw, folder, create=True)
+        study = _open_study(optuna, name, url, spec, sw, folder, create=True)
         requeued = _recover(optuna, study)
         if requeued:
             say(f"{requeued} trial{'s' if requeued > 1 else ''} interrupted earlier will run again")
