@@ -33,6 +33,7 @@ from typing import Any
 
 from .. import io as fio
 from ..errors import FcspecError
+from ..train import _SignalCatcher
 from . import report
 from .apply import trial_source, value_source
 from .space import Param, Sweep
@@ -98,30 +99,6 @@ class _Lock:
     def __exit__(self, *exc):
         if self.fd is not None:
             os.close(self.fd)  # closing releases the flock
-        return False
-
-
-class _Stop:
-    """SIGINT / SIGTERM become a flag the driver's loop polls: no half-written results."""
-
-    def __init__(self):
-        self.signum: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def _handle(self, signum, frame):
-        self.signum = signum
-        if signum == signal.SIGINT:  # a second Ctrl-C stops at once
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._old[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for s, h in self._old.items():
-            signal.signal(s, h)
         return False
 
 
@@ -464,7 +441,8 @@ def _drive(
         report.write_all(study, sw, source, path, folder, with_plot=False)
 
     try:
-        with _Stop() as stop:
+        # SIGINT / SIGTERM only set a flag (the loop's own catcher): no half-written results.
+        with _SignalCatcher() as stop:
             while launched < remaining and len(inflight) < slots():
                 launch()
             while inflight and stop.signum is None:
