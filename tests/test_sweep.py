@@ -172,6 +172,26 @@ def test_a_dask_cluster_runs_the_same_trials_to_the_same_results(local_sweep, cl
     assert [[r[k] for k in keys] for r in ours] == [[r[k] for k in keys] for r in theirs]
 
 
+def test_a_grid_runs_every_combination_once(cluster, tmp_path):
+    text = write_spec(tmp_path, epochs=1).read_text()
+    text = text.replace("log_uniform(1e-3, 1e-1)", "choice(0.01, 0.03)").replace(
+        "sampler = random", "sampler = grid"
+    )
+    spec = tmp_path / "grid.fc"
+    spec.write_text(text.replace("trials = 4\n", ""))
+    r = sweep(str(spec), "--dask", cluster, "--out", str(tmp_path / "grid"))
+    assert r.exit_code == 0, r.output
+    rows = read_results(tmp_path / "grid")
+    assert sorted((r["optimizer.lr"], r["hidden.units"]) for r in rows) == [
+        ("0.01", "16"),
+        ("0.01", "8"),
+        ("0.03", "16"),
+        ("0.03", "8"),
+    ]
+    r = sweep(str(spec), "--dask", cluster, "--out", str(tmp_path / "grid"))
+    assert "nothing to do: 4 of 4 trials" in r.output
+
+
 def _subprocess_sweep(spec: Path, out: Path, cluster: str) -> subprocess.Popen:
     return subprocess.Popen(
         [

@@ -111,8 +111,6 @@ def _suggest(trial, p: Param):
 
 
 def _sampler(optuna, sweep: Sweep, seed: int):
-    if sweep.sampler == "grid":
-        return optuna.samplers.GridSampler(sweep.grid(), seed=seed)
     if sweep.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     # constant_liar: trials running in parallel count as bad guesses, so K workers
@@ -185,6 +183,28 @@ def _recover(optuna, study) -> int:
     return n
 
 
+def _enqueue_grid(optuna, study, sweep: Sweep) -> None:
+    """A grid is every combination once, queued in a seeded order: what is not in the study yet.
+
+    (Optuna's GridSampler would do the same, but it ends a study with `study.stop()`,
+    which only works inside `study.optimize`, not with the ask-and-tell this driver uses.)
+    """
+    import itertools
+    import random
+
+    grid = sweep.grid()
+    keys = list(grid)
+    taken = {
+        tuple(t.params.get(k) for k in keys)
+        for t in study.get_trials(deepcopy=False)
+        if not t.user_attrs.get("interrupted")
+    }
+    points = [p for p in itertools.product(*grid.values()) if p not in taken]
+    random.Random(sweep.seed).shuffle(points)
+    for point in points:
+        study.enqueue_trial(dict(zip(keys, point)))
+
+
 def _done(optuna, study) -> int:
     S = optuna.trial.TrialState
     return sum(
@@ -228,6 +248,8 @@ def sweep(
     # Named after the sweep folder: in a database several sweeps share, each folder is one study.
     name = folder.resolve().name
     target = trials if trials is not None else sw.trials
+    if sw.sampler == "grid":  # each combination once, so never more trials than the grid has
+        target = min(target, math.prod(len(v) for v in sw.grid().values()))
 
     if show:
         if storage is None and not (folder / "study.db").exists():
@@ -264,6 +286,8 @@ def sweep(
             say(f"resuming: {done} of {target} trials done, {remaining} to run")
         # A new seed per resumption: the sampler does not repeat the first run's draws.
         study.sampler = _sampler(optuna, sw, sw.seed + len(study.get_trials(deepcopy=False)))
+        if sw.sampler == "grid":
+            _enqueue_grid(optuna, study, sw)
         ran = _drive(
             optuna, distributed, study, spec, sw, source, path, folder, url,
             remaining, target, done, workers, dask, say, echo is None,
