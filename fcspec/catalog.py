@@ -1,15 +1,25 @@
-"""Every name the language knows, with its options, defaults and ranges.
+"""Every name the language knows, one row each: options, defaults, ranges, and what it means.
 
 This is the one place a layer, loss, optimizer, schedule or data source is
-declared for the front end: `check.py` validates calls against it, `explain`
-and `docs/language.md` describe it.  Defaults are PyTorch's (torch.nn,
-torch.optim, torch.optim.lr_scheduler) so a spec means what the equivalent
-PyTorch program means.
+declared.  `check.py` validates calls against the rows; `resolve` fills
+defaults and checks a row's options for the checker and both backends; the
+backends take their tables from the rows (a loss's task and expected model
+output, a layer's output, an optimizer's state vectors, a source's files);
+`explain` and `docs/language.md` describe them.  The implementations live
+beside their kind (ops.py, losses.py, optim.py, schedules.py, data.py), keyed
+by the row's name; tests/test_tables.py checks that every row has one and
+every implementation a row.  Defaults are PyTorch's (torch.nn, torch.optim,
+torch.optim.lr_scheduler) so a spec means what the equivalent PyTorch
+program means.
+
+Imports nothing but the standard library: `fcspec check` stays fast.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+import numbers
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,11 +28,14 @@ REQUIRED = object()  # marks an option without a default
 
 @dataclass(frozen=True)
 class Opt:
-    kind: str  # int, float, bool, str, choice, floats, ints, pair, source, number_or_source, int_or_full
+    kind: str  # int, float, bool, str, choice, floats, ints, pair, names, source, number_or_source, int_or_full
     default: Any = REQUIRED
     check: Callable[[Any], str | None] | None = None  # returns what is wrong, or None
     choices: tuple[str, ...] = ()
     doc: str = ""
+    # A None default the checker fills in from elsewhere in the spec (a schedule's t_max from
+    # the epochs, a monitor from the data); a backend must be handed a value.
+    derived: bool = False
 
     @property
     def required(self) -> bool:
@@ -30,12 +43,67 @@ class Opt:
 
 
 @dataclass(frozen=True)
+class Problem:
+    """What is wrong with a call's options: the option it is about (None: the call), why, a hint."""
+
+    key: str | None
+    message: str
+    hint: str | None = None
+
+
+@dataclass(frozen=True)
 class Sig:
-    """A callable name: its options in order, which may be given positionally, and a line of doc."""
+    """A callable name: its options in order, which may be given positionally, and a line of doc.
+
+    `rules(options)` checks what involves several options (and may fill options derived
+    from others); it yields `Problem`s.  `resolve` runs it for the checker and the backends.
+    """
 
     opts: dict[str, Opt] = field(default_factory=dict)
     positional: tuple[str, ...] = ()
     doc: str = ""
+    rules: Callable[[dict[str, Any]], Iterable[Problem]] | None = None
+
+
+# What a model's output means.  A layer's row names what it outputs; "same" passes its
+# input's meaning through (dropout is the identity at inference).
+OUTPUTS = ("values", "probabilities", "class_probabilities", "log_probabilities", "same")
+
+
+@dataclass(frozen=True)
+class Layer(Sig):
+    output: str = "values"  # one of OUTPUTS
+
+
+@dataclass(frozen=True)
+class Loss(Sig):
+    """A loss: the task it trains (which fixes the targets' type), the model output it takes
+    (`logits`, `probabilities`, `log_probabilities` or `values`), its formula for `explain`
+    (`mean` reads `sum` under reduction = sum), and what the checker says about models
+    that end otherwise: `hint` adds to the error when the model does not end in the layer
+    that makes what it takes; `after[output]` is (severity, message, hint) for a model
+    whose output is `output` (`{loss}` and `{last}` name the loss and the last layer)."""
+
+    task: str = ""
+    takes: str = "logits"
+    formula: str = ""
+    hint: str = ""
+    after: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Optimizer(Sig):
+    """An optimizer: `state(options)` names the float32 vectors of parameter size it keeps
+    (torch.optim's state keys)."""
+
+    state: Callable[[Mapping[str, Any]], tuple[str, ...]] = lambda options: ()
+
+
+@dataclass(frozen=True)
+class Source(Sig):
+    """A data source: `files` are its options that name files (relative to the spec's folder)."""
+
+    files: tuple[str, ...] = ()
 
 
 # ---- range checks: each returns a complaint or None -------------------------
@@ -94,8 +162,8 @@ _milestones = _rule(
 
 INITS = ("default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "zeros")
 
-LAYERS: dict[str, Sig] = {
-    "linear": Sig(
+LAYERS: dict[str, Layer] = {
+    "linear": Layer(
         {
             "units": Opt("int", check=ge(1), doc="output features"),
             "bias": Opt("bool", True, doc="learn an additive bias"),
@@ -110,35 +178,38 @@ LAYERS: dict[str, Sig] = {
         ("units",),
         "fully connected: y = x W^T + b, W of shape [units, in]",
     ),
-    "flatten": Sig(doc="reshape one sample to one dimension, like x.view(x.size(0), -1)"),
-    "dropout": Sig(
+    "flatten": Layer(doc="reshape one sample to one dimension, like x.view(x.size(0), -1)"),
+    "dropout": Layer(
         {"p": Opt("float", 0.5, in_closed_open(0, 1), doc="probability of zeroing")},
         ("p",),
         "inverted dropout while training, identity at inference",
+        output="same",
     ),
-    "relu": Sig(doc="max(x, 0)"),
-    "leaky_relu": Sig(
+    "relu": Layer(doc="max(x, 0)"),
+    "leaky_relu": Layer(
         {"negative_slope": Opt("float", 0.01, ge(0))},
         ("negative_slope",),
         "x if x > 0 else negative_slope * x",
     ),
-    "elu": Sig({"alpha": Opt("float", 1.0, gt(0))}, ("alpha",), "x if x > 0 else alpha (e^x - 1)"),
-    "selu": Sig(doc="scale (x if x > 0 else alpha (e^x - 1)), PyTorch's constants"),
-    "sigmoid": Sig(doc="1 / (1 + e^-x)"),
-    "tanh": Sig(doc="hyperbolic tangent"),
-    "gelu": Sig(
+    "elu": Layer(
+        {"alpha": Opt("float", 1.0, gt(0))}, ("alpha",), "x if x > 0 else alpha (e^x - 1)"
+    ),
+    "selu": Layer(doc="scale (x if x > 0 else alpha (e^x - 1)), PyTorch's constants"),
+    "sigmoid": Layer(doc="1 / (1 + e^-x)", output="probabilities"),
+    "tanh": Layer(doc="hyperbolic tangent"),
+    "gelu": Layer(
         {"approximate": Opt("choice", "none", choices=("none", "tanh"))},
         ("approximate",),
         "x Phi(x); `tanh` uses the tanh approximation",
     ),
-    "silu": Sig(doc="x sigmoid(x) (swish)"),
-    "softplus": Sig(
+    "silu": Layer(doc="x sigmoid(x) (swish)"),
+    "softplus": Layer(
         {"beta": Opt("float", 1.0, gt(0)), "threshold": Opt("float", 20.0, gt(0))},
         ("beta",),
         "log(1 + e^(beta x)) / beta, linear above threshold",
     ),
-    "softmax": Sig(doc="probabilities over the last axis"),
-    "log_softmax": Sig(doc="log-probabilities over the last axis"),
+    "softmax": Layer(doc="probabilities over the last axis", output="class_probabilities"),
+    "log_softmax": Layer(doc="log-probabilities over the last axis", output="log_probabilities"),
 }
 
 ACTIVATIONS = tuple(k for k in LAYERS if k not in ("linear", "flatten", "dropout"))
@@ -147,35 +218,106 @@ ACTIVATIONS = tuple(k for k in LAYERS if k not in ("linear", "flatten", "dropout
 
 _REDUCTION = Opt("choice", "mean", choices=("mean", "sum"), doc="mean over the batch, or sum")
 
-LOSSES: dict[str, Sig] = {
-    "cross_entropy": Sig(
+_TWICE = (
+    "warning",
+    "the model ends in `{last}` and `{loss}` applies log-softmax itself: softmax is applied twice",
+    "remove the final `softmax` (train on logits); for probabilities at inference, "
+    "export with `--probabilities`",
+)
+_AGAIN = (
+    "warning",
+    "the model ends in `{last}`; `{loss}` applies log-softmax again",
+    "use `loss nll`, which takes log-probabilities",
+)
+_REGRESSION_AFTER = (
+    "warning",
+    "a regression loss (`{loss}`) after `{last}`",
+    "for classification use `cross_entropy` on logits",
+)
+_NOT_CLASSES = {"class_probabilities": _REGRESSION_AFTER, "log_probabilities": _REGRESSION_AFTER}
+
+LOSSES: dict[str, Loss] = {
+    "cross_entropy": Loss(
         {
             "label_smoothing": Opt("float", 0.0, in_closed(0, 1)),
             "weight": Opt("floats", None, _weights, doc="one weight per class"),
             "reduction": _REDUCTION,
         },
         doc="logits and class ids; applies log-softmax itself",
+        task="classification",
+        takes="logits",
+        formula="l_n = -w[y_n] log_softmax(x_n)[y_n]; mean = sum(l_n) / sum(w[y_n])",
+        after={
+            "class_probabilities": _TWICE,
+            "log_probabilities": _AGAIN,
+            "probabilities": (
+                "warning",
+                "`{loss}` takes logits, but the model ends in `{last}`",
+                "remove the final `{last}`",
+            ),
+        },
     ),
-    "nll": Sig(
+    "nll": Loss(
         {"weight": Opt("floats", None, _weights), "reduction": _REDUCTION},
         doc="log-probabilities (after log_softmax) and class ids",
+        task="classification",
+        takes="log_probabilities",
+        formula="l_n = -w[y_n] x_n[y_n] (x = log-probabilities); mean = sum(l_n) / sum(w[y_n])",
+        hint=", or use `cross_entropy` on logits",
     ),
-    "mse": Sig({"reduction": _REDUCTION}, doc="mean squared error"),
-    "mae": Sig({"reduction": _REDUCTION}, doc="mean absolute error (alias l1)"),
-    "huber": Sig(
+    "mse": Loss(
+        {"reduction": _REDUCTION},
+        doc="mean squared error",
+        task="regression",
+        takes="values",
+        formula="mean((x - y)^2)",
+        after=_NOT_CLASSES,
+    ),
+    "mae": Loss(
+        {"reduction": _REDUCTION},
+        doc="mean absolute error (alias l1)",
+        task="regression",
+        takes="values",
+        formula="mean(|x - y|)",
+        after=_NOT_CLASSES,
+    ),
+    "huber": Loss(
         {"delta": Opt("float", 1.0, gt(0)), "reduction": _REDUCTION},
         ("delta",),
         "squared below delta, linear above",
+        task="regression",
+        takes="values",
+        formula="0.5 d^2 if |d| < delta else delta (|d| - 0.5 delta), d = x - y; mean",
+        after=_NOT_CLASSES,
     ),
-    "bce": Sig(
-        {"reduction": _REDUCTION}, doc="binary cross-entropy on probabilities (after sigmoid)"
+    "bce": Loss(
+        {"reduction": _REDUCTION},
+        doc="binary cross-entropy on probabilities (after sigmoid)",
+        task="binary",
+        takes="probabilities",
+        formula="-[y log x + (1 - y) log(1 - x)], each log clamped to >= -100; mean",
+        hint=", or use `bce_with_logits` on logits (more stable)",
     ),
-    "bce_with_logits": Sig(
-        {"reduction": _REDUCTION}, doc="binary cross-entropy on logits (stable)"
+    "bce_with_logits": Loss(
+        {"reduction": _REDUCTION},
+        doc="binary cross-entropy on logits (stable)",
+        task="binary",
+        takes="logits",
+        formula="max(x, 0) - x y + log(1 + exp(-|x|)); mean",
+        after={
+            "probabilities": (
+                "error",
+                "`{loss}` applies the sigmoid itself, but the model already ends in `{last}`",
+                "remove the final `{last}`, or use `bce`",
+            )
+        },
     ),
-    "kl_div": Sig(
+    "kl_div": Loss(
         {"reduction": _REDUCTION},
         doc="KL divergence: log-probabilities against target probabilities, batchmean",
+        task="distribution",
+        takes="log_probabilities",
+        formula="sum(y (log y - x)) / N  (x = log-probabilities; PyTorch's batchmean)",
     ),
 }
 LOSS_ALIASES = {
@@ -185,24 +327,64 @@ LOSS_ALIASES = {
     "mean_squared_error": "mse",
 }
 
-TASKS = {
-    "cross_entropy": "classification",
-    "nll": "classification",
-    "bce": "binary",
-    "bce_with_logits": "binary",
-    "mse": "regression",
-    "mae": "regression",
-    "huber": "regression",
-    "kl_div": "distribution",
+TASKS = {name: row.task for name, row in LOSSES.items()}  # loss -> task
+# What a loss takes, in words (messages and docs).
+TAKES_WORDS = {
+    "logits": "logits",
+    "probabilities": "probabilities",
+    "log_probabilities": "log-probabilities",
+    "values": "values",
 }
+
+
+def producer(takes: str) -> str | None:
+    """The one layer whose output is what a loss takes (sigmoid for probabilities), if any."""
+    names = [name for name, row in LAYERS.items() if row.output == takes]
+    return names[0] if len(names) == 1 else None
+
+
+def model_output(layers: Iterable[Any]) -> tuple[str, Any]:
+    """(what the model's output means, the layer that decides it) for IR layers: the
+    output of the last layer that does not pass its input's meaning through."""
+    layers = list(layers)
+    for layer in reversed(layers):
+        out = LAYERS[layer.op].output if layer.op in LAYERS else "values"
+        if out != "same":
+            return out, layer
+    return "values", (layers[-1] if layers else None)
+
+
+def output_kind(task: str, layers: Iterable[Any]) -> str:
+    """What an exported model's output is called: values (regression), probabilities,
+    log_probabilities or logits."""
+    if task == "regression":
+        return "values"
+    out, _ = model_output(layers)
+    if out in ("probabilities", "class_probabilities"):
+        return "probabilities"
+    return out if out == "log_probabilities" else "logits"
+
 
 # ---- optimizers --------------------------------------------------------------
 
-_LR = Opt("float", check=gt(0), doc="learning rate")
 _WD = Opt("float", 0.0, ge(0), doc="L2 penalty added to the gradient (PyTorch's weight_decay)")
 
-OPTIMIZERS: dict[str, Sig] = {
-    "sgd": Sig(
+
+def _nesterov(o: dict[str, Any]) -> Iterable[Problem]:
+    if o["nesterov"] and (o["momentum"] <= 0 or o["dampening"] != 0):
+        yield Problem(
+            "nesterov",
+            "nesterov momentum needs `momentum` > 0 and `dampening` = 0 (PyTorch's rule)",
+            "set `momentum = 0.9`" if o["momentum"] <= 0 else "remove `dampening`",
+        )
+
+
+def _adam_state(o: Mapping[str, Any]) -> tuple[str, ...]:
+    return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if o["amsgrad"] else ())
+
+
+OPTIMIZERS: dict[str, Optimizer] = {
+    "sgd": Optimizer(
         {
             "lr": Opt("float", 1e-3, gt(0), doc="learning rate"),
             "momentum": Opt("float", 0.0, ge(0)),
@@ -212,8 +394,11 @@ OPTIMIZERS: dict[str, Sig] = {
         },
         ("lr",),
         "stochastic gradient descent; batch size picks batch, mini-batch or stochastic",
+        rules=_nesterov,
+        # torch keeps no buffer without momentum; with it, the first step copies the gradient
+        state=lambda o: ("momentum_buffer",) if o["momentum"] != 0 else (),
     ),
-    "adam": Sig(
+    "adam": Optimizer(
         {
             "lr": Opt("float", 1e-3, gt(0)),
             "betas": Opt("pair", (0.9, 0.999), _betas),
@@ -223,8 +408,9 @@ OPTIMIZERS: dict[str, Sig] = {
         },
         ("lr",),
         "Adam (Kingma and Ba, 2014)",
+        state=_adam_state,
     ),
-    "adamw": Sig(
+    "adamw": Optimizer(
         {
             "lr": Opt("float", 1e-3, gt(0)),
             "betas": Opt("pair", (0.9, 0.999), _betas),
@@ -234,8 +420,9 @@ OPTIMIZERS: dict[str, Sig] = {
         },
         ("lr",),
         "Adam with decoupled weight decay (Loshchilov and Hutter)",
+        state=_adam_state,
     ),
-    "rmsprop": Sig(
+    "rmsprop": Optimizer(
         {
             "lr": Opt("float", 1e-2, gt(0)),
             "alpha": Opt("float", 0.99, ge(0)),
@@ -246,8 +433,13 @@ OPTIMIZERS: dict[str, Sig] = {
         },
         ("lr",),
         "RMSprop (Hinton); eps outside the square root, as PyTorch",
+        state=lambda o: (
+            ("square_avg",)
+            + (("momentum_buffer",) if o["momentum"] > 0 else ())
+            + (("grad_avg",) if o["centered"] else ())
+        ),
     ),
-    "adagrad": Sig(
+    "adagrad": Optimizer(
         {
             "lr": Opt("float", 1e-2, gt(0)),
             "lr_decay": Opt("float", 0.0, ge(0)),
@@ -257,12 +449,25 @@ OPTIMIZERS: dict[str, Sig] = {
         },
         ("lr",),
         "Adagrad (Duchi et al.)",
+        state=lambda o: ("sum",),
     ),
 }
 
 # ---- schedules ---------------------------------------------------------------
 
 MONITORS = ("val_loss", "val_accuracy", "train_loss", "train_accuracy", "val_mae", "val_rmse")
+
+
+def mode_of(monitor: str) -> str:
+    """The direction a monitored metric improves in: up for accuracies, down for the rest."""
+    return "max" if monitor.endswith("accuracy") else "min"
+
+
+def _mode_follows_monitor(o: dict[str, Any]) -> Iterable[Problem]:
+    if o.get("mode") is None and isinstance(o.get("monitor"), str):
+        o["mode"] = mode_of(o["monitor"])
+    return ()
+
 
 _GAMMA = Opt("float", 0.1, gt(0), doc="multiplicative factor")
 
@@ -281,7 +486,7 @@ SCHEDULES: dict[str, Sig] = {
     "exponential": Sig({"gamma": Opt("float", check=gt(0))}, ("gamma",), "lr * gamma^epoch"),
     "cosine": Sig(
         {
-            "t_max": Opt("int", None, ge(1), doc="defaults to the training epochs"),
+            "t_max": Opt("int", None, ge(1), doc="defaults to the training epochs", derived=True),
             "eta_min": Opt("float", 0.0, ge(0)),
         },
         ("t_max",),
@@ -299,9 +504,14 @@ SCHEDULES: dict[str, Sig] = {
                 None,
                 choices=MONITORS,
                 doc="val_loss when there is validation data, else train_loss",
+                derived=True,
             ),
             "mode": Opt(
-                "choice", None, choices=("min", "max"), doc="from the monitor: max for accuracy"
+                "choice",
+                None,
+                choices=("min", "max"),
+                doc="from the monitor: max for accuracy",
+                derived=True,
             ),
             "factor": Opt("float", 0.1, in_open(0, 1)),
             "patience": Opt("int", 10, ge(0)),
@@ -313,6 +523,7 @@ SCHEDULES: dict[str, Sig] = {
         },
         (),
         "ReduceLROnPlateau: lr * factor when the monitored metric stops improving",
+        rules=_mode_follows_monitor,
     ),
 }
 SCHEDULE_ALIASES = {"steplr": "step", "cosine_annealing": "cosine", "reduce_on_plateau": "plateau"}
@@ -358,13 +569,14 @@ _TABLE_OPTS = {
     ),
 }
 
-SOURCES: dict[str, Sig] = {
-    "npz": Sig(
+SOURCES: dict[str, Source] = {
+    "npz": Source(
         {"path": Opt("str"), "x": Opt("str", "x"), "y": Opt("str", "y")},
         ("path",),
         "NumPy .npz with arrays x and y",
+        files=("path",),
     ),
-    "csv": Sig(
+    "csv": Source(
         {
             "path": Opt("str", doc=".csv, or compressed: .gz .bz2 .xz .zst by the name"),
             "target": Opt("name_or_index", doc="the label column: a name or a 0-based index"),
@@ -378,8 +590,9 @@ SOURCES: dict[str, Sig] = {
         },
         ("path",),
         "a text table read by pyarrow; numeric columns, categories one-hot, missing cells imputed",
+        files=("path",),
     ),
-    "parquet": Sig(
+    "parquet": Source(
         {
             "path": Opt("str"),
             "target": Opt("name_or_index", doc="the label column: a name or a 0-based index"),
@@ -387,18 +600,20 @@ SOURCES: dict[str, Sig] = {
         },
         ("path",),
         "an Apache Parquet file, read by pyarrow; the same encoding as csv",
+        files=("path",),
     ),
-    "idx": Sig(
+    "idx": Source(
         {"images": Opt("str"), "labels": Opt("str")},
         ("images", "labels"),
         "the MNIST IDX format, gzipped or not",
+        files=("images", "labels"),
     ),
-    "mnist": Sig(
+    "mnist": Source(
         {"split": Opt("choice", "train", choices=("train", "test"))},
         ("split",),
         "MNIST, from $FCSPEC_DATA/mnist, the cache, or downloaded once",
     ),
-    "dataset": Sig(
+    "dataset": Source(
         {
             "name": Opt("choice", choices=DATASETS),
             "target": Opt(
@@ -450,7 +665,9 @@ TRAIN_KEYS: dict[str, Opt] = {
     "shuffle": Opt("bool", True, doc="a new seeded order every epoch"),
     "seed": Opt("int", 0, ge(0), doc="same seed, same result, bit for bit"),
     "clip_grad_norm": Opt("float", None, gt(0), doc="clip the global gradient norm"),
-    "metrics": Opt("names", None, doc="accuracy (classifiers), mae and rmse (regression)"),
+    "metrics": Opt(
+        "names", None, doc="accuracy (classifiers), mae and rmse (regression)", derived=True
+    ),
 }
 
 EARLY_STOP = Sig(
@@ -459,12 +676,17 @@ EARLY_STOP = Sig(
         "patience": Opt("int", 5, ge(0)),
         "min_delta": Opt("float", 0.0, ge(0)),
         "mode": Opt(
-            "choice", None, choices=("min", "max"), doc="from the monitor: max for accuracy"
+            "choice",
+            None,
+            choices=("min", "max"),
+            doc="from the monitor: max for accuracy",
+            derived=True,
         ),
         "restore_best": Opt("bool", False, doc="end with the best epoch's weights"),
     },
     (),
     "stop when the monitored metric has not improved for `patience` epochs",
+    rules=_mode_follows_monitor,
 )
 
 METRICS = {
@@ -620,6 +842,110 @@ OPTION_DOCS: dict[str, str] = {
 def option_doc(owner: str, key: str, opt: Opt) -> str:
     """What option `key` of `owner` means: its row's doc, else the shared meaning of its name."""
     return opt.doc or OPTION_DOCS.get(f"{owner}.{key}") or OPTION_DOCS.get(key, "")
+
+
+# ---- resolve: defaults, types, ranges and rules, for the checker and the backends -----
+
+KIND_WORDS = {
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+    "str": "a string",
+    "choice": "one of",
+    "floats": "a list of numbers",
+    "ints": "a list of whole numbers",
+    "pair": "a pair of numbers like (0.9, 0.999)",
+    "source": "a data source such as "
+    + ", ".join(f"{name}(...)" for name in list(SOURCES)[:-1])
+    + f" or {list(SOURCES)[-1]}(...)",
+    "number_or_source": "a fraction such as 0.1, or a data source",
+    "int_or_full": "a whole number or `full`",
+    "names": "a list of names like [accuracy]",
+    "name_or_index": 'a column name such as "species" or a 0-based index',
+    "columns": 'a list of column names or indices like ["year", 0]',
+    "delimiter": 'auto or one character such as ";" or "\\t"',
+}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _of_kind(opt: Opt, v: Any) -> bool:
+    """Whether `v` is a value of the option's kind (what the checker's conversion makes)."""
+    k = opt.kind
+    if k == "int":
+        return _is_int(v)
+    if k == "float":
+        return _is_number(v)
+    if k == "bool":
+        return isinstance(v, bool) or getattr(getattr(v, "dtype", None), "kind", "") == "b"
+    if k == "str":
+        return isinstance(v, str)
+    if k == "choice":
+        return isinstance(v, str) and v in opt.choices
+    if k in ("floats", "pair"):
+        ok = isinstance(v, (tuple, list)) and all(_is_number(x) for x in v)
+        return ok and (k == "floats" or len(v) == 2)
+    if k == "ints":
+        return isinstance(v, (tuple, list)) and all(_is_int(x) for x in v)
+    if k == "names":
+        return isinstance(v, (tuple, list)) and all(isinstance(x, str) for x in v)
+    if k == "int_or_full":
+        return v is None or _is_int(v)
+    return True  # data sources: only the checker builds them
+
+
+def rules(sig: Sig, options: dict[str, Any]) -> list[Problem]:
+    """The row's own rules over complete options (may fill options derived from others)."""
+    return list(sig.rules(options)) if sig.rules is not None else []
+
+
+def resolve(sig: Sig, given: Mapping[str, Any], what: str) -> tuple[dict[str, Any], list[Problem]]:
+    """`given` over the row's defaults, in the row's order, and everything wrong with it:
+    unknown or missing options, values of the wrong kind or out of range, the row's rules,
+    and derived options nobody filled in.
+
+    The backends call this for the IR they are handed (so a hand-built IR may omit
+    defaults, and a bad one fails before training); the checker converts and
+    range-checks each value at its own span, then runs the same `rules`.
+    """
+    problems: list[Problem] = []
+    for key in given:
+        if key not in sig.opts:
+            hint = f"its options: {', '.join(sig.opts) or 'none'}"
+            problems.append(Problem(key, f"{what} has no option {key!r}", hint))
+    out: dict[str, Any] = {}
+    for key, opt in sig.opts.items():
+        if key in given:
+            v = given[key]
+        elif opt.required:
+            problems.append(Problem(key, f"{what} needs {key}"))
+            continue
+        else:
+            v = opt.default
+        out[key] = v
+        if v is None and opt.default is None:
+            continue  # an optional value left out
+        if not _of_kind(opt, v):
+            words = KIND_WORDS[opt.kind]
+            if opt.kind == "choice":
+                words = "one of " + ", ".join(opt.choices)
+            problems.append(Problem(key, f"{what}: {key} must be {words}, got {v!r}"))
+            continue
+        complaint = opt.check(v) if opt.check is not None else None
+        if complaint:
+            problems.append(Problem(key, f"{what}: {key} {complaint}, got {v!r}"))
+    if not problems:
+        problems += rules(sig, out)
+    for key, opt in sig.opts.items():
+        if opt.derived and key in out and out[key] is None and not problems:
+            problems.append(Problem(key, f"{what} needs {key}"))
+    return out, problems
 
 
 # ---- the reference tables of docs/language.md ----------------------------------

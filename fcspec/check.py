@@ -181,25 +181,6 @@ def _describe(value: ast.Value) -> str:
     return "a tuple"
 
 
-_KIND_WORDS = {
-    "int": "a whole number",
-    "float": "a number",
-    "bool": "true or false",
-    "str": "a string",
-    "choice": "one of",
-    "floats": "a list of numbers",
-    "ints": "a list of whole numbers",
-    "pair": "a pair of numbers like (0.9, 0.999)",
-    "source": "a data source such as npz(...), csv(...), parquet(...), idx(...), mnist(...) or dataset(...)",
-    "number_or_source": "a fraction such as 0.1, or a data source",
-    "int_or_full": "a whole number or `full`",
-    "names": "a list of names like [accuracy]",
-    "name_or_index": 'a column name such as "species" or a 0-based index',
-    "columns": 'a list of column names or indices like ["year", 0]',
-    "delimiter": 'auto or one character such as ";" or "\\t"',
-}
-
-
 class _Invalid(Exception):
     """A value that could not be converted; already reported."""
 
@@ -233,7 +214,7 @@ class _Checker:
         kind = opt.kind
 
         def bad(expected: str | None = None, hint: str | None = None):
-            exp = expected or _KIND_WORDS[kind]
+            exp = expected or catalog.KIND_WORDS[kind]
             if kind == "choice" and not expected:
                 exp = "one of " + ", ".join(opt.choices)
             self.error(f"{what} must be {exp}, not {_describe(value)}", value.span, hint)
@@ -343,9 +324,11 @@ class _Checker:
         return out
 
     def bind(
-        self, call: ast.Call, sig: Sig, what: str
+        self, call: ast.Call, sig: Sig, what: str, defaults: dict[str, Any] | None = None
     ) -> tuple[dict[str, Any], dict[str, Span]] | None:
-        """Match a call's arguments to a signature; fill defaults.  None when anything was wrong."""
+        """Match a call's arguments to a signature; fill defaults (`defaults` over the row's:
+        those the rest of the spec decides) and apply the row's rules.  None when anything
+        was wrong."""
         values: dict[str, Any] = {}
         spans: dict[str, Span] = {}
         ok = True
@@ -415,9 +398,15 @@ class _Checker:
                     )
                     ok = False
                 else:
-                    values[key] = opt.default
+                    values[key] = (defaults or {}).get(key, opt.default)
+        if not ok:
+            return None
         # Catalog order, whatever order they were written in: explain and the IR read the same.
-        return ({k: values[k] for k in sig.opts if k in values}, spans) if ok else None
+        values = {k: values[k] for k in sig.opts if k in values}
+        problems = catalog.rules(sig, values)
+        for p in problems:
+            self.error(p.message, spans.get(p.key, call.span), p.hint)
+        return None if problems else (values, spans)
 
     # ---- sections --------------------------------------------------------
     def run(self) -> ir.Spec | None:
@@ -760,8 +749,10 @@ class _Checker:
         return loss, task
 
     def loss_versus_model(self, loss: ir.Loss, call: ast.Call, model: ir.Model, spans) -> None:
+        """The loss row's expectations against what the model's last layer outputs."""
         kind = loss.kind
-        last = next((l for l in reversed(model.layers) if l.op != "dropout"), model.layers[-1])
+        row = catalog.LOSSES[kind]
+        produced, last = catalog.model_output(model.layers)
         out = model.output_shape
         where = call.name_span
         if len(out) != 1:
@@ -773,7 +764,7 @@ class _Checker:
             )
             return
         width = out[0]
-        if kind in ("cross_entropy", "nll") and "outputs" not in model.auto:
+        if row.task == "classification" and "outputs" not in model.auto:
             if width < 2:
                 self.error(
                     f"`{kind}` needs at least 2 classes, but the model has {width} output",
@@ -786,58 +777,22 @@ class _Checker:
                     f"{width} classes",
                     spans.get("weight", where),
                 )
-        if kind == "cross_entropy":
-            if last.op == "softmax":
-                self.warn(
-                    "the model ends in `softmax` and `cross_entropy` applies log-softmax itself: "
-                    "softmax is applied twice",
-                    last.span or where,
-                    "remove the final `softmax` (train on logits); for probabilities at inference, "
-                    "export with `--probabilities`",
-                )
-            elif last.op == "log_softmax":
-                self.warn(
-                    "the model ends in `log_softmax`; `cross_entropy` applies log-softmax again",
-                    last.span or where,
-                    "use `loss nll`, which takes log-probabilities",
-                )
-            elif last.op == "sigmoid":
-                self.warn(
-                    "`cross_entropy` takes logits, but the model ends in `sigmoid`",
-                    last.span or where,
-                    "remove the final `sigmoid`",
-                )
-        elif kind == "nll" and last.op != "log_softmax":
+        needs = catalog.producer(row.takes)  # the layer that makes what the loss takes, if one
+        if needs is not None and produced != row.takes:
             self.error(
-                "`nll` takes log-probabilities, but the model does not end in `log_softmax`",
+                f"`{kind}` takes {catalog.TAKES_WORDS[row.takes]}, but the model does not end "
+                f"in `{needs}`",
                 where,
-                "end the model with `log_softmax`, or use `cross_entropy` on logits",
+                f"end the model with `{needs}`{row.hint}",
             )
-        elif kind == "kl_div" and last.op != "log_softmax":
-            self.error(
-                "`kl_div` takes log-probabilities, but the model does not end in `log_softmax`",
-                where,
-                "end the model with `log_softmax`",
-            )
-        elif kind == "bce" and last.op != "sigmoid":
-            self.error(
-                "`bce` takes probabilities, but the model does not end in `sigmoid`",
-                where,
-                "end the model with `sigmoid`, or use `bce_with_logits` on logits (more stable)",
-            )
-        elif kind == "bce_with_logits" and last.op == "sigmoid":
-            self.error(
-                "`bce_with_logits` applies the sigmoid itself, but the model already ends in "
-                "`sigmoid`",
-                where,
-                "remove the final `sigmoid`, or use `bce`",
-            )
-        elif kind in ("mse", "mae", "huber") and last.op in ("softmax", "log_softmax"):
-            self.warn(
-                f"a regression loss (`{kind}`) after `{last.op}`",
-                last.span or where,
-                "for classification use `cross_entropy` on logits",
-            )
+        elif produced in row.after:
+            severity, message, hint = row.after[produced]
+            text = message.format(loss=kind, last=last.op)
+            hint = hint.format(loss=kind, last=last.op)
+            if severity == "error":
+                self.error(text, where, hint)
+            else:
+                self.warn(text, last.span or where, hint)
 
     # ---- optimizer, schedule, regularize -----------------------------------
     def optimizer(self, section: ast.CallSection | None) -> ir.Optimizer | None:
@@ -858,16 +813,7 @@ class _Checker:
         bound = self.bind(call, sig, f"`{call.name}`")
         if bound is None:
             return None
-        options, spans = bound
-        if call.name == "sgd" and options["nesterov"]:
-            if options["momentum"] <= 0 or options["dampening"] != 0:
-                self.error(
-                    "nesterov momentum needs `momentum` > 0 and `dampening` = 0 (PyTorch's rule)",
-                    spans.get("nesterov", call.span),
-                    "set `momentum = 0.9`" if options["momentum"] <= 0 else "remove `dampening`",
-                )
-                return None
-        return ir.Optimizer(call.name, options, call.span)
+        return ir.Optimizer(call.name, bound[0], call.span)
 
     def schedule(
         self, section: ast.CallSection | None, train: ir.Train | None, data
@@ -883,38 +829,30 @@ class _Checker:
         if known is None:
             return None
         kind, sig = known
-        bound = self.bind(call, sig, f"`{call.name}`")
+        # What the rest of the spec decides: cosine's period, the plateau's metric.
+        has_val = bool(data) and data.validate is not None
+        decided = {
+            "t_max": train.epochs if train else 1,
+            "monitor": "val_loss" if has_val else "train_loss",
+        }
+        bound = self.bind(call, sig, f"`{call.name}`", decided)
         if bound is None:
             return None
         options, spans = bound
-        if kind == "cosine" and options["t_max"] is None:
-            options["t_max"] = train.epochs if train else 1
-        if kind == "plateau":
-            has_val = bool(data) and data.validate is not None
-            if options["monitor"] is None:
-                options["monitor"] = "val_loss" if has_val else "train_loss"
-            monitor = options["monitor"]
-            if monitor not in catalog.MONITORS:
-                self.error(
-                    f"`monitor` must be one of {', '.join(catalog.MONITORS)}, not `{monitor}`",
-                    spans.get("monitor", call.span),
-                    _did_you_mean(monitor, catalog.MONITORS),
-                )
-                return None
-            if (
-                monitor.startswith("val_")
-                and data is not None
-                and data is not False
-                and not has_val
-            ):
-                self.error(
-                    f"the schedule monitors `{monitor}` but the data has no validation set",
-                    spans.get("monitor", call.span),
-                    "add `validate = 0.1` to the data section",
-                )
-                return None
-            if options["mode"] is None:
-                options["mode"] = "max" if monitor.endswith("accuracy") else "min"
+        monitor = options.get("monitor")
+        if (
+            kind == "plateau"
+            and monitor.startswith("val_")
+            and data is not None
+            and data is not False
+            and not has_val
+        ):
+            self.error(
+                f"the schedule monitors `{monitor}` but the data has no validation set",
+                spans.get("monitor", call.span),
+                "add `validate = 0.1` to the data section",
+            )
+            return None
         return ir.Schedule(kind, options, call.span)
 
     def regularize(self, section: ast.CallSection | None) -> ir.Regularize | None:
@@ -1038,12 +976,14 @@ class _Checker:
             if isinstance(value, ast.String):
                 hint = f'wrap the path in a reader: npz("{value.value}") or csv("{value.value}", target = ...)'
             self.error(
-                f"`{key}` must be a data source ({', '.join(catalog.SOURCES)}), not {_describe(value)}",
+                f"`{key}` must be a data source ({', '.join(catalog.SOURCES)}), "
+                f"not {_describe(value)}",
                 value.span,
                 hint,
             )
             raise _Invalid
-        bound = self.bind(value, catalog.SOURCES[value.name], f"`{value.name}`")
+        row = catalog.SOURCES[value.name]
+        bound = self.bind(value, row, f"`{value.name}`")
         if bound is None:
             raise _Invalid
         args, spans = bound
@@ -1068,8 +1008,8 @@ class _Checker:
         if value.name == "mnist" and key == "train" and args["split"] == "test":
             self.warn("training on MNIST's test split", value.span, 'use `mnist(split = "train")`')
         base = Path(self.path).parent
-        for arg in ("path", "images", "labels"):
-            if arg in args and self.path != "<string>" and not (base / args[arg]).exists():
+        for arg in row.files:
+            if args.get(arg) and self.path != "<string>" and not (base / args[arg]).exists():
                 self.warn(
                     f"data file `{args[arg]}` not found (paths are relative to the spec's folder)",
                     spans[arg],
@@ -1142,8 +1082,6 @@ class _Checker:
                         f"`{monitor}` is a regression metric", es_spans.get("monitor", call.span)
                     )
                     ok = False
-                if es["mode"] is None:
-                    es["mode"] = "max" if monitor.endswith("accuracy") else "min"
                 out["early_stop"] = ir.EarlyStop(span=call.span, **es)
         if not ok:
             return None

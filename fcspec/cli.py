@@ -25,6 +25,7 @@ Examples:
   fcspec run specs/digits.fc           train; writes runs/Digits/
   fcspec trace specs/digits.fc         one training step explained, gradients checked
   fcspec export specs/digits.fc --onnx runs/Digits/Digits.onnx for onnxruntime
+  fcspec sweep specs/digits_sweep.fc   search its sweep block; writes sweeps/DigitsSweep/
 """
 
 
@@ -330,6 +331,88 @@ def trace(file: str, batch, step, checks, as_json) -> None:
         click.echo(ftrace.format_text(result), nl=False)
     if not result["check"]["ok"]:
         raise FcspecError("a gradient check failed: the backward pass disagrees with the loss")
+
+
+@main.command()
+@SPEC
+@click.option(
+    "--trials", type=click.IntRange(min=1), help="Trials to finish [default: the block's trials]."
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Local worker processes, one BLAS thread each [default: the cores].",
+)
+@click.option(
+    "--dask",
+    "dask_address",
+    metavar="ADDRESS",
+    help="Run the trials on this Dask cluster (tcp://host:8786) instead of locally.",
+)
+@click.option(
+    "--storage",
+    metavar="URL",
+    help="The study's database [default: sqlite in the sweep folder]; "
+    "postgresql://... for several machines.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=str),
+    help="Sweep folder [default: sweeps/<model name>/].",
+)
+@click.option(
+    "--show", is_flag=True, help="Train nothing: write results.csv, best.fc and sweep.png now."
+)
+@_fails_cleanly
+def sweep(file: str, trials, workers, dask_address, storage, out_dir, show) -> None:
+    """Search the values FILE's sweep block declares, with Optuna, trials in
+    parallel on Dask (needs the extra: pip install -e '.[sweep]').
+
+    \b
+    Writes to the sweep folder:
+      study.db         the Optuna study (SQLite): run the command again to resume
+      trial_0007/      each trial's spec.fc and run files (weights.npz, metrics.jsonl, ...)
+      results.csv      one row per trial: state, monitor, epochs, seconds, values
+      best.fc          the best trial's spec, ready for `fcspec run`
+      sweep.png        the monitor against each swept value
+    Ctrl-C stops the trials in flight; the same command resumes.
+    """
+    from .sweep.study import sweep as run_sweep
+
+    result = run_sweep(
+        file,
+        trials=trials,
+        workers=workers,
+        dask=dask_address,
+        storage=storage,
+        out=out_dir,
+        show=show,
+    )
+    click.echo(sweep_report(result))
+    if result["best"] is None and result["table"]:
+        raise FcspecError(
+            f"no trial completed: each trial folder in {result['out']}/ has its error.txt"
+        )
+
+
+def sweep_report(result: dict) -> str:
+    """The closing lines of `fcspec sweep`: the best trials and where the files are."""
+    from .sweep import report
+
+    out = result["out"]
+    lines = []
+    table, top = result["table"], result["best"]
+    if table:
+        sw = result["sweep"]
+        lines.append(report.table_text(table, sw))
+    if top is not None:
+        sw = result["sweep"]
+        lines.append(
+            f"best: trial {top['trial']}, {sw.monitor} {top[sw.monitor]:.4f} -> {out}/best.fc"
+        )
+    lines.append(f"wrote {out}/results.csv, {out}/sweep.png ({len(table)} trials in the study)")
+    return "\n".join(lines)
 
 
 @main.command(name="eval")

@@ -30,14 +30,14 @@ import os
 import struct
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from . import ir
-from .catalog import DATASETS, TABULAR_DATASETS, TABULAR_SOURCES
+from . import catalog, ir
+from .catalog import TABULAR_DATASETS, TABULAR_SOURCES
 from .errors import DataError
 
 MEMINFO = "/proc/meminfo"  # Linux only; elsewhere the memory check is skipped
@@ -311,18 +311,20 @@ def _located(src: ir.DataSource | None) -> Iterator[None]:
         raise DataError(e.diagnostic.message, span=src.span, hint=e.diagnostic.hint) from None
 
 
-def _load(src: ir.DataSource, base_dir: Path) -> _Raw:
-    a = src.args
-    kind = src.kind
-    if kind == "npz":
-        path = _resolve(a["path"], base_dir)
-        x, y = read_npz(path, a.get("x", "x") or "x", a.get("y", "y"))
-        return _Raw(x, y, str(path), str(path))
-    if is_tabular(src):
-        # load_source of a table: features encoded with a schema fitted on every row,
-        # targets as numbers (class ids for text labels)
+def _npz_source(a: dict, base_dir: Path) -> _Raw:
+    path = _resolve(a["path"], base_dir)
+    x, y = read_npz(path, a.get("x", "x") or "x", a.get("y", "y"))
+    return _Raw(x, y, str(path), str(path))
+
+
+def _table_source(kind: str) -> Callable[[dict, Path], _Raw]:
+    """load_source of a table: features encoded with a schema fitted on every row,
+    targets as numbers (class ids for text labels); `prepare` fits on the training rows."""
+
+    def read(a: dict, base_dir: Path) -> _Raw:
         from . import tabular
 
+        src = ir.DataSource(kind, a)
         t = read_table(src, base_dir)
         task = "regression" if t.target is None or _numeric(t.target) else "classification"
         schema = fit_table_schema(src, t, task, None, None)
@@ -331,27 +333,57 @@ def _load(src: ir.DataSource, base_dir: Path) -> _Raw:
         if t.target is not None:
             y = tabular.encode_target(schema, t.target, where=t.where)
         return _Raw(x, y, t.where, f"{t.where} column {t.target_name!r}")
-    if kind == "idx":
-        images = _resolve(a["images"], base_dir)
-        labels = _resolve(a["labels"], base_dir) if a.get("labels") else None
-        return _read_idx_pair(images, labels)
-    if kind == "mnist":
-        from .mnist import mnist_files
 
-        images, labels = mnist_files(a.get("split", "train"))
-        return _read_idx_pair(images, labels)
-    if kind == "dataset":
-        name = a.get("name")
-        if name not in DATASETS or name in TABULAR_DATASETS:
-            known = ", ".join(repr(n) for n in DATASETS)
-            raise DataError(
-                f"dataset {name!r} is not embedded in fcspec; the embedded ones are {known}"
-            )
-        res = importlib.resources.files("fcspec.datasets").joinpath(f"{name}.npz")
-        with importlib.resources.as_file(res) as path:
-            x, y = read_npz(path)
-        return _Raw(x, y, f"dataset {name!r}", f"dataset {name!r}")
-    raise DataError(f"unknown data source kind {kind!r} (expected npz, csv, idx, mnist or dataset)")
+    return read
+
+
+def _idx_source(a: dict, base_dir: Path) -> _Raw:
+    images = _resolve(a["images"], base_dir)
+    labels = _resolve(a["labels"], base_dir) if a.get("labels") else None
+    return _read_idx_pair(images, labels)
+
+
+def _mnist_source(a: dict, base_dir: Path) -> _Raw:
+    from .mnist import mnist_files
+
+    images, labels = mnist_files(a.get("split", "train"))
+    return _read_idx_pair(images, labels)
+
+
+def _dataset_source(a: dict, base_dir: Path) -> _Raw:
+    name = a.get("name")
+    if name in TABULAR_DATASETS:
+        return _table_source("dataset")(a, base_dir)
+    if name not in catalog.DATASETS:
+        known = ", ".join(repr(n) for n in catalog.DATASETS)
+        raise DataError(
+            f"dataset {name!r} is not embedded in fcspec; the embedded ones are {known}"
+        )
+    res = importlib.resources.files("fcspec.datasets").joinpath(f"{name}.npz")
+    with importlib.resources.as_file(res) as path:
+        x, y = read_npz(path)
+    return _Raw(x, y, f"dataset {name!r}", f"dataset {name!r}")
+
+
+# The reader of each data source of the catalog (catalog.SOURCES), by the row's name:
+# (the source's resolved options, the spec's folder) -> the raw arrays.
+READERS: dict[str, Callable[[dict, Path], _Raw]] = {
+    "npz": _npz_source,
+    "csv": _table_source("csv"),
+    "parquet": _table_source("parquet"),
+    "idx": _idx_source,
+    "mnist": _mnist_source,
+    "dataset": _dataset_source,
+}
+
+
+def _load(src: ir.DataSource, base_dir: Path) -> _Raw:
+    reader = READERS.get(src.kind)
+    if reader is None:
+        raise DataError(
+            f"unknown data source kind {src.kind!r} (expected {', '.join(catalog.SOURCES)})"
+        )
+    return reader(src.args, base_dir)
 
 
 # ---------------------------------------------------------------------------

@@ -10,18 +10,6 @@ import math
 
 from . import catalog, ir
 
-LOSS_FORMULAS = {
-    "cross_entropy": "l_n = -w[y_n] log_softmax(x_n)[y_n]; mean = sum(l_n) / sum(w[y_n])",
-    "nll": "l_n = -w[y_n] x_n[y_n] (x = log-probabilities); mean = sum(l_n) / sum(w[y_n])",
-    "mse": "mean((x - y)^2)",
-    "mae": "mean(|x - y|)",
-    "huber": "0.5 d^2 if |d| < delta else delta (|d| - 0.5 delta), d = x - y; mean",
-    "bce": "-[y log x + (1 - y) log(1 - x)], each log clamped to >= -100; mean",
-    "bce_with_logits": "max(x, 0) - x y + log(1 + exp(-|x|)); mean",
-    "kl_div": "sum(y (log y - x)) / N  (x = log-probabilities; PyTorch's batchmean)",
-}
-
-
 MAX_LR_ROWS = 10_000
 
 
@@ -150,7 +138,7 @@ def explain(spec: ir.Spec, note: str | None = None) -> str:
             out.append(f"      {catalog.LAYERS[layer.op].doc}")
     out.append("")
     out.append(f"Loss: {spec.loss.kind}({_options(spec.loss.options)})   task: {spec.task}")
-    formula = LOSS_FORMULAS[spec.loss.kind]
+    formula = catalog.LOSSES[spec.loss.kind].formula
     if spec.loss.options.get("reduction") == "sum":
         formula = formula.replace("mean", "sum")
     out.append(f"  {formula}")

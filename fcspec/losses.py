@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from . import ir
+from . import catalog, ir
 from .errors import DataError, TrainingError
 from .ops import Buffers
 
@@ -475,24 +475,21 @@ class KLDiv(Loss):
         return value, g
 
 
+# The implementation of each catalog row (catalog.LOSSES), by the row's name.
 LOSSES: dict[str, type[Loss]] = {
-    "cross_entropy": CrossEntropy,
-    "nll": NLL,
-    "mse": MSE,
-    "mae": MAE,
-    "l1": MAE,
-    "huber": Huber,
-    "bce": BCE,
-    "bce_with_logits": BCEWithLogits,
-    "kl_div": KLDiv,
+    cls.kind: cls for cls in (CrossEntropy, NLL, MSE, MAE, Huber, BCE, BCEWithLogits, KLDiv)
 }
 
 
 def make_loss(loss: ir.Loss) -> Loss:
-    cls = LOSSES.get(loss.kind)
+    kind = catalog.LOSS_ALIASES.get(loss.kind, loss.kind)
+    cls = LOSSES.get(kind)
     if cls is None:
         raise TrainingError(f"unknown loss {loss.kind!r}")
-    return cls(loss.options)
+    options, problems = catalog.resolve(catalog.LOSSES[kind], loss.options, kind)
+    if problems:
+        raise TrainingError(problems[0].message, hint=problems[0].hint)
+    return cls(options)
 
 
 # ---------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from . import __version__, data, ir
+from . import __version__, catalog, data, ir
 from .errors import DataError, FcspecError
 from .io import atomic_write_bytes, load_npz
 
@@ -257,29 +257,18 @@ def _emit_preprocess(g: GraphBuilder, x: str, pre: data.Preprocess) -> str:
     return g.rename(x, "preprocessed")
 
 
-_INERT = {"dropout"}  # no effect at inference
-
-
 def output_kind(spec: ir.Spec) -> str:
-    """What the model's output means: logits, probabilities, log_probabilities or values."""
-    if spec.task == "regression":
-        return "values"
-    ops_ = [l.op for l in spec.model.layers if l.op not in _INERT]
-    last = ops_[-1] if ops_ else None
-    if last in ("softmax", "sigmoid"):
-        return "probabilities"
-    if last == "log_softmax":
-        return "log_probabilities"
-    return "logits"
+    """What the model's output means: logits, probabilities, log_probabilities or values
+    (from the catalog's layer rows)."""
+    return catalog.output_kind(spec.task, spec.model.layers)
 
 
 def probabilities_note(spec: ir.Spec) -> str | None:
     """Why `probabilities=True` adds nothing (or cannot apply), else None."""
-    kind = output_kind(spec)
     if spec.task == "regression":
         return f"model {spec.name} is a regression model: it has no class probabilities"
-    if kind == "probabilities":
-        last = [l for l in spec.model.layers if l.op not in _INERT][-1]
+    if output_kind(spec) == "probabilities":
+        _, last = catalog.model_output(spec.model.layers)
         return f"model {spec.name} already ends in {last.op}: its output is already probabilities"
     return None
 

@@ -87,17 +87,17 @@ def _lerp(
 class Optimizer:
     """One flat parameter vector's torch.optim state and its update rule.
 
-    Subclasses name their state vectors in `buffers` (allocated here, zeros)
-    and implement `_update(theta, grad, lr)`.  `t` counts the steps taken
+    The state vectors (`buffers`, allocated here, zeros) are those the catalog's row
+    names for the options; subclasses implement `_update(theta, grad, lr)`.  `t` counts the steps taken
     (torch's `state["step"]`): it is 1 during the first update.
     """
 
     kind = ""
-    buffers: tuple[str, ...] = ()
 
     def __init__(self, options: Mapping[str, Any], size: int):
         self.options = dict(options)
         self.size = int(size)
+        self.buffers: tuple[str, ...] = catalog.OPTIMIZERS[self.kind].state(self.options)
         self.t = 0
         self.state: dict[str, np.ndarray] = {
             name: np.zeros(self.size, F32) for name in self.buffers
@@ -170,8 +170,6 @@ class SGD(Optimizer):
         self.dampening = float(options["dampening"])
         self.nesterov = bool(options["nesterov"])
         self.weight_decay = float(options["weight_decay"])
-        # torch keeps no buffer without momentum; with it, the first step copies the gradient
-        self.buffers = ("momentum_buffer",) if self.momentum != 0 else ()
         super().__init__(options, size)
 
     def _update(self, theta, grad, lr):
@@ -219,7 +217,6 @@ class Adam(Optimizer):
         self.eps = float(options["eps"])
         self.weight_decay = float(options["weight_decay"])
         self.amsgrad = bool(options["amsgrad"])
-        self.buffers = ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if self.amsgrad else ())
         super().__init__(options, size)
 
     def _update(self, theta, grad, lr):
@@ -295,11 +292,6 @@ class RMSprop(Optimizer):
         self.weight_decay = float(options["weight_decay"])
         self.momentum = float(options["momentum"])
         self.centered = bool(options["centered"])
-        self.buffers = (
-            ("square_avg",)
-            + (("momentum_buffer",) if self.momentum > 0 else ())
-            + (("grad_avg",) if self.centered else ())
-        )
         super().__init__(options, size)
 
     def _update(self, theta, grad, lr):
@@ -338,7 +330,6 @@ class Adagrad(Optimizer):
     """torch.optim.Adagrad: lr_decay, weight_decay, initial_accumulator_value, eps."""
 
     kind = "adagrad"
-    buffers = ("sum",)
 
     def __init__(self, options: Mapping[str, Any], size: int):
         self.lr_decay = float(options["lr_decay"])
@@ -373,62 +364,32 @@ _KINDS = {
 
 
 def resolved_options(opt: ir.Optimizer) -> dict[str, Any]:
-    """The IR's options over the catalog's (torch's) defaults, so a hand-built IR may omit defaults."""
-    sig = catalog.OPTIMIZERS.get(opt.kind)
-    if sig is None or opt.kind not in _KINDS:
+    """The IR's options over the catalog's (torch's) defaults, checked by the catalog's row
+    (kinds, ranges, the nesterov rule), so a hand-built IR may omit defaults and a bad one
+    fails before training."""
+    row = catalog.OPTIMIZERS.get(opt.kind)
+    if row is None or opt.kind not in _KINDS:
         raise _spec_error(
             opt, f"unknown optimizer {opt.kind!r}", f"use one of: {', '.join(_KINDS)}"
         )
-    unknown = sorted(set(opt.options) - set(sig.opts))
-    if unknown:
-        raise _spec_error(
-            opt, f"{opt.kind} has no option {unknown[0]!r}", f"its options: {', '.join(sig.opts)}"
-        )
-    options = {name: o.default for name, o in sig.opts.items() if not o.required}
-    options.update(opt.options)
-    return {name: options[name] for name in sig.opts if name in options}  # the catalog's order
+    options, problems = catalog.resolve(row, opt.options, opt.kind)
+    if problems:
+        raise _spec_error(opt, problems[0].message, problems[0].hint)
+    return options
 
 
 def _spec_error(opt: ir.Optimizer, message: str, hint: str | None = None) -> SpecError:
     return SpecError([Diagnostic("error", message, opt.span, hint)])
 
 
-def _validate(opt: ir.Optimizer, o: Mapping[str, Any]) -> None:
-    """What torch.optim rejects at construction, so a spec fails before training, not during it."""
-    for name in (
-        "lr",
-        "eps",
-        "weight_decay",
-        "momentum",
-        "dampening",
-        "alpha",
-        "lr_decay",
-        "initial_accumulator_value",
-    ):
-        if name in o and not (
-            isinstance(o[name], (int, float)) and math.isfinite(o[name]) and o[name] >= 0
-        ):
-            raise _spec_error(
-                opt, f"{opt.kind}: {name} must be a finite number >= 0, got {o[name]!r}"
-            )
-    if "betas" in o:
-        betas = tuple(o["betas"])
-        if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
-            raise _spec_error(
-                opt, f"{opt.kind}: betas must be two numbers in [0, 1), got {o['betas']!r}"
-            )
-    if opt.kind == "sgd" and o["nesterov"] and (o["momentum"] <= 0 or o["dampening"] != 0):
-        raise _spec_error(
-            opt,
-            "sgd: nesterov momentum requires momentum > 0 and dampening = 0",
-            "set momentum, e.g. sgd(lr = 0.1, momentum = 0.9, nesterov = true)",
-        )
+def make_state_names(opt: ir.Optimizer) -> tuple[str, ...]:
+    """The state vectors `opt` keeps, one float32 entry per parameter each (the catalog's row)."""
+    return catalog.OPTIMIZERS[opt.kind].state(resolved_options(opt))
 
 
 def make_optimizer(opt: ir.Optimizer, size: int) -> Optimizer:
     """The optimizer `opt` describes, for a flat parameter vector of `size` float32 entries."""
     options = resolved_options(opt)
-    _validate(opt, options)
     return _KINDS[opt.kind](options, size)
 
 

@@ -41,37 +41,16 @@ def _spec_error(s: ir.Schedule, message: str, hint: str | None = None) -> SpecEr
 
 
 def resolved_options(s: ir.Schedule) -> dict[str, Any]:
-    """The IR's options over the catalog's (torch's) defaults, so a hand-built IR may omit defaults."""
+    """The IR's options over the catalog's (torch's) defaults, checked by the catalog's row
+    (kinds, ranges; a plateau's mode follows its monitor), so a hand-built IR may omit
+    defaults and a bad one fails before training."""
     kind = catalog.SCHEDULE_ALIASES.get(s.kind, s.kind)
-    sig = catalog.SCHEDULES.get(kind)
-    if sig is None or kind not in _KINDS:
+    row = catalog.SCHEDULES.get(kind)
+    if row is None or kind not in _KINDS:
         raise _spec_error(s, f"unknown schedule {s.kind!r}", f"use one of: {', '.join(_KINDS)}")
-    unknown = sorted(set(s.options) - set(sig.opts))
-    if unknown:
-        raise _spec_error(
-            s,
-            f"{kind} has no option {unknown[0]!r}",
-            f"its options: {', '.join(sig.opts) or 'none'}",
-        )
-    options = {name: o.default for name, o in sig.opts.items() if not o.required}
-    options.update(s.options)
-    options = {name: options[name] for name in sig.opts if name in options}  # the catalog's order
-    if (
-        kind == "plateau"
-        and options.get("mode") is None
-        and isinstance(options.get("monitor"), str)
-    ):
-        options["mode"] = (
-            "max" if options["monitor"].endswith("accuracy") else "min"
-        )  # as check.py does
-    # monitor and mode may stay None: plateau derives mode from the monitor and rejects no monitor
-    missing = [
-        name
-        for name in sig.opts
-        if name not in options or (options[name] is None and name not in ("monitor", "mode"))
-    ]
-    if missing:
-        raise _spec_error(s, f"{kind} needs {missing[0]}")
+    options, problems = catalog.resolve(row, s.options, kind)
+    if problems:
+        raise _spec_error(s, problems[0].message, problems[0].hint)
     return options
 
 
@@ -262,52 +241,10 @@ _KINDS: dict[str, type[Schedule]] = {
 }
 
 
-def _validate(s: ir.Schedule, kind: str, o: Mapping[str, Any]) -> None:
-    """What would crash or loop in torch's formulas; the checker reports the same with better spans."""
-
-    def need(ok: bool, message: str) -> None:
-        if not ok:
-            raise _spec_error(s, f"{kind}: {message}")
-
-    def is_int(v: Any) -> bool:
-        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-    if "gamma" in o:
-        need(
-            isinstance(o["gamma"], (int, float)) and o["gamma"] > 0,
-            f"gamma must be > 0, got {o['gamma']!r}",
-        )
-    if kind == "step":
-        need(is_int(o["step_size"]) and o["step_size"] >= 1, "step_size must be an integer >= 1")
-    if kind == "multistep":
-        need(
-            len(o["milestones"]) > 0 and all(is_int(m) and m >= 0 for m in o["milestones"]),
-            "milestones must be epoch numbers",
-        )
-    if kind == "cosine":
-        need(is_int(o["t_max"]) and o["t_max"] >= 1, "t_max must be an integer >= 1")
-    if kind == "polynomial":
-        need(
-            is_int(o["total_iters"]) and o["total_iters"] >= 1,
-            "total_iters must be an integer >= 1",
-        )
-    if kind == "plateau":
-        need(
-            isinstance(o["monitor"], str),
-            "plateau needs the metric to monitor, e.g. monitor = val_loss",
-        )
-        need(o["mode"] in ("min", "max"), "mode must be min or max")
-        need(o["threshold_mode"] in ("rel", "abs"), "threshold_mode must be rel or abs")
-        need(0 < o["factor"] < 1, "factor must be in (0, 1)")  # torch: "Factor should be < 1.0."
-        need(is_int(o["patience"]) and o["patience"] >= 0, "patience must be an integer >= 0")
-        need(is_int(o["cooldown"]) and o["cooldown"] >= 0, "cooldown must be an integer >= 0")
-
-
 def make_schedule(s: ir.Schedule, base_lr: float) -> Schedule:
     """The schedule `s` describes, starting from the optimizer's rate `base_lr`."""
     kind = catalog.SCHEDULE_ALIASES.get(s.kind, s.kind)
     options = resolved_options(s)
-    _validate(s, kind, options)
     return _KINDS[kind](options, base_lr)
 
 
@@ -331,7 +268,6 @@ def describe(s: ir.Schedule, base_lr: float | None = None) -> str:
     """The schedule's rule with its numbers, `e` counting finished epochs (the first epoch has e = 0)."""
     kind = catalog.SCHEDULE_ALIASES.get(s.kind, s.kind)
     o = resolved_options(s)
-    _validate(s, kind, o)
     base = _n(float(base_lr)) if base_lr is not None else "lr0"
     head = (
         f"{kind}("
@@ -401,15 +337,14 @@ class EarlyStopping:
         self.monitor = es.monitor
         self.patience = int(es.patience)
         self.min_delta = abs(float(es.min_delta))
-        self.mode = es.mode or ("max" if es.monitor.endswith("accuracy") else "min")
-        if self.mode not in ("min", "max"):
-            raise SpecError(
-                [
-                    Diagnostic(
-                        "error", f"early_stop: mode must be min or max, not {self.mode!r}", es.span
-                    )
-                ]
-            )
+        options, problems = catalog.resolve(
+            catalog.EARLY_STOP,
+            {"monitor": es.monitor, "mode": es.mode or None, "patience": es.patience},
+            "early_stop",
+        )
+        if problems:
+            raise SpecError([Diagnostic("error", problems[0].message, es.span, problems[0].hint)])
+        self.mode = options["mode"]
         self.restore_best = bool(es.restore_best)
         self.best: float | None = None
         self.best_epoch: int | None = None

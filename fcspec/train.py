@@ -43,8 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from . import catalog, interpreter, ir, losses, optim, schedules
 from . import data as fdata
-from . import interpreter, ir, losses, optim, schedules
 from . import io as fio
 from .errors import DataError, FcspecError, TrainingError
 
@@ -142,15 +142,6 @@ def _weights_arrays(net) -> dict[str, np.ndarray]:
 # Small pieces of the loop.
 
 
-_OPT_SLOTS = {  # float32 vectors of parameter size an optimizer keeps
-    "sgd": lambda o: 1 if o.get("momentum", 0) else 0,
-    "adam": lambda o: 3 if o.get("amsgrad") else 2,
-    "adamw": lambda o: 3 if o.get("amsgrad") else 2,
-    "rmsprop": lambda o: 1 + (1 if o.get("momentum", 0) else 0) + (1 if o.get("centered") else 0),
-    "adagrad": lambda o: 1,
-}
-
-
 def estimate_memory(spec: ir.Spec, batch: int, eval_batch: int = EVAL_BATCH) -> dict[str, int]:
     """Bytes the loop will allocate beyond the loaded data, by kind (an estimate).
 
@@ -159,7 +150,7 @@ def estimate_memory(spec: ir.Spec, batch: int, eval_batch: int = EVAL_BATCH) -> 
     the output and its gradient), for a training batch and an evaluation batch.
     """
     p = spec.model.num_params
-    slots = _OPT_SLOTS.get(spec.optimizer.kind, lambda o: 3)(spec.optimizer.options)
+    slots = len(optim.make_state_names(spec.optimizer))  # its float32 vectors of parameter size
     es = spec.train.early_stop
     best_copy = 1 if es is not None and es.restore_best else 0
     params = 4 * p * (2 + best_copy)  # theta, grad (+ best theta)
@@ -218,8 +209,8 @@ def _eval_metrics(
 
 
 def _binary_pred(loss_kind: str, out: np.ndarray) -> np.ndarray:
-    # bce_with_logits models output logits (threshold 0), bce models probabilities (0.5)
-    return out > (0.0 if loss_kind == "bce_with_logits" else 0.5)
+    # a loss on logits (bce_with_logits) thresholds at 0 = sigmoid^-1(0.5), on probabilities at 0.5
+    return out > (0.0 if catalog.LOSSES[loss_kind].takes == "logits" else 0.5)
 
 
 def _batch_correct(task: str, loss_kind: str, out: np.ndarray, y: np.ndarray) -> int:

@@ -196,11 +196,13 @@ def test_defaults_are_torchs():
 @pytest.mark.parametrize(
     ("kind", "opts", "message"),
     [
-        ("sgd", {"lr": 0.1, "nesterov": True}, "nesterov momentum requires momentum > 0"),
-        ("sgd", {"lr": 0.1, "momentum": 0.9, "dampening": 0.1, "nesterov": True}, "dampening = 0"),
-        ("sgd", {"lr": -0.1}, "lr must be a finite number >= 0"),
-        ("adam", {"lr": 0.1, "betas": (0.9, 1.0)}, "betas must be two numbers in"),
-        ("rmsprop", {"lr": 0.1, "momentum": float("nan")}, "momentum must be a finite number"),
+        ("sgd", {"lr": 0.1, "nesterov": True}, "nesterov momentum needs `momentum` > 0"),
+        ("sgd", {"lr": 0.1, "momentum": 0.9, "dampening": 0.1, "nesterov": True}, "dampening` = 0"),
+        ("sgd", {"lr": -0.1}, "sgd: lr must be > 0, got -0.1"),
+        ("sgd", {"lr": 0.0}, "sgd: lr must be > 0, got 0.0"),
+        ("adam", {"lr": 0.1, "betas": (0.9, 1.0)}, "betas must both be in"),
+        ("rmsprop", {"lr": 0.1, "momentum": float("nan")}, "momentum must be a number"),
+        ("sgd", {"lr": 0.1, "nesterov": "yes"}, "nesterov must be true or false"),
         ("adam", {"lr": 0.1, "momentum": 0.9}, "adam has no option 'momentum'"),
         ("lbfgs", {"lr": 0.1}, "unknown optimizer 'lbfgs'"),
     ],

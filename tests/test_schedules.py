@@ -37,10 +37,10 @@ CASES = [
     ),
     (
         "multistep",
-        {"milestones": [2, 2, 9]},
+        {"milestones": [2, 3, 9]},  # adjacent milestones (the language refuses repeated ones)
         "MultiStepLR",
-        {"milestones": [2, 2, 9]},
-        lambda b, e: b * 0.1 ** bisect_right([2, 2, 9], e),
+        {"milestones": [2, 3, 9]},
+        lambda b, e: b * 0.1 ** bisect_right([2, 3, 9], e),
     ),
     ("exponential", {"gamma": 0.93}, "ExponentialLR", {"gamma": 0.93}, lambda b, e: b * 0.93**e),
     (
@@ -279,12 +279,15 @@ def test_load_state_dict_rejects_another_schedule():
 @pytest.mark.parametrize(
     ("kind", "options", "message"),
     [
-        ("step", {"step_size": 0}, "step_size must be an integer >= 1"),
+        ("step", {"step_size": 0}, "step: step_size must be >= 1, got 0"),
+        ("step", {"step_size": 2.5}, "step_size must be a whole number"),
+        ("multistep", {"milestones": [3, 2]}, "milestones must be strictly increasing"),
         ("step", {}, "step needs step_size"),
         ("cosine", {}, "cosine needs t_max"),
-        ("polynomial", {"total_iters": 0}, "total_iters must be an integer >= 1"),
+        ("polynomial", {"total_iters": 0}, "total_iters must be >= 1"),
         ("plateau", {"monitor": "val_loss", "factor": 1.0}, "factor must be in"),
-        ("plateau", {}, "plateau needs the metric to monitor"),
+        ("plateau", {}, "plateau needs monitor"),
+        ("plateau", {"monitor": "val_f1"}, "monitor must be one of val_loss"),
         ("exponential", {"gamma": 0.9, "step_size": 3}, "exponential has no option 'step_size'"),
         ("onecycle", {}, "unknown schedule 'onecycle'"),
     ],
