@@ -543,7 +543,15 @@ REGULARIZERS: dict[str, Sig] = {
 
 # ---- data --------------------------------------------------------------------
 
-DATASETS = ("digits", "iris", "breast_cancer", "diabetes", "penguins")
+EMBEDDED = ("digits", "iris", "breast_cancer", "diabetes", "penguins")  # in fcspec/datasets/
+# The 2-D playground sets, generated from a seed (fcspec/playground.py): name -> default n, noise
+PLAYGROUND = {
+    "moons": (300, 0.1),
+    "circles": (300, 0.05),
+    "spirals": (400, 0.05),
+    "xor": (300, 0.05),
+}
+DATASETS = EMBEDDED + tuple(PLAYGROUND)
 
 # Options every table reader takes (csv, parquet, the tabular embedded data sets).
 _TABLE_OPTS = {
@@ -620,9 +628,20 @@ SOURCES: dict[str, Source] = {
                 "name_or_index", None, doc="tables only (penguins): the label column [species]"
             ),
             **_TABLE_OPTS,
+            "n": Opt(
+                "int", None, ge(2), doc="playground sets only: points [default: 300, spirals 400]"
+            ),
+            "noise": Opt(
+                "float",
+                None,
+                ge(0),
+                doc="playground sets only: Gaussian noise's std [default: moons 0.1, others 0.05]",
+            ),
+            "seed": Opt("int", None, ge(0), doc="playground sets only: the generator's seed [0]"),
         },
         ("name",),
-        "a small embedded data set; `penguins` is a raw table (strings, missing cells)",
+        "a small embedded data set (`penguins` is a raw table: strings, missing cells), or a "
+        "generated 2-D playground set (moons, circles, spirals, xor)",
     ),
 }
 TABULAR_SOURCES = ("csv", "parquet")

@@ -16,6 +16,8 @@ from typing import Any
 
 from . import ast, catalog, ir
 from .catalog import Opt, Sig
+
+_GENERATED = ("n", "noise", "seed")  # the options of the generated playground data sets
 from .errors import Diagnostic, Span, SpecError
 from .syntax import parse
 
@@ -987,11 +989,13 @@ class _Checker:
         if bound is None:
             raise _Invalid
         args, spans = bound
+        if value.name == "dataset" and not self._dataset_args(args, spans, value.span):
+            raise _Invalid
         if value.name == "dataset" and args.get("name") not in catalog.TABULAR_DATASETS:
             # table options only mean something for the tabular sets; the array sets keep
             # the IR (and hash) they always had
             for opt in list(args):
-                if opt == "name":
+                if opt == "name" or (args["name"] in catalog.PLAYGROUND and opt in _GENERATED):
                     continue
                 if opt in spans:
                     tables = ", ".join(catalog.TABULAR_DATASETS)
@@ -1015,6 +1019,30 @@ class _Checker:
                     spans[arg],
                 )
         return ir.DataSource(value.name, args, value.span)
+
+    def _dataset_args(self, args: dict[str, Any], spans: dict[str, Span], span: Span) -> bool:
+        """Resolve `dataset(...)` in place: a playground set gets its n, noise and seed;
+        an embedded set takes none of them (so its IR is just the name)."""
+        generated = _GENERATED
+        name = args["name"]
+        if name in catalog.PLAYGROUND:
+            n, noise = catalog.PLAYGROUND[name]
+            for k, default in zip(generated, (n, noise, 0)):
+                if args.get(k) is None:
+                    args[k] = default
+            args["noise"] = float(args["noise"])
+            return True
+        given = [k for k in generated if args.get(k) is not None]
+        for k in given:
+            self.error(
+                f"`{k}` applies to the generated playground sets, not to the embedded "
+                f'dataset("{name}")',
+                spans.get(k, span),
+                "playground sets: " + ", ".join(catalog.PLAYGROUND),
+            )
+        for k in generated:
+            args.pop(k, None)
+        return not given
 
     # ---- train -------------------------------------------------------------
     def train(self, section: ast.BlockSection | None, task: str | None, data) -> ir.Train | None:

@@ -957,6 +957,11 @@ def _finish(state: RunState, plot: bool, callbacks) -> dict[str, Any]:
     fio.atomic_write_json(state.out / "summary.json", summary)
     if plot and state.history:
         _plot(state.out / "curves.png", state.history)
+        from . import plot as fplot
+
+        if fplot.draws_boundary(state.spec):
+            train, pre = state.prepared.train, state.prepared.preprocess
+            fplot.decision_boundary(state.out / "boundary.png", state.spec, state.net, train, pre)
     _callbacks(callbacks, "on_train_end", state, summary)
     return summary
 
