@@ -78,6 +78,7 @@ class _Replay:
         self.sched = schedules.make_schedule(spec.schedule, spec.optimizer.lr)
         self.shuffle_rng = np.random.default_rng(seed)
         self.dropout_rng = np.random.default_rng([seed, 2])
+        self._step = None
 
     def batches(self):
         """(epoch, step in epoch, rows) forever, in the training loop's order."""
@@ -96,22 +97,18 @@ class _Replay:
         return np.array(x, np.float32, copy=True), self.train.y[rows]
 
     def step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, int]:
-        """One ordinary training step (train.run's order of operations): (loss, correct)."""
-        from . import losses, optim
-        from .train import _batch_correct
+        """One ordinary training step, train.run's own: (loss, correctly classified rows)."""
+        from .train import Diverged, Step, _batch_correct
 
-        net = self.net
-        out = net.forward(xb, True, self.dropout_rng)
-        value, g = self.loss_fn.value_and_grad(out, yb)
-        correct = _batch_correct(self.spec.task, self.spec.loss.kind, out, yb)
-        net.backward(g)
-        value = float(value) + float(losses.regularization(net, self.spec.regularize))
-        if not math.isfinite(value):
-            raise TrainingError(f"the loss became non-finite ({value}) before the traced step")
-        if self.spec.train.clip_grad_norm is not None:
-            optim.clip_grad_norm(net.grad, self.spec.train.clip_grad_norm)
-        self.opt.step(net.theta, net.grad, float(self.sched.lr))
-        return value, correct
+        if self._step is None:
+            self._step = Step(self.spec, self.net, self.loss_fn, self.opt, self.dropout_rng)
+        try:
+            value = self._step(xb, yb, float(self.sched.lr))
+        except Diverged as d:
+            raise TrainingError(
+                f"training diverged before the traced step: {d.what} became non-finite ({d.where})"
+            ) from None
+        return value, _batch_correct(self.spec.task, self.spec.loss.kind, self._step.out, yb)
 
     def end_epoch(self, epoch: int, loss_sum: float, correct: int) -> None:
         """The schedule's epoch step, with the metrics train.run gives it (a plateau
