@@ -24,6 +24,7 @@ Examples:
   fcspec explain specs/mnist.fc        every default, the update rule, lr per epoch
   fcspec run specs/digits.fc           train; writes runs/Digits/
   fcspec trace specs/digits.fc         one training step explained, gradients checked
+  fcspec plot runs/Digits              curves, layer norms, dead ReLUs, first-layer weights
   fcspec export specs/digits.fc --onnx runs/Digits/Digits.onnx for onnxruntime
   fcspec sweep specs/digits_sweep.fc   search its sweep block; writes sweeps/DigitsSweep/
 """
@@ -232,10 +233,25 @@ def fmt(files: tuple[str, ...], write: bool, check_only: bool) -> None:
 @click.option(
     "--plot",
     is_flag=True,
-    help="Also write curves.png (needs matplotlib: pip install 'fcspec[plot]').",
+    help="Also draw curves.png (loss, metric, lr, layer norms, dead ReLUs), weights.png for "
+    "image inputs, boundary.png for a 2-D classifier (needs pip install -e '.[plot]').",
+)
+@click.option(
+    "--tensorboard",
+    "tensorboard_dir",
+    type=click.Path(file_okay=False, path_type=str),
+    help="Also write TensorBoard event files to this folder (tensorboard --logdir DIR).",
+)
+@click.option(
+    "--mlflow",
+    "mlflow_uri",
+    metavar="URI",
+    help="Also log the run to MLflow, e.g. sqlite:///mlflow.db (offline) or http://host:5000.",
 )
 @_fails_cleanly
-def run(file: str, out_dir, epochs, seed, init, resume, quiet, plot) -> None:
+def run(
+    file: str, out_dir, epochs, seed, init, resume, quiet, plot, tensorboard_dir, mlflow_uri
+) -> None:
     """Train FILE with the NumPy interpreter.
 
     \b
@@ -244,18 +260,36 @@ def run(file: str, out_dir, epochs, seed, init, resume, quiet, plot) -> None:
       preprocess.npz   the input scaling/normalization fitted on the training split
       checkpoint.npz   everything needed to resume, after every epoch (atomic)
       metrics.jsonl    one line per epoch: train_loss, val_loss, val_accuracy, lr, seconds
+      layers.jsonl     one line per epoch: per-layer weight and gradient norms, dead ReLUs
       summary.json     final and test figures
     Ctrl-C writes a checkpoint; continue with --resume.
     """
-    model = _model(file, quiet=quiet).fit(
-        out=out_dir,
-        epochs=epochs,
-        seed=seed,
-        init=init,
-        resume=resume,
-        verbose=not quiet,
-        plot=plot,
-    )
+    trackers = []
+    if tensorboard_dir or mlflow_uri:
+        from . import track
+
+        if tensorboard_dir:
+            trackers.append(track.TensorBoard(tensorboard_dir))
+        if mlflow_uri:
+            trackers.append(track.MLflow(mlflow_uri))
+    try:
+        model = _model(file, quiet=quiet).fit(
+            out=out_dir,
+            epochs=epochs,
+            seed=seed,
+            init=init,
+            resume=resume,
+            verbose=not quiet,
+            plot=plot,
+            callbacks=trackers,
+        )
+    except BaseException as e:  # the trackers' runs end as failed or killed, not running
+        from .train import Interrupted
+
+        status = "KILLED" if isinstance(e, (KeyboardInterrupt, Interrupted)) else "FAILED"
+        for t in trackers:
+            t.close(status)
+        raise
     if not quiet:
         click.echo(run_report(model.summary, model.run_dir))
 
@@ -413,6 +447,24 @@ def sweep_report(result: dict) -> str:
         )
     lines.append(f"wrote {out}/results.csv, {out}/sweep.png ({len(table)} trials in the study)")
     return "\n".join(lines)
+
+
+@main.command(name="plot")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=str))
+@_fails_cleanly
+def plot_command(run_dir: str) -> None:
+    """Draw the pictures of RUN_DIR, a finished run or one still training.
+
+    \b
+    curves.png    loss and metric (train and validation), the learning rate, each
+                  layer's weight and gradient norms, the fraction of dead ReLUs
+    weights.png   for image inputs: the first layer's weight rows as images
+    boundary.png  for a classifier of a 2-D input: the decision boundary and the points
+    """
+    from .plot import plot_run
+
+    for path in plot_run(run_dir):
+        click.echo(f"wrote {path}")
 
 
 @main.command(name="eval")

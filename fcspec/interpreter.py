@@ -232,6 +232,13 @@ class Network:
             if not need[i]:
                 break  # nothing below has parameters
 
+    def layer_outputs(self) -> list[np.ndarray]:
+        """Every layer's output of the last `forward`, in layer order (buffers the next
+        `forward` overwrites: copy what you keep)."""
+        if self._last is None:
+            raise TrainingError("layer_outputs called before forward")
+        return list(self._ys)
+
     def predict(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """Inference over a large array, in chunks; returns a new float32 array."""
         x = np.asarray(x)

@@ -47,6 +47,7 @@ from . import catalog, interpreter, ir, losses, optim, schedules
 from . import data as fdata
 from . import io as fio
 from .errors import DataError, FcspecError, TrainingError
+from .layerstats import LayerStats
 
 CHECKPOINT_FORMAT = 1
 SCHEMA_FILE = "schema.json"  # the fitted table schema / target scaling (tabular.Schema)
@@ -361,44 +362,6 @@ class _Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-
-
-def _plot(path: Path, history: list[dict[str, Any]]) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # no display needed, and never pops a window
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise FcspecError(
-            "plotting needs matplotlib, which is not installed",
-            hint="pip install 'fcspec[plot]'",
-        ) from None
-    import io as _io
-
-    epochs = [m["epoch"] for m in history]
-    acc_keys = [k for k in ("train_accuracy", "val_accuracy") if any(k in m for m in history)]
-    ncols = 2 if acc_keys else 1
-    fig, axes = plt.subplots(1, ncols, figsize=(5 * ncols, 3.5), squeeze=False)
-    ax = axes[0][0]
-    for k in ("train_loss", "val_loss"):
-        if any(k in m for m in history):
-            ax.plot(epochs, [m.get(k, float("nan")) for m in history], marker=".", label=k)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax.legend()
-    if acc_keys:
-        ax = axes[0][1]
-        for k in acc_keys:
-            ax.plot(epochs, [m.get(k, float("nan")) for m in history], marker=".", label=k)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("accuracy")
-        ax.legend()
-    fig.tight_layout()
-    buf = _io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    fio.atomic_write_bytes(path, buf.getvalue())
 
 
 # ---------------------------------------------------------------------------
@@ -920,6 +883,8 @@ def run(
     # older run's files in `out` stay until this run finishes its first epoch).
     start_ckpt = state.checkpoint_bytes()
 
+    # layers.jsonl (per-layer norms, dead units) is part of every run folder
+    callbacks = (LayerStats(), *callbacks)
     batches = Batches(prepared.train, state.batch, spec.train.shuffle)
     step = Step(spec, state.net, state.loss_fn, state.opt, state.dropout_rng)
     steps_per_epoch = -(-state.n // state.batch)
@@ -955,13 +920,10 @@ def _finish(state: RunState, plot: bool, callbacks) -> dict[str, Any]:
     fio.save_npz(state.out / "weights.npz", _weights_arrays(state.net))
     summary = _summary(state)
     fio.atomic_write_json(state.out / "summary.json", summary)
-    if plot and state.history:
-        _plot(state.out / "curves.png", state.history)
+    if plot and state.history:  # before the callbacks' end, so a tracker can log the pictures
         from . import plot as fplot
 
-        if fplot.draws_boundary(state.spec):
-            train, pre = state.prepared.train, state.prepared.preprocess
-            fplot.decision_boundary(state.out / "boundary.png", state.spec, state.net, train, pre)
+        fplot.pictures(state.out, state.spec, state.net, state.prepared)
     _callbacks(callbacks, "on_train_end", state, summary)
     return summary
 

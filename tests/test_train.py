@@ -586,7 +586,7 @@ def test_plot_without_matplotlib_says_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails
     with pytest.raises(FcspecError) as e:
         train.run(spec, out_dir=tmp_path / "run", quiet=True, plot=True)
-    assert "fcspec[plot]" in str(e.value)
+    assert "pip install -e '.[plot]'" in str(e.value)
 
 
 def test_memory_estimate_refuses_what_cannot_fit(tmp_path, monkeypatch):
