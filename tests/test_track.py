@@ -92,11 +92,7 @@ def test_mlflow_from_the_cli_and_a_failed_run(tmp_path, monkeypatch):
     assert [x.info.status for x in client.search_runs([exp.experiment_id])] == ["FINISHED"]
     # a diverging run is ended as FAILED, not left RUNNING
     bad = tmp_path / "bad.fc"
-    bad.write_text(
-        IRIS.read_text()
-        .replace("adam(lr = 0.01)", "sgd(lr = 1e30)")
-        .replace('dataset("iris")', 'dataset("iris")')
-    )
+    bad.write_text(IRIS.read_text().replace("adam(lr = 0.01)", "sgd(lr = 1e30)"))
     r = CliRunner().invoke(
         main, ["run", str(bad), "--epochs", "2", "-q", "--mlflow", uri, "--out", "bad"]
     )

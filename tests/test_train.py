@@ -418,6 +418,7 @@ def test_metrics_and_summary_match_the_loss_recomputed_on_the_data(tmp_path, mon
     assert summary["seconds"] == pytest.approx(sum(r["seconds"] for r in rows))
     assert sorted(os.listdir(tmp_path / "run")) == [
         "checkpoint.npz",
+        "layers.jsonl",
         "metrics.jsonl",
         "preprocess.npz",
         "summary.json",
