@@ -61,14 +61,19 @@ def _spirals(n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(parts), np.concatenate(labels)
 
 
+# The clean layouts of the sets in point order (xor's points are drawn, so it has none).
+LAYOUTS = {"moons": _moons, "circles": _circles, "spirals": _spirals, "xor": None}
+
+
 def generate(name: str, n: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(points float64 [n, 2], class ids int64 [n]) of playground set `name`."""
     rng = np.random.default_rng(seed)
-    if name == "xor":
+    layout = LAYOUTS[name]
+    if layout is None:  # xor
         x = rng.uniform(-1.0, 1.0, size=(n, 2))
         y = (x[:, 0] * x[:, 1] < 0).astype(np.int64)
     else:
-        x, y = {"moons": _moons, "circles": _circles, "spirals": _spirals}[name](n)
+        x, y = layout(n)
         order = rng.permutation(n)
         x, y = x[order], y[order].astype(np.int64)
     if noise:

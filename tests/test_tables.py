@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from fcspec import catalog, data, ir, losses, ops, optim, schedules
+from fcspec import catalog, data, ir, losses, ops, optim, playground, schedules
 
 
 def _both(what: str, rows, impls) -> list[str]:
@@ -38,7 +38,8 @@ def disagreements() -> list[str]:
     out += _both("optimizer", catalog.OPTIMIZERS, optim._KINDS)
     out += _both("schedule", catalog.SCHEDULES, schedules._KINDS)
     out += _both("data source", catalog.SOURCES, data.READERS)
-    out += _both("embedded data set", catalog.DATASETS, _embedded_datasets())
+    out += _both("embedded data set", catalog.EMBEDDED, _embedded_datasets())
+    out += _both("playground data set", catalog.PLAYGROUND, playground.LAYOUTS)
     for name, op in ops.OPS.items():
         for part in ("forward", "backward", "onnx"):
             if not callable(getattr(op, part, None)):
