@@ -16,10 +16,10 @@ from typing import Any
 
 from . import ast, catalog, ir
 from .catalog import Opt, Sig
-
-_GENERATED = ("n", "noise", "seed")  # the options of the generated playground data sets
 from .errors import Diagnostic, Span, SpecError
 from .syntax import parse
+
+_GENERATED = ("n", "noise", "seed")  # the options of the generated playground data sets
 
 MAX_SPEC_BYTES = 1 << 20  # a .fc file is a page of text; anything bigger is surely not one
 
