@@ -50,19 +50,28 @@ def read_source(path: str | Path) -> str:
     def fail(message: str, hint: str | None = None) -> SpecError:
         return SpecError([Diagnostic("error", message, Span(name, 1, 1, 1, 1), hint)])
 
+    from .io import file_problem, read_limited
+
+    problem = file_problem(p)
+    if problem == "is a folder, not a file":
+        raise fail("is a directory, not a .fc file")
+    if problem is not None:
+        raise fail(problem)
+
     try:
-        if p.is_dir():
-            raise fail("is a directory, not a .fc file")
         too_big = _too_big(name, p.stat().st_size)
         if too_big:
             raise SpecError([too_big])
-        raw = p.read_bytes()
+        with open(p, "rb") as f:
+            raw = read_limited(f, MAX_SPEC_BYTES)  # at most the limit + 1: st_size is not trusted
     except FileNotFoundError:
         raise fail("no such file") from None
     except PermissionError:
         raise fail("permission denied") from None
     except OSError as e:
         raise fail(f"cannot read the file: {e.strerror or e}") from None
+    if len(raw) > MAX_SPEC_BYTES:  # it grew while being read
+        raise SpecError([_too_big(name, len(raw))])
     if b"\x00" in raw:
         raise SpecError([_binary(name)])
     try:

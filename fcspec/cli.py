@@ -195,9 +195,9 @@ def fmt(files: tuple[str, ...], write: bool, check_only: bool) -> None:
                 _echo_err(f"{path}: would reformat")
         elif write:
             if out != text:
-                from .io import atomic_write_text
+                from .io import rewrite_file
 
-                atomic_write_text(path, out)
+                rewrite_file(path, out.encode("utf-8"))  # through symlinks, keeping mode and links
                 _echo_err(f"{path}: reformatted")
         else:
             click.echo(out, nl=False)

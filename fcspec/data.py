@@ -88,6 +88,7 @@ def _estimate(shape: tuple[int, ...], itemsize: int) -> int:
 # The third magic byte names the element type; all are big-endian on disk.
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _GZIP_MAGIC = b"\x1f\x8b"
+MAX_IDX_DIMS = 32  # numpy 1.x's limit (2.x allows 64): no real IDX file comes near it
 
 
 def _is_gzip(path: Path) -> bool:
@@ -119,6 +120,11 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
                     "expected 0000 + a type code 08/09/0b/0c/0d/0e + the number of dimensions)"
                 )
             ndim = magic[3]
+            if ndim > MAX_IDX_DIMS:  # numpy cannot even build such an array
+                raise DataError(
+                    f"{path}: the IDX header announces {ndim} dimensions; "
+                    f"an array has at most {MAX_IDX_DIMS} (damaged header?)"
+                )
             raw_dims = _read_exact(f, 4 * ndim)
             if len(raw_dims) < 4 * ndim:
                 raise DataError(f"{path}: truncated IDX header ({ndim} dimensions announced)")
@@ -167,62 +173,36 @@ def read_npz(
     path: str | os.PathLike, x_key: str = "x", y_key: str | None = "y", *, y_required: bool = True
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Arrays `x_key` and `y_key` of an `.npz` file; y is None when `y_key` is None
-    or, with `y_required=False`, absent."""
+    or, with `y_required=False`, absent.  Read by `fcspec.io.read_npz`, which sizes
+    them from their headers (against the memory available) before reading."""
+    from . import io as fio
+
     path = Path(path)
-    _require_file(path)
-    try:
-        with open(path, "rb") as f:
-            head = f.read(6)
-        if head == b"\x93NUMPY":
-            raise DataError(f"{path}: this is a single-array .npy file; save x and y with np.savez")
-        try:
-            zf = zipfile.ZipFile(path)
-        except zipfile.BadZipFile:
-            raise DataError(
-                f"{path}: not a valid .npz file (truncated, or not a zip archive)"
-            ) from None
-        with zf:
-            members = {
-                i.filename[: -len(".npy")]: i for i in zf.infolist() if i.filename.endswith(".npy")
-            }
-            present = ", ".join(repr(k) for k in members) or "no arrays"
-            if x_key not in members:
-                raise DataError(f"{path}: no array named {x_key!r}; the file holds {present}")
-            if y_key is not None and y_key not in members and y_required:
-                raise DataError(f"{path}: no array named {y_key!r}; the file holds {present}")
-            x = _npz_array(zf, members[x_key], path, x_key)
-            y = _npz_array(zf, members[y_key], path, y_key) if y_key in members else None
-    except DataError:
-        raise
-    except MemoryError:
-        raise DataError(f"{path}: not enough memory to read it") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read it: {e.strerror or e}") from None
-    return x, y
+    keys = [x_key] + ([y_key] if y_key is not None else [])
+    seen: list[str] = []
 
-
-def _npz_array(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, key: str) -> np.ndarray:
-    try:
-        with zf.open(info) as f:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-            elif version == (2, 0):
-                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-            else:  # a newer header: judge by the stored size
-                shape, dtype = (info.file_size,), np.dtype("u1")
+    def judge(headers: dict) -> None:
+        seen.extend(headers)
+        for k in keys:
+            if k not in headers and (k == x_key or y_required):
+                raise DataError(f"{path}: no array named {k!r}; the file holds {_present(path)}")
+        for k, (shape, dtype) in headers.items():
             check_memory(
                 _estimate(shape, dtype.itemsize),
-                f"{path}: array {key!r} ({_shape_str(shape)} {dtype})",
+                f"{path}: array {k!r} ({_shape_str(shape)} {dtype})",
             )
-        with zf.open(info) as f:
-            return np.lib.format.read_array(f, allow_pickle=False)
-    except DataError:
-        raise
-    except ValueError as e:  # object arrays (pickles), malformed headers
-        raise DataError(f"{path}: array {key!r} cannot be read: {e}") from None
-    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
-        raise DataError(f"{path}: array {key!r} is corrupt or truncated ({e})") from None
+
+    arrays = fio.read_npz(path, None, keys, judge=judge)
+    return arrays[x_key], arrays.get(y_key) if y_key is not None else None
+
+
+def _present(path: Path) -> str:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = [n[: -len(".npy")] for n in zf.namelist() if n.endswith(".npy")]
+    except (OSError, zipfile.BadZipFile):
+        names = []
+    return ", ".join(repr(k) for k in names) or "no arrays"
 
 
 # ---------------------------------------------------------------------------
@@ -281,10 +261,9 @@ def _number(cell) -> bool:
 
 
 def _require_file(path: Path) -> None:
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    if not path.is_file():
-        raise DataError(f"{path}: not a file")
+    from .io import regular_file
+
+    regular_file(path)  # a FIFO or a device named in a spec would block or never end
 
 
 def _resolve(p: str | os.PathLike, base_dir: Path) -> Path:
@@ -619,7 +598,8 @@ def as_inputs(
         rows = np.flatnonzero(bad.reshape(n, -1).any(axis=1))
         raise DataError(
             f"{where}: {int(bad.sum())} NaN or infinite input values in {len(rows)} samples "
-            f"(first in row {rows[0]}, counting from 0)"
+            f"(first in row {rows[0]}, counting from 0; values beyond float32's 3.4e38 "
+            "are infinite for the model)"
         )
     return out
 
@@ -692,15 +672,29 @@ def _class_ids(y: np.ndarray, classes: int, where: str) -> np.ndarray:
                 f"{where}: label {y[i]:g} in row {i} is not a whole number; a classifier's targets "
                 "are integer class ids (float labels belong to a regression loss such as mse)"
             )
-    y = y.astype(np.int64)
+    # Judge the range before casting: 1e20 cast to int64 would read -9223372036854775808.
     bad = (y < 0) | (y >= classes)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise DataError(
-            f"{where}: label {y[i]} in row {i} is outside [0, {classes}) "
+            f"{where}: label {y[i]:g} in row {i} is outside [0, {classes}) "
             f"({int(bad.sum())} such labels; the model has {classes} outputs)"
         )
-    return y
+    return y.astype(np.int64)
+
+
+def data_warnings(spec: ir.Spec, y: np.ndarray | None) -> list[str]:
+    """What the training targets say about the spec that the checker cannot know."""
+    out = []
+    if spec.task == "classification" and y is not None and y.size and spec.classes:
+        used = int(y.max()) + 1
+        if spec.classes > 2 * used:
+            # The classic forgotten output layer: a hidden linear(256) left as the last layer.
+            out.append(
+                f"the model has {spec.classes} outputs but the labels use only {used} classes "
+                f"(0..{used - 1}); is the output layer missing? (e.g. linear({used}) at the end)"
+            )
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -732,6 +726,16 @@ class Preprocess:
         s = np.float32(scale)
         if not np.isfinite(s) or s == 0:
             raise DataError(f"scale = {scale} cannot divide the inputs")
+        if x.size:
+            # A tiny scale (1e-45) turns finite inputs into float32 infinities, which
+            # training would later misreport as divergence ("lower the learning rate").
+            biggest = max(abs(float(x.max())), abs(float(x.min())))  # no copy of x
+            if biggest / float(s) > float(np.finfo(np.float32).max):
+                raise DataError(
+                    f"scale = {scale:g} makes the inputs overflow float32: the largest input "
+                    f"{biggest:g} divided by {float(s):g} is beyond 3.4e38",
+                    hint="scale divides the inputs; use the inputs' range, e.g. 255 for bytes",
+                )
         if normalize == "none":
             return cls.identity(x.shape[1:], scale)
         xs = np.asarray(x, np.float32) / s
@@ -816,25 +820,13 @@ class Preprocess:
 
     @classmethod
     def load(cls, path: str | os.PathLike, input_shape: ir.Shape | None = None) -> Preprocess:
+        from . import io as fio
+
         path = Path(path)
-        arrays = {}
-        _require_file(path)
-        try:
-            with zipfile.ZipFile(path) as zf:
-                keys = [n[: -len(".npy")] for n in zf.namelist() if n.endswith(".npy")]
-        except zipfile.BadZipFile:
-            raise DataError(
-                f"{path}: not a valid .npz file (truncated, or not a zip archive)"
-            ) from None
-        except OSError as e:
-            raise DataError(f"{path}: cannot read it: {e.strerror or e}") from None
+        arrays = fio.read_npz(path, None, ["scale", "shift", "divisor", "normalize"])
         for key in ("scale", "shift", "divisor"):
-            if key not in keys:
-                present = ", ".join(repr(k) for k in keys) or "no arrays"
-                raise DataError(f"{path}: no array named {key!r}; the file holds {present}")
-        for key in ("scale", "shift", "divisor", "normalize"):
-            if key in keys:
-                arrays[key] = read_npz(path, key, None)[0]
+            if key not in arrays:
+                raise DataError(f"{path}: no array named {key!r}; the file holds {_present(path)}")
         scale, shift, divisor = arrays["scale"], arrays["shift"], arrays["divisor"]
         for key in ("scale", "shift", "divisor"):
             a = arrays[key]
@@ -1167,7 +1159,8 @@ def _assemble(
     """Fit the preprocessing on the training rows and build the splits."""
     x, y = train
     data = spec.data if spec.data is not None else ir.Data(train=None)
-    pre = Preprocess.fit(x, scale=data.scale, normalize=data.normalize)
+    with _located(data.train):
+        pre = Preprocess.fit(x, scale=data.scale, normalize=data.normalize)
     if schema is not None and schema.categorical and not pre.is_identity:
         # one-hot columns stay 0/1, as scikit-learn's OneHotEncoder leaves them
         onehot = ~schema.numeric_mask()

@@ -6,19 +6,30 @@ flushed and fsync'ed, and replaces the destination with `os.replace` (atomic on
 POSIX and Windows); the folder is then fsync'ed so the rename itself survives a
 crash.  A reader sees either the old file or the new one, never half of one.
 
-Reading `.npz` files lives here too, so every broken or hostile archive
-(truncated, not a zip, pickled objects) becomes a `DataError` naming the file.
+Reading lives here too.  `regular_file` / `read_bytes` are the one gate every
+path from the command line or a spec passes: only regular files, so a FIFO
+cannot block a command and a device (`/dev/zero`) cannot feed it without end,
+and reads are bounded.  `read_npz` is the one `.npz` reader: it parses every
+member's header itself, so any broken or hostile archive (truncated, not a zip,
+a damaged header, pickled objects, a size it does not hold) becomes a
+`DataError` naming the file, and a caller can judge the declared shapes before
+a byte of data is read.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import glob
 import io
 import json
+import math
 import os
+import stat
 import tempfile
-from collections.abc import Iterator, Mapping
+import time
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +78,15 @@ def _file_mode() -> int:
     return 0o666 & ~mask
 
 
-def temp_beside(path: PathLike, suffix: str = ".tmp") -> tuple[int, str]:
-    """A new temporary file in `path`'s folder, with the permissions a plain new file gets.
+TEMP_SUFFIX = ".tmp"
+STALE_SECONDS = 300  # a temporary untouched this long belongs to a killed write, not a live one
+
+
+def temp_beside(
+    path: PathLike, suffix: str = TEMP_SUFFIX, mode: int | None = None
+) -> tuple[int, str]:
+    """A new temporary file in `path`'s folder, with the permissions a plain new file gets
+    (or `mode`).
 
     Same folder: os.replace is only atomic within one file system.  mkstemp makes files
     0600, and os.replace keeps that, so the outputs would be unreadable to anyone else
@@ -78,15 +96,38 @@ def temp_beside(path: PathLike, suffix: str = ".tmp") -> tuple[int, str]:
     folder = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=folder)
     if os.name == "posix":
-        os.fchmod(fd, _file_mode())
+        os.fchmod(fd, _file_mode() if mode is None else mode)
     return fd, tmp
 
 
-def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Replace `path` with `data` atomically (the folder must exist)."""
+def remove_stale_temps(path: PathLike, max_age: float = STALE_SECONDS) -> list[Path]:
+    """Delete the temporaries that killed writes of `path` left behind (older than `max_age`).
+
+    A SIGKILL or a power cut between mkstemp and os.replace leaves `.NAME.XXXXXXXX.tmp`
+    beside NAME; nothing else would ever remove it.  Called after every write of NAME.
+    """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = temp_beside(path)
+    pattern = os.path.join(
+        glob.escape(str(folder)), glob.escape(f".{path.name}.") + "*" + TEMP_SUFFIX
+    )
+    removed = []
+    now = time.time()
+    for tmp in glob.glob(pattern):
+        try:
+            if now - os.lstat(tmp).st_mtime > max_age:
+                os.unlink(tmp)
+                removed.append(Path(tmp))
+        except OSError:
+            pass  # gone already, or not ours to remove
+    return removed
+
+
+def atomic_write_bytes(path: PathLike, data: bytes, mode: int | None = None) -> None:
+    """Replace `path` with `data` atomically (the folder must exist); `mode`: its permissions."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    fd, tmp = temp_beside(path, mode=mode)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -102,6 +143,37 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
             pass
         raise
     _fsync_dir(folder)
+    remove_stale_temps(path)
+
+
+def rewrite_file(path: PathLike, data: bytes) -> Path:
+    """Give the existing file `path` new contents, as an editor saving it does.
+
+    Through a symlink to the file it names (replacing the link would leave the
+    target unchanged), with the file's permission bits (a 0600 file stays
+    0600), and, for a file with several hard links, in place so every link sees
+    the new text.  The rewrite is atomic, except for hard-linked files: there
+    the new contents are first written and fsync'ed to a temporary beside it,
+    which stays if the in-place write is cut short.  Returns the real path.
+    """
+    real = Path(os.path.realpath(path))
+    st = os.stat(real)
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_nlink <= 1:
+        atomic_write_bytes(real, data, mode=mode)
+        return real
+    fd, tmp = temp_beside(real, mode=mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    with open(real, "r+b") as f:
+        f.write(data)
+        f.truncate()
+        f.flush()
+        os.fsync(f.fileno())
+    os.unlink(tmp)
+    return real
 
 
 def atomic_write_text(path: PathLike, text: str) -> None:
@@ -133,33 +205,255 @@ def save_npz(path: PathLike, arrays: Mapping[str, np.ndarray]) -> None:
     atomic_write_bytes(path, npz_bytes(arrays))
 
 
-def load_npz(path: PathLike, what: str = "file") -> dict[str, np.ndarray]:
-    """Every array of an `.npz` file, fully read; any failure is a `DataError`.
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)  # also through symlinks and hard links
+    except OSError:  # one of them does not exist (yet)
+        return os.path.realpath(a) == os.path.realpath(b)
 
-    `what` names the file's role in messages ("weights", "checkpoint", ...).
-    Pickled object arrays are refused (`allow_pickle=False`): an `.npz` from
-    elsewhere must not be able to run code.
+
+def refuse_overwrite(output: PathLike, inputs: Mapping[str, PathLike | None]) -> None:
+    """Refuse to write `output` when it is one of the command's `inputs` ({role: path}).
+
+    Writing a prediction over its data file, an export over the weights or the
+    spec, would destroy what the command was given; say so and write nothing.
     """
-    path = Path(path)
-    if not path.exists():
+    out = Path(output)
+    for role, p in inputs.items():
+        if p is not None and _same_file(out, Path(p)):
+            raise DataError(
+                f"the output {output} is the {role} {p}: writing it would destroy the {role}",
+                hint="choose another output file name",
+            )
+
+
+# ---------------------------------------------------------------------------
+# Reading: only regular files, bounded, and .npz headers judged before the data.
+
+_KINDS = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def file_problem(path: PathLike) -> str | None:
+    """Why `path` cannot be read as a regular file (symlinks followed), or None if it can.
+
+    Judged by `os.stat`, without opening: opening a FIFO blocks until someone
+    writes to it, and a device such as /dev/zero reports size 0 but never ends.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as e:
+        return f"cannot read it: {e.strerror or e}"
+    if stat.S_ISDIR(st.st_mode):
+        return "is a folder, not a file"
+    if not stat.S_ISREG(st.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
+        return f"not a file but {kind}; fcspec reads regular files only"
+    return None
+
+
+def regular_file(path: PathLike, what: str | None = None) -> None:
+    """Refuse (`DataError`) anything but an existing regular file: every path fcspec
+    reads, from the command line or from a spec, passes here first.  `what` names
+    the file's role in messages ("weights", "checkpoint", ...)."""
+    problem = file_problem(path)
+    if problem is None:
+        return
+    if problem == "no such file" and what:
         raise DataError(f"{what} file not found: {path}")
-    if path.is_dir():
-        raise DataError(f"{what} path is a folder, not an .npz file: {path}")
+    raise DataError(f"{what} file {path}: {problem}" if what else f"{path}: {problem}")
+
+
+def read_limited(f, limit: int | None) -> bytes:
+    """At most `limit + 1` bytes of the open file `f` (all of it for None): the size
+    `stat` reports is not trusted, as a file can grow while it is read."""
+    return f.read() if limit is None else f.read(limit + 1)
+
+
+def read_bytes(path: PathLike, what: str | None = None, limit: int | None = None) -> bytes:
+    """The bytes of the regular file `path`, refusing more than `limit` of them."""
+    regular_file(path, what)
+    label = f"{what} file {path}" if what else str(path)
     try:
         with open(path, "rb") as f:
-            magic = f.read(4)
-        # Check the zip magic ourselves: for any other bytes np.load would try
-        # pickle and complain about "pickled data", which misleads the user.
-        if magic not in (b"PK\x03\x04", b"PK\x05\x06"):
-            raise DataError(f"{what} file {path} is not an .npz archive")
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+            data = read_limited(f, limit)
+    except OSError as e:
+        raise DataError(f"{label}: cannot read it: {e.strerror or e}") from None
+    if limit is not None and len(data) > limit:
+        raise DataError(f"{label}: larger than {limit:,} bytes, the most fcspec reads for it")
+    return data
+
+
+Header = tuple[tuple[int, ...], np.dtype]  # (shape, dtype) of one .npz member
+
+
+def _read_header(f) -> Header:
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
+    return tuple(int(d) for d in shape), dtype
+
+
+def read_npz(
+    path: PathLike,
+    what: str | None = None,
+    keys: list[str] | None = None,
+    *,
+    judge: Callable[[dict[str, Header]], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """Arrays `keys` (default: all) of the `.npz` at `path`; any failure is a `DataError`.
+
+    First every wanted member's header is parsed (a flipped byte in it is a clean
+    error, not numpy's `tokenize.TokenError`), its declared size is compared with
+    what the member holds, and `judge(headers)` may refuse the shapes (wrong for
+    the spec, too big for memory) before any data is read.  Keys not in the file
+    are left out; callers say which ones they miss.  Pickled object arrays are
+    refused (`allow_pickle=False`): an `.npz` from elsewhere must not run code.
+    """
+    path = Path(path)
+    label = f"{what} file {path}" if what else str(path)
+    regular_file(path, what)
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if magic == b"\x93NUMPY":
+            raise DataError(
+                f"{label}: this is a single-array .npy file, not an .npz archive "
+                "(np.savez writes one)"
+            )
+        # Check the zip magic ourselves: for other bytes np.load would try pickle and
+        # complain about "pickled data", which misleads the user.
+        if magic[:4] not in (b"PK\x03\x04", b"PK\x05\x06"):
+            raise DataError(f"{label}: not a valid .npz file (not a zip archive)")
+        with zipfile.ZipFile(path) as zf:
+            members = {
+                i.filename[: -len(".npy")]: i for i in zf.infolist() if i.filename.endswith(".npy")
+            }
+            wanted = [k for k in (members if keys is None else keys) if k in members]
+            headers: dict[str, Header] = {}
+            for k in wanted:
+                info = members[k]
+                try:
+                    with zf.open(info) as f:
+                        shape, dtype = _read_header(f)
+                        start = f.tell()
+                except Exception as e:  # noqa: BLE001 - numpy's header parser raises anything
+                    raise DataError(
+                        f"{label}: array {k!r} has a damaged header "
+                        f"({type(e).__name__}: {str(e) or 'unreadable'})"
+                    ) from None
+                if dtype.hasobject:
+                    raise DataError(
+                        f"{label}: array {k!r} cannot be read: it holds Python objects, which "
+                        "only pickle can load, and fcspec never unpickles (allow_pickle=False)"
+                    )
+                if any(d < 0 for d in shape):
+                    raise DataError(f"{label}: array {k!r} has a negative dimension {shape}")
+                need = math.prod(shape) * dtype.itemsize
+                if need > info.file_size - start:
+                    raise DataError(
+                        f"{label}: array {k!r} announces shape {list(shape)} ({need:,} bytes) "
+                        f"but the archive holds {max(0, info.file_size - start):,} bytes for it "
+                        "(truncated or damaged)"
+                    )
+                headers[k] = (shape, dtype)
+            if judge is not None:
+                judge(headers)
+            out = {}
+            for k in wanted:
+                try:
+                    with zf.open(members[k]) as f:
+                        out[k] = np.lib.format.read_array(f, allow_pickle=False)
+                except MemoryError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - a bad CRC, zlib.error, EOFError, ...
+                    raise DataError(
+                        f"{label}: array {k!r} is corrupt or truncated ({type(e).__name__}: {e})"
+                    ) from None
+            return out
     except DataError:
         raise
-    except ValueError as e:
-        # numpy raises ValueError for object arrays when pickle is disallowed
-        raise DataError(f"cannot read {what} file {path}: {e}") from None
+    except MemoryError:
+        raise DataError(f"{label}: not enough memory to read it") from None
     except Exception as e:  # noqa: BLE001 - BadZipFile, EOFError, zlib.error, OSError...: all "broken"
         raise DataError(
-            f"cannot read {what} file {path}: not a valid .npz archive ({type(e).__name__}: {e})"
+            f"{label}: not a valid .npz file (truncated, or not a zip archive: {e})"
+            if isinstance(e, zipfile.BadZipFile)
+            else f"{label}: cannot read it: {type(e).__name__}: {e}"
         ) from None
+
+
+def expect_shapes(
+    expected: Mapping[str, tuple[int, ...]], where: str, model: str = "the model"
+) -> Callable[[dict[str, Header]], None]:
+    """A `read_npz` judge: the arrays named in `expected` have those shapes and hold
+    numbers, and the whole file fits in memory, before any of it is read (a 9 MB
+    archive may announce 2 GiB of weights)."""
+
+    def judge(headers: dict[str, Header]) -> None:
+        from .data import check_memory
+
+        for k, (shape, dtype) in headers.items():
+            want = expected.get(k)
+            if want is not None and tuple(shape) != tuple(want):
+                raise DataError(
+                    f"{where}: {k} has shape {list(shape)}, {model} needs {list(want)}",
+                    hint="were they trained from another spec?",
+                )
+            if want is not None and dtype.kind not in "fiu":
+                raise DataError(f"{where}: {k} has dtype {dtype}, expected numbers")
+        total = sum(math.prod(s) * d.itemsize for s, d in headers.values())
+        check_memory(total, where)
+
+    return judge
+
+
+def load_params(path: PathLike, model, what: str = "weights") -> dict[str, np.ndarray]:
+    """The parameters of `model` (an `ir.Model`) stored at `path` (`NAME.weight`, `NAME.bias`),
+    float32, in `model.param_shapes()` order: names, shapes and types are checked from
+    the headers before the data is read, and the values must be finite."""
+    expected = model.param_shapes()
+    where = f"{what} {path}"
+    shapes = expect_shapes(expected, where, f"model {model.name}")
+
+    def judge(headers: dict[str, Header]) -> None:
+        missing = [k for k in expected if k not in headers]
+        extra = sorted(k for k in headers if k not in expected)
+        if missing or extra:
+            parts = (["missing " + ", ".join(missing)] if missing else []) + (
+                ["unexpected " + ", ".join(extra)] if extra else []
+            )
+            raise DataError(
+                f"{where} do not match model {model.name}: " + "; ".join(parts),
+                hint="were they trained from another spec?",
+            )
+        shapes(headers)
+
+    arrays = read_npz(path, what, judge=judge)
+    out = {}
+    for k in expected:
+        a = arrays[k].astype(np.float32)
+        if not np.isfinite(a).all():
+            raise DataError(f"{where}: {k} contains NaN or infinity (did training diverge?)")
+        out[k] = a
+    return out
+
+
+def load_npz(
+    path: PathLike,
+    what: str = "file",
+    *,
+    judge: Callable[[dict[str, Header]], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """Every array of an `.npz` file, fully read (see `read_npz`)."""
+    return read_npz(path, what, judge=judge)

@@ -30,7 +30,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from . import __version__, catalog, data, ir
 from .errors import DataError, FcspecError
-from .io import atomic_write_bytes, load_npz
+from .io import atomic_write_bytes, load_npz, load_params, refuse_overwrite
 
 # Opset 17 is the default because it is the newest opset that every runtime a user
 # is likely to meet still accepts (onnxruntime >= 1.13, TensorRT 8.6, OpenVINO
@@ -450,9 +450,9 @@ def load_weights(
         path = Path(weights)
         if not path.exists():
             raise DataError(f"weights file not found: {path}", hint=_HINT_TRAIN)
-    raw = load_npz(path, "weights")
-    spec = ir.resolve_from_params(spec, raw)
-    params = check_params(spec.model, raw, where=f"weights {path}")
+    if spec.model.pending:  # `input auto` / `linear(outputs)`: widths from the weights
+        spec = ir.resolve_from_params(spec, load_npz(path, "weights"))
+    params = load_params(path, spec.model, "weights")
     pre_path = path.parent / "preprocess.npz"
     preprocess = None
     if pre_path.exists():
@@ -502,10 +502,14 @@ def export_file(
     """Export `spec` with its trained weights to `out` (default runs/<name>/<name>.onnx)."""
     params, preprocess, wpath = load_weights(spec, weights)
     schema = load_schema(wpath)
+    target = Path(out) if out is not None else wpath.parent / f"{spec.name}.onnx"
+    refuse_overwrite(
+        target,
+        {"weights": wpath, "preprocessing": wpath.parent / "preprocess.npz", "spec": spec.path},
+    )
     model = export(
         spec, params, preprocess, opset=opset, probabilities=probabilities, schema=schema
     )
-    target = Path(out) if out is not None else wpath.parent / f"{spec.name}.onnx"
     return save(model, target)
 
 

@@ -38,7 +38,7 @@ def pyplot():
     except ImportError:
         raise FcspecError(
             "plotting needs matplotlib, which is not installed",
-            hint="pip install -e '.[plot]'",
+            hint="pip install -e '.[plot]' in fcspec's source checkout (or: pip install matplotlib)",
         ) from None
     return plt
 

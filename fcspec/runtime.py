@@ -25,7 +25,7 @@ import onnx
 
 from . import data, ir
 from .errors import DataError, FcspecError
-from .io import atomic_write_text, save_npz
+from .io import atomic_write_text, read_bytes, refuse_overwrite, save_npz
 from .onnx_export import (
     DEFAULT_OPSET,
     INPUT_NAME,
@@ -48,6 +48,7 @@ TOLERANCE = 1e-5
 # Default rows per onnxruntime call in `predict`: large enough to amortize the
 # call overhead, small enough that a 784-wide batch stays a few MB.
 PREDICT_BATCH = 4096
+MAX_ONNX_BYTES = 2**31  # protobuf's own limit for one serialized model
 
 
 def _ort():
@@ -69,11 +70,7 @@ def session(model: str | os.PathLike | bytes | onnx.ModelProto):
     else:
         path = Path(model)
         what = str(path)
-        if not path.exists():
-            raise DataError(f"ONNX model not found: {path}")
-        if path.is_dir():
-            raise DataError(f"{path} is a folder, not an ONNX model")
-        src = path.read_bytes()
+        src = read_bytes(path, "ONNX model", limit=MAX_ONNX_BYTES)
         if not src:
             raise DataError(f"{path} is empty, not an ONNX model")
     try:
@@ -83,6 +80,18 @@ def session(model: str | os.PathLike | bytes | onnx.ModelProto):
         raise DataError(
             f"{what} is not a valid ONNX model onnxruntime can run: {first}",
             hint="export one with `fcspec export FILE`",
+        ) from None
+
+
+def model_metadata(sess, what: Any) -> dict[str, str]:
+    """The model's metadata_props; text that is not UTF-8 (a damaged or foreign file) is a
+    `DataError`, not pybind's UnicodeDecodeError."""
+    try:
+        return dict(sess.get_modelmeta().custom_metadata_map)
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{what}: the model's metadata is not UTF-8 text (byte 0x{e.object[e.start]:02x})",
+            hint="export the model again with `fcspec export FILE`",
         ) from None
 
 
@@ -178,6 +187,8 @@ def predict(
     """
     if batch is not None and (not isinstance(batch, int) or batch < 1):
         raise FcspecError(f"batch must be a positive integer, got {batch!r}")
+    if output is not None:
+        refuse_overwrite(output, {"model": model_path, "data": data_path, "labels file": labels})
     sess = session(model_path)
     meta = sess.get_modelmeta().custom_metadata_map
     if meta.get("schema"):
@@ -191,7 +202,7 @@ def predict(
             f"{model_path} takes {inputs[0].type} inputs; fcspec models take tensor(float)",
             hint="export one with `fcspec export FILE`",
         )
-    meta = sess.get_modelmeta().custom_metadata_map
+    meta = model_metadata(sess, model_path)
     task = meta.get("task", "")
     kind = meta.get("output", "")
     x, y = data.load_file(data_path, target=target, labels=labels)

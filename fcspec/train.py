@@ -55,10 +55,10 @@ EVAL_BATCH = 1024  # rows per forward pass when evaluating (bounds memory, not r
 
 
 class Interrupted(FcspecError):
-    """SIGINT / SIGTERM stopped a run; a consistent checkpoint was written.
+    """SIGINT / SIGTERM / SIGHUP stopped a run; a consistent checkpoint was written.
 
     The CLI prints the message and exits with `exit_code` (130 for SIGINT,
-    143 for SIGTERM: the shell's 128 + signal number convention).
+    143 for SIGTERM, 129 for SIGHUP: the shell's 128 + signal number convention).
     """
 
     def __init__(self, message: str, *, exit_code: int, epoch: int, checkpoint: str):
@@ -255,7 +255,7 @@ def _largest(arrays: dict[str, np.ndarray]) -> str:
 
 
 class _SignalCatcher:
-    """Turns SIGINT / SIGTERM into a flag the loop checks after every step.
+    """Turns SIGINT / SIGTERM / SIGHUP into a flag the loop checks after every step.
 
     The handlers only set a flag, so a signal never lands in the middle of a
     step or a checkpoint write.  A second SIGINT falls back to Python's default
@@ -273,8 +273,10 @@ class _SignalCatcher:
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._old[s] = signal.signal(s, self._handle)
+            # SIGHUP: the terminal closed (an ssh session dropped); like SIGTERM, checkpoint
+            for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+                if s is not None:
+                    self._old[s] = signal.signal(s, self._handle)
         return self
 
     def __exit__(self, *exc):
@@ -374,25 +376,29 @@ def _resolve_checkpoint(resume: str | os.PathLike) -> Path:
 
 
 def _load_checkpoint(path: Path, spec: ir.Spec) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    arrays = fio.load_npz(path, "checkpoint")
-    if "meta" not in arrays:
+    # The record first (it says whose checkpoint this is), then the arrays, judged by
+    # their headers against the spec's shapes before their data is read.
+    where = f"checkpoint {path}"
+    record = fio.read_npz(path, "checkpoint", ["meta"], judge=fio.expect_shapes({}, where))
+    if "meta" not in record:
         raise DataError(f"{path} is not an fcspec checkpoint (no 'meta' entry)")
+    if record["meta"].shape != () or record["meta"].dtype.kind != "U":
+        raise DataError(f"checkpoint {path} is damaged: 'meta' is not one JSON text")
+    from .schema import check_record
+
     try:
-        meta = json.loads(str(arrays["meta"][()]))
-    except (ValueError, TypeError) as e:
-        raise DataError(f"checkpoint {path} is damaged: {e}") from None
-    if meta.get("format") != CHECKPOINT_FORMAT:
+        meta = json.loads(str(record["meta"][()]))
+    except (ValueError, TypeError, RecursionError) as e:  # RecursionError: nesting thousands deep
+        raise DataError(f"checkpoint {path} is damaged: {type(e).__name__}: {e}") from None
+    if isinstance(meta, dict) and meta.get("format") != CHECKPOINT_FORMAT:
         raise DataError(
             f"checkpoint {path} has format {meta.get('format')!r}, "
             f"this fcspec reads format {CHECKPOINT_FORMAT}"
         )
-    missing = [
-        k
-        for k in ("spec_sha256", "epoch", "seed", "n_train", "history", "optimizer", "schedule")
-        if k not in meta
-    ]
-    if missing:
-        raise DataError(f"checkpoint {path} is damaged: its record lacks {missing[0]!r}")
+    try:
+        check_record(meta)
+    except DataError as e:
+        raise DataError(f"checkpoint {path} is damaged: {e.diagnostic.message}") from None
     if meta.get("spec_sha256") != spec.sha256:
         raise TrainingError(
             f"checkpoint {path} was written for another spec "
@@ -400,6 +406,11 @@ def _load_checkpoint(path: Path, spec: ir.Spec) -> tuple[dict[str, Any], dict[st
             f"than {spec.path} (sha256 {spec.sha256[:12]}...)",
             hint="resume with the unchanged .fc file, or start a new run without --resume",
         )
+    expected = {f"weights/{k}": v for k, v in spec.model.param_shapes().items()}
+    expected["best_theta"] = (spec.model.num_params,)
+    arrays = fio.load_npz(
+        path, "checkpoint", judge=fio.expect_shapes(expected, where, f"model {spec.name}")
+    )
     return meta, arrays
 
 
@@ -564,7 +575,7 @@ class RunState:
         self.net = interpreter.Network(spec.model, rng=np.random.default_rng([seed, 1]))
         if init is not None:
             try:
-                self.net.load_params(fio.load_npz(init, "weights"))
+                self.net.load_params(fio.load_params(init, spec.model, "weights"))
             except DataError as e:
                 raise DataError(
                     f"--init {init}: {e.diagnostic.message}", hint=e.diagnostic.hint
@@ -844,6 +855,10 @@ def run(
         raise TrainingError(
             f"{spec.path}: the spec has no training data", hint="add a data { train = ... } block"
         )
+    if plot:
+        from . import plot as fplot
+
+        fplot.pyplot()  # before training: a missing matplotlib must not cost a whole run
     ckpt_in, meta, ck_arrays, seed = _open_resume(spec, resume, seed)
     total_epochs = int(epochs if epochs is not None else spec.train.epochs)
     seed = int(seed if seed is not None else spec.train.seed)
@@ -867,6 +882,9 @@ def run(
     spec = prepared.spec or spec  # `input auto` / `linear(outputs)` resolved from the data
     if meta is not None:
         check_schema(out / SCHEMA_FILE, prepared.schema, f"checkpoint {ckpt_in}")
+    if not quiet:
+        for warning in fdata.data_warnings(spec, prepared.train.y):
+            (echo or (lambda s: print(s, file=sys.stderr)))(f"warning: {warning}")
     state = RunState(spec, out, seed, total_epochs, prepared, init)
     if not quiet:
         for note in prepared.notes:
@@ -987,7 +1005,7 @@ def evaluate(
     if isinstance(weights_path, Mapping):  # the weights themselves (the Python API)
         net.load_params(weights_path)
     else:
-        net.load_params(fio.load_npz(weights_path, "weights"))
+        net.load_params(fio.load_params(weights_path, spec.model, "weights"))
     loss_fn = losses.make_loss(spec.loss)
     for split_name, split in (
         ("test", prepared.test),

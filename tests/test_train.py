@@ -135,9 +135,9 @@ def test_save_and_load_npz_round_trip_exactly(tmp_path):
     "content,needle",
     [
         (None, "not found"),
-        (b"garbage that is not a zip", "not an .npz archive"),
+        (b"garbage that is not a zip", "not a valid .npz file (not a zip archive)"),
         ("truncated", "not a valid .npz"),
-        ("pickled", "Object arrays"),
+        ("pickled", "Python objects"),
     ],
 )
 def test_load_npz_failures_are_data_errors_naming_the_file(tmp_path, content, needle):
@@ -587,7 +587,8 @@ def test_plot_without_matplotlib_says_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails
     with pytest.raises(FcspecError) as e:
         train.run(spec, out_dir=tmp_path / "run", quiet=True, plot=True)
-    assert "pip install -e '.[plot]'" in str(e.value)
+    assert "pip install -e '.[plot]'" in str(e.value)  # works from a source checkout
+    assert not (tmp_path / "run").exists()  # refused before training, not after it
 
 
 def test_memory_estimate_refuses_what_cannot_fit(tmp_path, monkeypatch):
