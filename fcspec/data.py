@@ -617,20 +617,21 @@ def as_targets(spec: ir.Spec, y: np.ndarray | None, *, where: str = "targets") -
     out_shape = tuple(spec.model.output_shape)
     if spec.task == "classification":
         return _class_ids(y, spec.classes or 0, where)
-    if y.dtype.kind == "f":
-        bad = ~np.isfinite(y)
-        if bad.any():
-            row = int(np.flatnonzero(bad.reshape(n, -1).any(axis=1))[0])
-            raise DataError(
-                f"{where}: {int(bad.sum())} NaN or infinite targets (first in row {row}, counting from 0)"
-            )
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = y.astype(np.float32)  # float64 values beyond float32's range become inf: caught here
+    bad = ~np.isfinite(y)
+    if bad.any():
+        row = int(np.flatnonzero(bad.reshape(n, -1).any(axis=1))[0])
+        raise DataError(
+            f"{where}: {int(bad.sum())} NaN or infinite targets (first in row {row}, counting "
+            "from 0; values beyond float32's 3.4e38 are infinite for the model)"
+        )
     if y.ndim == 1 and math.prod(out_shape) == 1:
         y = y.reshape((n, *out_shape))  # [N] is read as [N, 1] for a one-output model
     if tuple(y.shape[1:]) != out_shape:
         raise DataError(
             f"{where}: each target has shape {_shape_str(y.shape[1:])} but the model outputs {_shape_str(out_shape)}"
         )
-    y = y.astype(np.float32)
     if spec.task == "binary":
         bad = (y < 0) | (y > 1)
         if bad.any():
