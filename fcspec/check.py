@@ -864,7 +864,9 @@ class _Checker:
                 "add `validate = 0.1` to the data section",
             )
             return None
-        return ir.Schedule(kind, options, call.span)
+        # cosine's t_max left to the epochs: `--epochs N` resolves it again (ir.with_epochs)
+        from_epochs = ("t_max",) if kind == "cosine" and "t_max" not in spans else ()
+        return ir.Schedule(kind, options, call.span, from_epochs)
 
     def regularize(self, section: ast.CallSection | None) -> ir.Regularize | None:
         if section is None:

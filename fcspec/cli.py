@@ -54,7 +54,10 @@ def _fails_cleanly(f):
             _echo_err(f"error: {where}{e.strerror or e}")
             sys.exit(1)
         except MemoryError:
-            _echo_err("error: out of memory (try a smaller batch, or fewer units)")
+            _echo_err(
+                "error: out of memory: the data, the model or its batch does not fit "
+                "in this machine's memory (try less data, a smaller batch or fewer units)"
+            )
             sys.exit(1)
 
     return wrapper
@@ -159,14 +162,22 @@ def ir_command(file: str) -> None:
 
 @main.command()
 @SPEC
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    help="Explain a run of this many epochs (as `run --epochs N` trains it).",
+)
 @_fails_cleanly
-def explain(file: str) -> None:
+def explain(file: str, epochs) -> None:
     """Explain a spec: every resolved default, the optimizer's update rule and the
     learning rate of every epoch under the schedule."""
     from .data import resolve_from_data
     from .describe import explain as explain_text
+    from .ir import with_epochs
 
-    click.echo(explain_text(*resolve_from_data(_load(file))), nl=False)
+    spec = _load(file)
+    spec = spec if epochs is None else with_epochs(spec, epochs)
+    click.echo(explain_text(*resolve_from_data(spec)), nl=False)
 
 
 @main.command()
@@ -548,10 +559,16 @@ def export(file: str, as_onnx: bool, output, weights, opset, probabilities) -> N
     type=click.Path(dir_okay=False, path_type=str),
     help="IDX labels file for IDX images (e.g. t10k-labels-idx1-ubyte.gz).",
 )
+@click.option(
+    "--trust-model",
+    is_flag=True,
+    help="Also run a graph fcspec could not have exported (other ops, Loop/If subgraphs); "
+    "such a graph may run without end or compute anything.",
+)
 @_fails_cleanly
-def predict(model: str, data: str, output, batch, target, labels) -> None:
+def predict(model: str, data: str, output, batch, target, labels, trust_model) -> None:
     """Run an exported MODEL.onnx over DATA with onnxruntime; prints accuracy
-    when DATA has labels.
+    when DATA has labels. Only graphs fcspec can export are run (see --trust-model).
 
     \b
     DATA is one of:
@@ -564,7 +581,15 @@ def predict(model: str, data: str, output, batch, target, labels) -> None:
     """
     from . import runtime
 
-    result = runtime.predict(model, data, output=output, batch=batch, target=target, labels=labels)
+    result = runtime.predict(
+        model,
+        data,
+        output=output,
+        batch=batch,
+        target=target,
+        labels=labels,
+        trust_model=trust_model,
+    )
     click.echo(f"{result['rows']:,} rows -> output {list(result['output_shape'])}")
     for key, what in (
         ("imputed", "missing cells imputed"),

@@ -76,6 +76,16 @@ def check_memory(nbytes: int, what: str) -> None:
         )
 
 
+def size_before_reading(path: Path, bytes_per_byte: float, what: str) -> None:
+    """Refuse a source whose reading would need more memory than there is, judged from
+    its size on disk before a byte is read: a text format's parsed values cost many
+    times the file (`bytes_per_byte`), and the OOM killer gives no message."""
+    check_memory(int(path.stat().st_size * bytes_per_byte), f"{path} ({what})")
+
+
+CSV_BYTES_PER_BYTE = 19  # measured: Python's csv rows of str cells, then the float64 array
+
+
 def _estimate(shape: tuple[int, ...], itemsize: int) -> int:
     # The array as stored plus the float32 copy every consumer makes of it.
     count = math.prod(shape)
@@ -219,6 +229,7 @@ def read_csv(
     from . import tabular
 
     path = Path(path)
+    _require_file(path)
     table = tabular.read_csv(path, **options)
     if table.num_rows == 0:
         raise DataError(f"{path}: no data rows after the header")
@@ -591,6 +602,14 @@ def as_inputs(
         x = x.reshape((n, *want))
     if compact and is_compact(x):
         return x  # integers are finite
+    return finite_float32(x, where)
+
+
+def finite_float32(x: np.ndarray, where: str = "inputs") -> np.ndarray:
+    """`x` ([N, ...] numbers) as float32, refusing NaN, infinity and values float32
+    cannot hold (they would be infinite for the model): the check `run`, `eval` and
+    `predict` share."""
+    n = x.shape[0]
     with np.errstate(over="ignore", invalid="ignore"):
         out = x.astype(np.float32)  # float64 values beyond float32's range become inf: caught below
     bad = ~np.isfinite(out)
@@ -610,13 +629,32 @@ def as_targets(spec: ir.Spec, y: np.ndarray | None, *, where: str = "targets") -
         raise DataError(
             f"{where}: no targets (labels) in this data, and {spec.task} training needs them"
         )
+    return check_targets(
+        spec.task, y, spec.model.output_shape, spec.classes, where=where, loss=spec.loss.kind
+    )
+
+
+def check_targets(
+    task: str,
+    y: np.ndarray,
+    out_shape,
+    classes: int | None = None,
+    *,
+    where: str = "targets",
+    loss: str = "the loss",
+) -> np.ndarray:
+    """Targets (labels) checked and typed for `task` and a model output of `out_shape`:
+    class ids in [0, classes), 0/1 for binary, distributions, finite values.  The
+    rules `run`, `eval` and `predict` share."""
     y = np.asarray(y)
     if y.dtype.kind not in "biuf":
         raise DataError(f"{where}: targets of type {y.dtype} are not numbers")
+    if y.ndim == 0:
+        raise DataError(f"{where}: the targets are a single value, not one per sample")
     n = y.shape[0]
-    out_shape = tuple(spec.model.output_shape)
-    if spec.task == "classification":
-        return _class_ids(y, spec.classes or 0, where)
+    out_shape = tuple(out_shape)
+    if task == "classification":
+        return _class_ids(y, classes or 0, where)
     with np.errstate(over="ignore", invalid="ignore"):
         y = y.astype(np.float32)  # float64 values beyond float32's range become inf: caught here
     bad = ~np.isfinite(y)
@@ -632,15 +670,15 @@ def as_targets(spec: ir.Spec, y: np.ndarray | None, *, where: str = "targets") -
         raise DataError(
             f"{where}: each target has shape {_shape_str(y.shape[1:])} but the model outputs {_shape_str(out_shape)}"
         )
-    if spec.task == "binary":
+    if task == "binary":
         bad = (y < 0) | (y > 1)
         if bad.any():
             i = int(np.flatnonzero(bad.reshape(n, -1).any(axis=1))[0])
             raise DataError(
                 f"{where}: target {y[i].ravel()[bad[i].ravel()][0]:g} in row {i} is outside [0, 1]; "
-                f"{spec.loss.kind} takes 0/1 labels or probabilities"
+                f"{loss} takes 0/1 labels or probabilities"
             )
-    elif spec.task == "distribution":
+    elif task == "distribution":
         flat = y.reshape(n, -1)
         neg = (flat < 0).any(axis=1)
         off = np.abs(flat.astype(np.float64).sum(axis=1) - 1.0) > 1e-3
@@ -650,8 +688,8 @@ def as_targets(spec: ir.Spec, y: np.ndarray | None, *, where: str = "targets") -
                 f"{where}: target row {i} is not a probability distribution "
                 f"(entries must be >= 0 and sum to 1; it sums to {flat[i].sum():g})"
             )
-    elif spec.task != "regression":
-        raise DataError(f"unknown task {spec.task!r}")
+    elif task != "regression":
+        raise DataError(f"unknown task {task!r}")
     return y
 
 

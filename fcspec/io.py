@@ -123,6 +123,46 @@ def remove_stale_temps(path: PathLike, max_age: float = STALE_SECONDS) -> list[P
     return removed
 
 
+def remove_run_temps(folder: PathLike, names) -> None:
+    """Delete every temporary of the files `names` in `folder`, whatever its age: for a
+    folder this process holds the lock of, no other writer can own one."""
+    for name in names:
+        remove_stale_temps(Path(folder) / name, max_age=-1)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: PathLike, what: str = "folder"):
+    """Hold an exclusive lock on `folder` (its `.fcspec.lock` file) for the `with` body.
+
+    A second holder gets a `DataError` at once (no waiting) naming the process that
+    holds it.  The lock is the kernel's (flock): it ends with the process, so a
+    killed run never leaves a folder locked.  Without fcntl (Windows) there is none.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    path = Path(folder) / ".fcspec.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            raise DataError(
+                f"the {what} {folder} is in use by another fcspec run ({holder})",
+                hint="wait for it to finish, or give this run its own --out folder",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(
+            fd, f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0
+        )
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def atomic_write_bytes(path: PathLike, data: bytes, mode: int | None = None) -> None:
     """Replace `path` with `data` atomically (the folder must exist); `mode`: its permissions."""
     path = Path(path)
@@ -189,6 +229,18 @@ def atomic_write_jsonl(path: PathLike, rows: list[Mapping[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(dict(r), sort_keys=True) + "\n" for r in rows))
 
 
+def append_jsonl(path: PathLike, row: Mapping[str, Any]) -> None:
+    """Append one JSON line to `path` and fsync it: constant cost however long the file.
+
+    A crash mid-append can leave a torn last line; readers drop a last line without
+    its newline, and `fcspec run` rewrites the file whole when it resumes.
+    """
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(dict(row), sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
     """The bytes of an uncompressed `.npz` holding `arrays` (keys kept as given)."""
     buf = io.BytesIO()
@@ -196,13 +248,37 @@ def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
-def save_npz(path: PathLike, arrays: Mapping[str, np.ndarray]) -> None:
-    """Write `arrays` to `path` as `.npz`, atomically."""
+def save_npz(
+    path: PathLike, arrays: Mapping[str, np.ndarray], stamp: Mapping[str, Any] | None = None
+) -> None:
+    """Write `arrays` to `path` as `.npz`, atomically; `stamp` goes into the archive's
+    comment as JSON (numpy and torch ignore it, so the keys stay a pure state_dict)."""
     for k, v in arrays.items():
         if np.asarray(v).dtype == object:
             # would need pickle to load back, which load_npz refuses
             raise TypeError(f"save_npz: {k!r} is an object array")
-    atomic_write_bytes(path, npz_bytes(arrays))
+    data = npz_bytes(arrays)
+    if stamp is not None:
+        buf = io.BytesIO(data)
+        with zipfile.ZipFile(buf, "a") as zf:
+            zf.comment = json.dumps(dict(stamp), sort_keys=True).encode("utf-8")
+        data = buf.getvalue()
+    atomic_write_bytes(path, data)
+
+
+def npz_stamp(path: PathLike) -> dict[str, Any] | None:
+    """The JSON record `save_npz` put in the archive's comment, or None (none, or not ours)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            stamp = json.loads(zf.comment.decode("utf-8")) if zf.comment else None
+    except (OSError, zipfile.BadZipFile, ValueError, RecursionError):
+        return None
+    return stamp if isinstance(stamp, dict) else None
+
+
+def weights_stamp(spec) -> dict[str, str]:
+    """What weights.npz records of the spec it was trained for (see `load_params`)."""
+    return {"spec_name": spec.name, "spec_path": str(spec.path), "spec_sha256": spec.sha256}
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -418,10 +494,23 @@ def expect_shapes(
     return judge
 
 
-def load_params(path: PathLike, model, what: str = "weights") -> dict[str, np.ndarray]:
+def load_params(path: PathLike, model, what: str = "weights", spec=None) -> dict[str, np.ndarray]:
     """The parameters of `model` (an `ir.Model`) stored at `path` (`NAME.weight`, `NAME.bias`),
     float32, in `model.param_shapes()` order: names, shapes and types are checked from
-    the headers before the data is read, and the values must be finite."""
+    the headers before the data is read, and the values must be finite.
+
+    With `spec`, weights that `fcspec run` stamped for another spec (another sha256:
+    another file, or this one edited since) are refused: two specs with the same layers
+    would otherwise export or evaluate each other's weights without a word.
+    """
+    stamp = npz_stamp(path) if spec is not None else None
+    if stamp is not None and stamp.get("spec_sha256") not in (None, spec.sha256):
+        raise DataError(
+            f"{what} {path} were trained for spec {stamp.get('spec_name')!r} "
+            f"({stamp.get('spec_path')}, sha256 {str(stamp.get('spec_sha256'))[:12]}...), "
+            f"not for {spec.path} (sha256 {spec.sha256[:12]}...)",
+            hint=f"train this spec first (fcspec run {spec.path}), or pass its weights",
+        )
     expected = model.param_shapes()
     where = f"{what} {path}"
     shapes = expect_shapes(expected, where, f"model {model.name}")

@@ -11,6 +11,7 @@ present, so a backend reads `opt.options["momentum"]` without a fallback.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -93,6 +94,9 @@ class Schedule:
     kind: str  # constant, step, multistep, exponential, cosine, polynomial, plateau
     options: dict[str, Any]
     span: Span | None = field(default=None, compare=False)
+    # options the checker defaulted to the spec's epochs (cosine's t_max): a run of
+    # another length (--epochs N) resolves them again, see `with_epochs`
+    from_epochs: tuple[str, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +247,9 @@ def to_data(obj: Any) -> Any:
     if is_dataclass(obj):
         out = {}
         for f in fields(obj):
-            if f.name == "span" or (isinstance(obj, Spec) and f.name in ("path", "source")):
+            if f.name in ("span", "from_epochs") or (
+                isinstance(obj, Spec) and f.name in ("path", "source")
+            ):
                 continue
             if f.name in _OMITTED_AT_DEFAULT and getattr(obj, f.name) == f.default:
                 continue  # settings added later: older specs keep their hash (and checkpoints)
@@ -258,6 +264,22 @@ def to_data(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [to_data(v) for v in obj]
     return obj
+
+
+def with_epochs(spec: Spec, epochs: int) -> Spec:
+    """`spec` trained for `epochs` epochs (`--epochs N`): the train block's epochs and
+    every schedule option that defaulted to them (cosine's t_max) follow.  The hash
+    stays: it names the file, and a checkpoint of the run must still match it."""
+    epochs = int(epochs)
+    if spec.train is None or spec.train.epochs == epochs:
+        return spec
+    sched = spec.schedule
+    if sched is not None and sched.from_epochs:
+        options = dict(sched.options) | {k: epochs for k in sched.from_epochs}
+        sched = dataclasses.replace(sched, options=options)
+    return dataclasses.replace(
+        spec, train=dataclasses.replace(spec.train, epochs=epochs), schedule=sched
+    )
 
 
 def semantic_hash(spec: Spec) -> str:

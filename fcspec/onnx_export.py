@@ -452,7 +452,7 @@ def load_weights(
             raise DataError(f"weights file not found: {path}", hint=_HINT_TRAIN)
     if spec.model.pending:  # `input auto` / `linear(outputs)`: widths from the weights
         spec = ir.resolve_from_params(spec, load_npz(path, "weights"))
-    params = load_params(path, spec.model, "weights")
+    params = load_params(path, spec.model, "weights", spec=spec)
     pre_path = path.parent / "preprocess.npz"
     preprocess = None
     if pre_path.exists():

@@ -83,6 +83,52 @@ def session(model: str | os.PathLike | bytes | onnx.ModelProto):
         ) from None
 
 
+# Every op type fcspec's exporter writes (tests/test_hostile.py scans the emitters, so a
+# new one must be added here).  `predict` runs only graphs made of these.
+TRUSTED_OPS = frozenset(
+    {
+        "Add", "Div", "Elu", "Erf", "Exp", "Flatten", "Gelu", "Gemm", "Greater", "Identity",
+        "LeakyRelu", "LogSoftmax", "Mul", "Relu", "Selu", "Sigmoid", "Softmax", "Softplus",
+        "Sub", "Tanh", "Where",
+    }
+)  # fmt: skip
+
+
+def untrusted_parts(model: onnx.ModelProto) -> list[str]:
+    """What in `model` fcspec never exports: other op types or domains, subgraphs
+    (Loop, If, Scan bodies), local functions.  Such a graph can compute anything for
+    any time (a Loop of 1e15 iterations never returns), so `predict` refuses it."""
+    found = []
+    if model.functions:
+        found.append(f"{len(model.functions)} local functions")
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx") or node.op_type not in TRUSTED_OPS:
+            found.append(f"{node.domain + '.' if node.domain else ''}{node.op_type}")
+        for a in node.attribute:
+            if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+                found.append(f"a subgraph in {node.op_type}")
+    return sorted(set(found))
+
+
+def check_trusted(path: str | os.PathLike) -> None:
+    """Refuse (`DataError`) an ONNX file whose graph fcspec could not have exported."""
+    try:
+        model = onnx.load_from_string(read_bytes(path, "ONNX model", limit=MAX_ONNX_BYTES))
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and friends
+        raise DataError(f"{path} is not a valid ONNX model: {e}") from None
+    parts = untrusted_parts(model)
+    if parts:
+        shown = ", ".join(parts[:6]) + (", ..." if len(parts) > 6 else "")
+        raise DataError(
+            f"{path} holds what fcspec never exports ({shown}); predict runs only graphs "
+            "fcspec itself can write, as such a graph may run without end",
+            hint="export the model with `fcspec export FILE`, or pass --trust-model "
+            "if you trust this file",
+        )
+
+
 def model_metadata(sess, what: Any) -> dict[str, str]:
     """The model's metadata_props; text that is not UTF-8 (a damaged or foreign file) is a
     `DataError`, not pybind's UnicodeDecodeError."""
@@ -98,23 +144,35 @@ def model_metadata(sess, what: Any) -> dict[str, str]:
 def _fit_input(x: np.ndarray, dims: list[Any], source: str) -> np.ndarray:
     """`x` shaped [N, *dims], reshaping flat rows (csv) when the sizes agree."""
     want = [d for d in dims[1:]]
-    if any(not isinstance(d, int) for d in want):
-        return x.astype(np.float32, copy=False)  # not an fcspec model: let onnxruntime judge
     x = np.asarray(x)
     if x.ndim == 0:
         raise DataError(f"{source}: expected an array of samples, got a scalar")
     if x.dtype.kind not in "fiub":
         raise DataError(f"{source}: inputs have dtype {x.dtype}, expected numbers")
+    # NaN, infinity and values beyond float32 are refused as `run` refuses them
+    if any(not isinstance(d, int) for d in want):
+        return data.finite_float32(x, source)  # not an fcspec model: let onnxruntime judge
     if list(x.shape[1:]) == want:
-        return x.astype(np.float32, copy=False)
+        return data.finite_float32(x, source)
     if x.ndim >= 1 and math.prod(x.shape[1:]) == math.prod(want):
-        return x.reshape((x.shape[0], *want)).astype(np.float32, copy=False)
+        return data.finite_float32(x.reshape((x.shape[0], *want)), source)
     n_have = math.prod(x.shape[1:])
     raise DataError(
         f"{source}: each sample has shape {list(x.shape[1:])} ({n_have} values), "
         f"the model expects {want} ({math.prod(want)} values)",
         hint="is this the data the model was trained on? (for csv, name the label column with --target)",
     )
+
+
+def _output_shape(sess, meta: Mapping[str, str]) -> tuple[int, ...]:
+    """One sample's output shape: from fcspec's metadata, else from the graph."""
+    try:
+        shape = json.loads(meta.get("output_shape", "null"))
+        if isinstance(shape, list) and all(isinstance(d, int) for d in shape):
+            return tuple(shape)
+    except ValueError:
+        pass
+    return tuple(d if isinstance(d, int) else 1 for d in sess.get_outputs()[0].shape[1:])
 
 
 def _run_batches(sess, x: np.ndarray, batch: int) -> np.ndarray:
@@ -178,6 +236,7 @@ def predict(
     batch: int | None = None,
     target: str | None = None,
     labels: str | os.PathLike | None = None,
+    trust_model: bool = False,
 ) -> dict[str, Any]:
     """Run an exported model over a data file (npz, csv, IDX images with an optional `labels` file)
     with onnxruntime.
@@ -190,6 +249,8 @@ def predict(
     if output is not None:
         refuse_overwrite(output, {"model": model_path, "data": data_path, "labels file": labels})
     sess = session(model_path)
+    if not trust_model:
+        check_trusted(model_path)
     meta = sess.get_modelmeta().custom_metadata_map
     if meta.get("schema"):
         return _predict_table(sess, meta, model_path, data_path, output, batch, target)
@@ -209,6 +270,18 @@ def predict(
     x = _fit_input(np.asarray(x), list(inputs[0].shape), str(data_path))
     if y is not None and len(y) != len(x):
         raise DataError(f"{data_path}: {len(x)} samples but {len(y)} labels")
+    if y is not None and task in ("classification", "binary", "regression"):
+        # the labels pass the checks `run` applies (class ids in range, 0/1, finite values)
+        # before the model runs: a wrong label must not become a plausible accuracy
+        out_shape = _output_shape(sess, meta)
+        y = data.check_targets(
+            task,
+            y,
+            out_shape,
+            int(meta["classes"]) if meta.get("classes", "").isdigit() else math.prod(out_shape),
+            where=f"{labels or data_path}: labels",
+            loss="a binary classifier",
+        )
     try:
         out = _run_batches(sess, x, batch or PREDICT_BATCH)
     except Exception as e:  # noqa: BLE001 - onnxruntime's InvalidArgument/Fail/...: a model that is not ours
@@ -225,12 +298,12 @@ def predict(
         "output_kind": kind or None,
         "output_path": None,
     }
-    if y is not None and len(x):
-        y = np.asarray(y)
-        if classes is not None and task in ("classification", "binary"):
-            labels = y.reshape(len(y), -1)[:, 0] if task == "binary" else y.reshape(len(y))
-            result["accuracy"] = float(np.mean(classes == labels.astype(np.int64)))
-        elif task == "regression":
+    if y is not None and len(x) and task in ("classification", "binary", "regression"):
+        if task == "classification":
+            result["accuracy"] = float(np.mean(classes == y))
+        elif task == "binary":
+            result["accuracy"] = float(np.mean(classes == (y.reshape(len(y), -1)[:, 0] > 0.5)))
+        else:
             diff = out.reshape(len(out), -1).astype(np.float64) - y.reshape(len(y), -1).astype(
                 np.float64
             )

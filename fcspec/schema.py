@@ -26,6 +26,11 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _number(v: Any, where: str) -> None:
+    if not _is_number(v):
+        raise DataError(f"{where} must be a number, not {v!r}")
+
+
 def _packed(v: Any, where: str, depth: int = 0) -> None:
     """A state dict as `train._pack` writes it: arrays by name, dicts and tuples tagged."""
     if depth > MAX_DEPTH:
@@ -56,6 +61,11 @@ def _packed(v: Any, where: str, depth: int = 0) -> None:
             _packed(item, f"{where}[{i}]", depth + 1)
     else:
         raise DataError(f"{where}: unknown entry {tag!r}")
+
+
+def check_history(v: Any, epoch: int, where: str = "history") -> None:
+    """Per-epoch records, epochs increasing up to `epoch`, every figure a number."""
+    _history(v, where, epoch)
 
 
 def _history(v: Any, where: str, epoch: int) -> None:
@@ -115,6 +125,7 @@ CHECKPOINT_RECORD = {
     "schedule": (True, lambda v, where, meta: _packed(v, where)),
     "early_stop": (False, lambda v, where, meta: _packed(v, where)),
     "data_sha256": (False, _text),
+    "seconds_total": (False, lambda v, where, meta: _number(v, where)),
 }
 
 

@@ -29,6 +29,8 @@ epoch: validation metrics, schedule step, early stopping, checkpoint.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import math
 import os
@@ -51,6 +53,17 @@ from .layerstats import LayerStats
 
 CHECKPOINT_FORMAT = 1
 SCHEMA_FILE = "schema.json"  # the fitted table schema / target scaling (tabular.Schema)
+HISTORY_TAIL = 8  # epochs of history a checkpoint keeps (metrics.jsonl keeps them all)
+RUN_FILES = (
+    "weights.npz",
+    "preprocess.npz",
+    "checkpoint.npz",
+    "metrics.jsonl",
+    "summary.json",
+    "curves.png",
+    "layers.jsonl",
+    SCHEMA_FILE,
+)
 EVAL_BATCH = 1024  # rows per forward pass when evaluating (bounds memory, not results)
 
 
@@ -588,6 +601,8 @@ class RunState:
         self.shuffle_rng = np.random.default_rng(seed)
         self.dropout_rng = np.random.default_rng([seed, 2])
         self.history: list[dict[str, Any]] = []
+        self.seconds_total = 0.0  # of every epoch trained, also before a resume
+        self.metrics_synced = False  # metrics.jsonl holds exactly `history`
         self.epoch = 0  # the epoch being trained, or the last one finished
         self.lr = float(self.sched.lr)  # the rate of `epoch`
         self.best_theta: np.ndarray | None = None
@@ -596,6 +611,13 @@ class RunState:
         self.stopped_by_callback = False
         self.ckpt_path = out / "checkpoint.npz"
         self.ckpt_written = False
+        self.spec_epochs = spec.train.epochs  # the .fc file's, before --epochs (run sets it)
+
+    @functools.cached_property
+    def data_sha256(self) -> str:
+        """A fingerprint of the training and validation rows, so --resume notices data
+        replaced by other values of the same size (a row count alone would not)."""
+        return data_fingerprint(self.prepared)
 
     @property
     def params(self) -> dict[str, np.ndarray]:
@@ -620,6 +642,13 @@ class RunState:
                 f"the data now has {self.n}",
                 hint="the data files changed since the checkpoint",
             )
+        if meta.get("data_sha256", self.data_sha256) != self.data_sha256:
+            raise TrainingError(
+                f"checkpoint {path} was trained on other data: the training rows have the "
+                f"same count ({self.n}) but different values (data sha256 "
+                f"{meta['data_sha256'][:12]}... then, {self.data_sha256[:12]}... now)",
+                hint="resume with the data the run started on, or start a new run without --resume",
+            )
         self.net.load_params(_prefixed(arrays, "weights/"))
         try:
             self.opt.load_state_dict(_unpack(meta["optimizer"], arrays))
@@ -628,7 +657,10 @@ class RunState:
                 self.stopper.load_state_dict(_unpack(meta["early_stop"], arrays))
             self.shuffle_rng = _rng_from_array(arrays["rng/shuffle"])
             self.dropout_rng = _rng_from_array(arrays["rng/dropout"])
-            self.history = list(meta["history"])
+            self.history = _full_history(path.parent / "metrics.jsonl", meta["history"])
+            self.seconds_total = float(
+                meta.get("seconds_total", sum(m["seconds"] for m in self.history))
+            )
             self.epoch = int(meta["epoch"])
             self.lr = float(self.sched.lr)
             self.best_epoch = meta.get("best_epoch")
@@ -655,10 +687,14 @@ class RunState:
             "epoch": self.epoch,
             "seed": self.seed,
             "n_train": self.n,
+            "data_sha256": self.data_sha256,
             "stopped_early": self.stopped_early,
             "stopped_by_callback": self.stopped_by_callback,
             "best_epoch": self.best_epoch,
-            "history": self.history,
+            # The last few epochs only: the checkpoint is rewritten every epoch, so a full
+            # history would make each write longer than the last.  metrics.jsonl has it all.
+            "history": self.history[-HISTORY_TAIL:],
+            "seconds_total": self.seconds_total,
             "optimizer": _pack(self.opt.state_dict(), "optimizer", arrays),
             "schedule": _pack(self.sched.state_dict(), "schedule", arrays),
             "early_stop": _pack(stopper.state_dict(), "early_stop", arrays) if stopper else None,
@@ -672,10 +708,16 @@ class RunState:
 
     def write_epoch_files(self) -> None:
         """weights.npz, checkpoint.npz and metrics.jsonl of the finished epoch, each atomically."""
-        fio.save_npz(self.out / "weights.npz", _weights_arrays(self.net))
+        _save_weights(self)
         fio.atomic_write_bytes(self.ckpt_path, self.checkpoint_bytes())
         self.ckpt_written = True
-        fio.atomic_write_jsonl(self.out / "metrics.jsonl", self.history)
+        metrics = self.out / "metrics.jsonl"
+        if self.metrics_synced:
+            fio.append_jsonl(metrics, self.history[-1])  # one line an epoch: constant cost
+        else:
+            # Once per run: whatever an older run or an interrupted epoch left is replaced.
+            fio.atomic_write_jsonl(metrics, self.history)
+            self.metrics_synced = True
 
     # -- the two ways an epoch ends early ------------------------------------
 
@@ -696,13 +738,60 @@ class RunState:
         # of the last finished epoch (or of the start state) is what resume uses.
         if not self.ckpt_written:
             fio.atomic_write_bytes(self.ckpt_path, start_ckpt)
+        # --epochs must come along: without it the resumed run would stop at the spec's epochs
+        more = f" --epochs {self.total_epochs}" if self.total_epochs != self.spec_epochs else ""
         return Interrupted(
             f"interrupted at epoch {self.epoch}; resume with: "
-            f"fcspec run {self.spec.path} --resume {self.ckpt_path}",
+            f"fcspec run {self.spec.path} --resume {self.ckpt_path}{more}",
             exit_code=128 + int(signum),
             epoch=self.epoch,
             checkpoint=str(self.ckpt_path),
         )
+
+
+def data_fingerprint(prepared) -> str:
+    """sha256 of the training (and validation) samples and targets as the run sees them."""
+    h = hashlib.sha256()
+    for split in (prepared.train, prepared.val):
+        if split is None:
+            continue
+        for a in (split.samples, split.y):
+            if a is not None:
+                a = np.ascontiguousarray(a)
+                h.update(f"{a.dtype.str}{a.shape}".encode())
+                h.update(a)
+    return h.hexdigest()
+
+
+def _full_history(metrics: Path, tail: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The checkpoint's last epochs, preceded by the earlier ones from metrics.jsonl.
+
+    The earlier rows are used only when they are exactly epochs 1, 2, ... up to the
+    tail's first; otherwise (the file is gone or damaged) the history starts at the
+    tail, which only shortens the curves, never changes the training.
+    """
+    first = tail[0]["epoch"] if tail else 1
+    if first == 1:
+        return list(tail)
+    from .schema import check_history
+
+    try:
+        text = fio.read_bytes(metrics, limit=1 << 30).decode("utf-8")
+        rows = [json.loads(line) for line in text.split("\n")[:-1]]  # a torn last line: dropped
+        earlier = [r for r in rows if isinstance(r, dict) and r.get("epoch", first) < first]
+        check_history(earlier, first - 1)
+    except (FcspecError, ValueError, RecursionError):
+        return list(tail)
+    if [r["epoch"] for r in earlier] != list(range(1, first)):
+        return list(tail)
+    return earlier + list(tail)
+
+
+def _save_weights(state) -> None:
+    """weights.npz, stamped with the spec it was trained for (export and eval check it)."""
+    fio.save_npz(
+        state.out / "weights.npz", _weights_arrays(state.net), stamp=fio.weights_stamp(state.spec)
+    )
 
 
 def _callbacks(callbacks, hook: str, *args) -> list[Any]:
@@ -772,6 +861,7 @@ def _end_epoch(state: RunState, row: dict[str, Any], t0: float, callbacks, progr
                 state.best_theta = net.theta.copy()
     row["seconds"] = time.perf_counter() - t0
     state.history.append(row)
+    state.seconds_total += row["seconds"]
     if any(r is True for r in _callbacks(callbacks, "on_epoch_end", state, row)):
         state.stopped_by_callback = True
     state.write_epoch_files()
@@ -868,6 +958,8 @@ def run(
         raise TrainingError(f"seed must be >= 0, not {seed}")
     if seed != spec.train.seed:  # data.py reads the seed (validation split) from the spec
         spec = replace(spec, train=replace(spec.train, seed=seed))
+    spec_epochs = spec.train.epochs
+    spec = ir.with_epochs(spec, total_epochs)  # cosine's default t_max follows --epochs
     out = output_dir(spec, out_dir, ckpt_in)
     if meta is not None and (
         meta["epoch"] >= total_epochs
@@ -886,6 +978,16 @@ def run(
         for warning in fdata.data_warnings(spec, prepared.train.y):
             (echo or (lambda s: print(s, file=sys.stderr)))(f"warning: {warning}")
     state = RunState(spec, out, seed, total_epochs, prepared, init)
+    state.spec_epochs = spec_epochs
+    # One run per folder: a second one would mix its files with this one's.
+    with fio.folder_lock(out, "run folder"):
+        fio.remove_run_temps(out, RUN_FILES)  # left by a killed run; no one else writes here
+        return _train_locked(state, spec, meta, ckpt_in, ck_arrays, quiet, echo, plot, callbacks)
+
+
+def _train_locked(state, spec, meta, ckpt_in, ck_arrays, quiet, echo, plot, callbacks):
+    """The run once its folder is locked: resume, the epochs, the final files."""
+    prepared, total_epochs, out = state.prepared, state.total_epochs, state.out
     if not quiet:
         for note in prepared.notes:
             (echo or (lambda s: print(s, file=sys.stderr, flush=True)))(note)
@@ -933,10 +1035,11 @@ def _finish(state: RunState, plot: bool, callbacks) -> dict[str, Any]:
     """The final weights (the best epoch's when early stopping restores them), summary.json
     with the test figures, the plot."""
     es = state.spec.train.early_stop
-    if state.stopped_early and es.restore_best and state.best_theta is not None:
+    restored = state.stopped_early and es.restore_best and state.best_theta is not None
+    if restored:
         state.net.theta[...] = state.best_theta
-    fio.save_npz(state.out / "weights.npz", _weights_arrays(state.net))
-    summary = _summary(state)
+    _save_weights(state)
+    summary = _summary(state, state.best_epoch if restored else None)
     fio.atomic_write_json(state.out / "summary.json", summary)
     if plot and state.history:  # before the callbacks' end, so a tracker can log the pictures
         from . import plot as fplot
@@ -946,19 +1049,24 @@ def _finish(state: RunState, plot: bool, callbacks) -> dict[str, Any]:
     return summary
 
 
-def _summary(state: RunState) -> dict:
+def _summary(state: RunState, restored_epoch: int | None = None) -> dict:
+    """The run's figures: of the last epoch, or of `restored_epoch` when its weights were
+    restored (the figures must describe the weights that were saved)."""
     spec, history = state.spec, state.history
     last = history[-1] if history else {}
+    if restored_epoch is not None:
+        last = next((m for m in history if m["epoch"] == restored_epoch), last)
     s: dict[str, Any] = {
         "name": spec.name,
         "spec": str(spec.path),
         "spec_sha256": spec.sha256,
-        "epochs": last.get("epoch", 0),
+        "epochs": history[-1]["epoch"] if history else 0,
+        "weights_epoch": last.get("epoch", 0),  # the epoch whose weights weights.npz holds
         "num_params": int(spec.model.num_params),
         "stopped_early": state.stopped_early,
         "stopped_by_callback": state.stopped_by_callback,
         # the sum of the epochs' times, so a resumed run reports its whole training time
-        "seconds": float(sum(m["seconds"] for m in history)),
+        "seconds": float(state.seconds_total),
     }
     for k, v in last.items():
         if k not in ("epoch", "seconds"):
@@ -1005,7 +1113,7 @@ def evaluate(
     if isinstance(weights_path, Mapping):  # the weights themselves (the Python API)
         net.load_params(weights_path)
     else:
-        net.load_params(fio.load_params(weights_path, spec.model, "weights"))
+        net.load_params(fio.load_params(weights_path, spec.model, "weights", spec=spec))
     loss_fn = losses.make_loss(spec.loss)
     for split_name, split in (
         ("test", prepared.test),

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import test_reliability as rel
 from test_reliability import _subprocess, assert_one_clean_error, cli, write_spec
 
-from conftest import SPECS
+from conftest import ROOT, SPECS
 
 folder, trained = rel.folder, rel.trained  # the fixtures, by the names the tests ask for
 
@@ -301,17 +301,26 @@ def test_fmt_write_rewrites_the_real_file_and_keeps_links_and_mode(folder):
 
 
 def test_stale_temporaries_of_killed_writes_are_removed(trained):
+    """What a SIGKILL between mkstemp and os.replace leaves is removed by the next write."""
     run = trained / "run"
-    stale = run / ".weights.npz.k1ll3d00.tmp"  # what a SIGKILL between mkstemp and replace leaves
-    fresh = run / ".weights.npz.wr1t1ng0.tmp"  # a write in progress elsewhere: not touched
-    other = run / ".notes.txt.k1ll3d00.tmp"  # not a temporary of a file this run writes
-    for p in (stale, fresh, other):
-        p.write_bytes(b"partial")
     old = time.time() - 3600
-    os.utime(stale, (old, old))
-    os.utime(other, (old, old))
+    # In a run folder, which `run` locks, no one else can be writing: every temporary of
+    # a run file goes, but not one of a file fcspec does not write there.
+    temps = [run / ".weights.npz.k1ll3d00.tmp", run / ".checkpoint.npz.wr1t1ng0.tmp"]
+    other = run / ".notes.txt.k1ll3d00.tmp"
+    for p in (*temps, other):
+        p.write_bytes(b"partial")
+    os.utime(temps[0], (old, old))
     assert cli(trained, "run", "s.fc", "--out", "run", "-q").exit_code == 0
-    assert not stale.exists() and fresh.exists() and other.exists()
+    assert not any(p.exists() for p in temps) and other.exists()
+    # Elsewhere (predict --output), only temporaries too old to be a write in progress.
+    export_model(trained)
+    stale, fresh = trained / ".pred.npz.k1ll3d00.tmp", trained / ".pred.npz.wr1t1ng0.tmp"
+    stale.write_bytes(b"partial")
+    fresh.write_bytes(b"partial")
+    os.utime(stale, (old, old))
+    assert cli(trained, "predict", "m.onnx", "good.npz", "--output", "pred.npz").exit_code == 0
+    assert not stale.exists() and fresh.exists()
 
 
 @posix
@@ -400,3 +409,221 @@ def test_a_forgotten_output_layer_is_warned_about(folder):
     assert "warning: the model has 256 outputs but the labels use only 3 classes" in result.stderr
     ok = cli(folder, "run", write_spec(folder, 'npz("good.npz")', name="ok.fc"), "--out", "ok")
     assert "warning" not in ok.stderr
+
+
+# ---- inside the run: lock, bounded checkpoint, data fingerprint, spec stamp ------------------
+
+
+def test_a_second_run_into_a_locked_folder_is_refused(trained):
+    from fcspec import io as fio
+
+    with fio.folder_lock(trained / "run", "run folder"):  # as if another run held it
+        result = cli(trained, "run", "s.fc", "--out", "run", "-q")
+    assert_one_clean_error(result, "run", "in use by another fcspec run", f"pid {os.getpid()}")
+    assert cli(trained, "run", "s.fc", "--out", "run", "-q").exit_code == 0  # released
+
+
+def _metrics(folder: Path) -> list[dict]:
+    return [json.loads(l) for l in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_the_checkpoint_keeps_a_bounded_history_and_resume_restores_the_whole(folder):
+    from fcspec import train
+
+    spec = write_spec(folder, 'npz("good.npz")', train="epochs = 12  batch = 8")
+    assert cli(folder, "run", spec, "--out", "run", "-q").exit_code == 0
+    with np.load(folder / "run" / "checkpoint.npz") as z:
+        meta = json.loads(str(z["meta"][()]))
+    assert [m["epoch"] for m in meta["history"]] == list(range(13 - train.HISTORY_TAIL, 13))
+    assert cli(folder, "run", spec, "--resume", "run", "--epochs", "15", "-q").exit_code == 0
+    rows = _metrics(folder / "run")
+    assert [r["epoch"] for r in rows] == list(range(1, 16))  # the epochs before the tail too
+    summary = json.loads((folder / "run" / "summary.json").read_text())
+    assert summary["seconds"] == pytest.approx(sum(r["seconds"] for r in rows))
+
+
+def test_resume_on_other_data_of_the_same_size_is_refused(folder):
+    spec = write_spec(folder, 'npz("data.npz")', train="epochs = 2  batch = 8")
+    (folder / "data.npz").write_bytes((folder / "good.npz").read_bytes())
+    assert cli(folder, "run", spec, "--out", "run", "-q").exit_code == 0
+    with np.load(folder / "good.npz") as z:
+        np.savez(folder / "data.npz", x=z["x"][::-1], y=z["y"][::-1])  # same rows, shuffled
+    result = cli(folder, "run", spec, "--resume", "run", "--epochs", "3", "-q")
+    assert_one_clean_error(result, "other data", "same count (40)")
+
+
+def test_weights_of_another_spec_are_refused_by_export_eval_and_verify(trained):
+    # same layers, another optimizer: the mnist.fc / mnist_adam.fc case
+    text = (trained / "s.fc").read_text().replace("sgd(lr = 0.1)", "adam(lr = 0.01)")
+    (trained / "other.fc").write_text(text)
+    for args in [
+        ("export", "other.fc", "--onnx", "--weights", "run/weights.npz", "-o", "o.onnx"),
+        ("eval", "other.fc", "--weights", "run/weights.npz"),
+        ("verify", "other.fc", "--weights", "run/weights.npz"),
+    ]:
+        assert_one_clean_error(cli(trained, *args), "trained for spec", "s.fc", "not for other.fc")
+    assert not (trained / "o.onnx").exists()
+    assert cli(trained, "eval", "s.fc", "--weights", "run/weights.npz").exit_code == 0
+    with np.load(trained / "run" / "weights.npz") as z:  # still a plain state_dict
+        assert sorted(z.files) == ["h.bias", "h.weight", "out.bias", "out.weight"]
+
+
+def test_restore_best_reports_the_figures_of_the_saved_weights(folder):
+    spec = "best.fc"
+    (folder / spec).write_text(
+        "model M { input [4]  h = linear(8) -> relu  out = linear(3) }\nloss cross_entropy\n"
+        "optimizer sgd(lr = 3.0)\n"  # a rate that overshoots, so val_loss soon gets worse
+        'data { train = npz("good.npz")  validate = 0.25 }\n'
+        "train { epochs = 30  batch = 4  early_stop(patience = 2, restore_best = true) }\n"
+    )
+    assert cli(folder, "run", spec, "--out", "run", "-q").exit_code == 0, spec
+    summary = json.loads((folder / "run" / "summary.json").read_text())
+    assert summary["stopped_early"] and summary["weights_epoch"] < summary["epochs"]
+    # eval of the saved weights on the validation split (no test split) is the oracle
+    result = cli(folder, "eval", spec, "--weights", "run/weights.npz")
+    assert result.exit_code == 0 and "val split" in result.output
+    loss = float(next(l for l in result.output.splitlines() if "loss" in l).split()[-1])
+    assert summary["val_loss"] == pytest.approx(loss, rel=1e-5)
+
+
+def test_epochs_rescales_cosines_default_t_max_and_the_resume_hint_keeps_it(folder, monkeypatch):
+    torch = pytest.importorskip("torch")
+    spec = "cos.fc"
+    (folder / spec).write_text(
+        "model M { input [4]  h = linear(8) -> relu  out = linear(3) }\nloss cross_entropy\n"
+        'optimizer sgd(lr = 0.1)\nschedule cosine\ndata { train = npz("good.npz") }\n'
+        "train { epochs = 60  batch = 8 }\n"
+    )
+    assert cli(folder, "run", spec, "--out", "run", "--epochs", "10", "-q").exit_code == 0
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10)
+    want = []
+    for _ in range(10):
+        want.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert [r["lr"] for r in _metrics(folder / "run")] == pytest.approx(want, rel=1e-12)
+    assert "cosine(t_max = 10," in cli(folder, "explain", spec, "--epochs", "10").output
+    assert "cosine(t_max = 60," in cli(folder, "explain", spec).output
+    # interrupted: the hint must carry --epochs, or the resumed run ends at 60
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_interrupt import signal_at_step
+
+    signal_at_step(monkeypatch, signal.SIGINT, 7)  # 5 steps an epoch: in epoch 2
+    result = cli(folder, "run", spec, "--out", "cut", "--epochs", "10", "-q")
+    assert result.exit_code == 130
+    assert "--resume cut/checkpoint.npz --epochs 10" in result.stderr, result.stderr
+
+
+# ---- predict and eval apply run's checks ------------------------------------------------------
+
+
+def test_predict_refuses_what_run_refuses(trained):
+    export_model(trained)
+    with np.load(trained / "good.npz") as z:
+        x, y = z["x"], z["y"]
+    nan = x.copy()
+    nan[2, 1] = np.nan
+    cases = {
+        "nan.npz": ({"x": nan, "y": y}, "NaN or infinite input"),
+        "huge.npz": ({"x": x.astype(np.float64) * 1e300, "y": y}, "3.4e38"),
+        "frac.npz": ({"x": x, "y": np.full(40, 0.7)}, "not a whole number"),
+        "nanlab.npz": ({"x": x, "y": np.full(40, np.nan)}, "not a whole number"),
+        "neg.npz": ({"x": x, "y": np.full(40, -1)}, "outside [0, 3)"),
+        "big.npz": ({"x": x, "y": np.full(40, 99)}, "outside [0, 3)"),
+        "onehot.npz": ({"x": x, "y": np.eye(3)[y]}, "one class id"),
+        "strings.npz": ({"x": x, "y": np.array(["cat"] * 40)}, "not numbers"),
+    }
+    for name, (arrays, needle) in cases.items():
+        np.savez(trained / name, **arrays)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            assert_one_clean_error(cli(trained, "predict", "m.onnx", name), name, needle)
+
+
+def test_eval_refuses_non_finite_weights(trained):
+    with np.load(trained / "run" / "weights.npz") as z:
+        w = {k: z[k] for k in z.files}
+    w["h.weight"][0, 0] = np.nan
+    np.savez(trained / "nan.npz", **w)
+    assert_one_clean_error(cli(trained, "eval", "s.fc", "--weights", "nan.npz"), "NaN or infinity")
+
+
+def test_a_csv_is_sized_before_it_is_read(folder, monkeypatch):
+    from fcspec import data
+
+    rows = "\n".join(f"{i},{i},{i},{i},{i % 3}" for i in range(40))
+    (folder / "d.csv").write_text("a,b,c,d,label\n" + rows + "\n")
+    write_spec(folder, 'csv("d.csv", target = "label")', name="csv.fc")
+    monkeypatch.setattr(data, "available_memory", lambda: 4000)  # the file's 19x does not fit
+    result = cli(folder, "run", "csv.fc", "--out", "r", "-q")
+    assert_one_clean_error(result, "d.csv", "needs about", "available")
+
+
+# ---- what predict trusts ----------------------------------------------------------------------
+
+
+def _loop_model(path: Path, trips: int) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Identity", ["v_in"], ["v_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_in", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_out", TensorProto.FLOAT, ["N", 4])],
+    )  # fmt: skip
+    nodes = [
+        helper.make_node("Constant", [], ["trips"], value=helper.make_tensor("t", TensorProto.INT64, [], [trips])),
+        helper.make_node("Constant", [], ["cond"], value=helper.make_tensor("c", TensorProto.BOOL, [], [True])),
+        helper.make_node("Loop", ["trips", "cond", "input"], ["output"], body=body),
+    ]  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "forever",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+
+
+def test_predict_refuses_a_graph_fcspec_cannot_export(folder):
+    _loop_model(folder / "loop.onnx", 10**15)  # would never return
+    with no_hang(60):
+        result = cli(folder, "predict", "loop.onnx", "good.npz")
+    assert_one_clean_error(result, "loop.onnx", "Loop", "never exports", "--trust-model")
+    _loop_model(folder / "short.onnx", 3)  # a user who trusts a file can still run it
+    result = cli(folder, "predict", "short.onnx", "good.npz", "--trust-model")
+    assert result.exit_code == 0 and "40 rows" in result.output, result.output
+
+
+def test_every_op_fcspec_exports_is_trusted_by_predict():
+    """A scan of the emitters' op types, and the shipped specs exported with random weights."""
+    import re
+
+    from fcspec import data, onnx_export, runtime
+    from fcspec.check import load_spec
+
+    emitted = set()
+    for path in (ROOT / "fcspec").rglob("*.py"):
+        emitted |= set(re.findall(r'\.node\(\s*"([A-Za-z]+)"', path.read_text("utf-8")))
+    assert emitted and emitted <= runtime.TRUSTED_OPS, emitted - runtime.TRUSTED_OPS
+    rng = np.random.default_rng(0)
+    for path in SPECS:
+        spec = load_spec(path)
+        params = {
+            k: rng.standard_normal(s).astype(np.float32)
+            for k, s in spec.model.param_shapes().items()
+        }
+        sample = rng.standard_normal((8, *spec.model.input_shape))
+        pre = data.Preprocess.fit(sample, scale=spec.data.scale, normalize=spec.data.normalize)
+        for probabilities in (False, True) if spec.classes or spec.task == "binary" else (False,):
+            model = onnx_export.export(spec, params, pre, probabilities=probabilities)
+            assert runtime.untrusted_parts(model) == [], path.name

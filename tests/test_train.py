@@ -417,6 +417,7 @@ def test_metrics_and_summary_match_the_loss_recomputed_on_the_data(tmp_path, mon
     assert summary["stopped_early"] is False and summary["best_epoch"] in (1, 2)
     assert summary["seconds"] == pytest.approx(sum(r["seconds"] for r in rows))
     assert sorted(os.listdir(tmp_path / "run")) == [
+        ".fcspec.lock",  # the run folder's lock (its holder's pid), no temporaries
         "checkpoint.npz",
         "layers.jsonl",
         "metrics.jsonl",
