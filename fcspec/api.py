@@ -75,8 +75,8 @@ def load_run(folder: str | os.PathLike) -> Model:
     weights = folder / "weights.npz"
     if not weights.exists():
         raise DataError(f"{folder}: no weights.npz (did the run finish an epoch?)")
-    params = fio.load_npz(weights, "weights")
-    model.spec = ir.resolve_from_params(model.spec, params)  # `input auto`: widths of the run
+    model.spec = ir.resolve_from_params(model.spec, fio.load_npz(weights, "weights"))
+    params = fio.load_params(weights, model.spec.model, "weights")  # headers judged first
     model._set_trained(params, _load_preprocess(model.spec, folder))
     metrics = folder / "metrics.jsonl"
     if metrics.exists():
@@ -219,6 +219,8 @@ class Model:
         params = fio.load_npz(weights, "weights")
         model = cls(ir.resolve_from_params(spec, params), source)  # `input auto`: the run's widths
         folder = Path(weights).parent
+        # judged by their headers first; weights stamped for another spec are refused
+        params = fio.load_params(weights, model.spec.model, "weights", spec=model.spec)
         model._set_trained(params, _load_preprocess(model.spec, folder))
         model.labels = _load_labels(folder)
         return model
@@ -306,7 +308,7 @@ class Model:
         self.spec = ir.resolve_from_params(self.spec, params)  # `input auto`: the data's widths
         spec = ir.resolve_from_params(spec, params)
         pre = prepared.preprocess if prepared is not None else _load_preprocess(spec, folder)
-        self._set_trained(params, pre)
+        self._set_trained(fio.load_params(weights, spec.model, "weights"), pre)
         metrics = folder / "metrics.jsonl"
         self.history = _read_jsonl(metrics) if metrics.exists() else []
         self.labels = labels
