@@ -26,7 +26,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import test_reliability as rel
-from test_reliability import _subprocess, assert_one_clean_error, cli, write_spec
+from test_reliability import _PEAK_RSS, _subprocess, assert_one_clean_error, cli, write_spec
 
 from conftest import ROOT, SPECS
 
@@ -198,19 +198,6 @@ def test_dev_zero_is_refused_not_read_without_end(trained):
         with no_hang():
             result = cli(trained, *args)
         assert result.exit_code == 1 and "character device" in result.stderr, result.output
-
-
-# ru_maxrss would count the forked pytest parent's memory (Linux keeps it across exec);
-# VmHWM is this process's own high-water mark.
-_PEAK_RSS = """\
-import sys
-from fcspec.cli import main
-try:
-    main(sys.argv[1:])
-finally:
-    hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
-    print(f"peak-rss-kib {hwm}", file=sys.stderr)
-"""
 
 
 # ---- weights claiming far more than they hold ------------------------------------------------
