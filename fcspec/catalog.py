@@ -674,6 +674,12 @@ DATA_KEYS: dict[str, Opt] = {
         doc="regression: train on the standardized target; every figure, eval, predict and "
         "the ONNX output stay in the target's units",
     ),
+    "statistics": Opt(
+        "str",
+        None,
+        doc="a saved preprocess.npz (scale, shift, divisor) used as it is instead of "
+        "`scale`/`normalize`: the preprocessing of an imported model",
+    ),
 }
 
 TRAIN_KEYS: dict[str, Opt] = {

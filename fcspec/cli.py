@@ -533,6 +533,62 @@ def export(file: str, as_onnx: bool, output, weights, opset, probabilities) -> N
     click.echo(f"wrote {path}")
 
 
+@main.command(name="import")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=str))
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=str),
+    help="Folder for <name>.fc, weights.npz and preprocess.npz.",
+)
+@click.option("--name", help="Model name [default: the fcspec name in the model, else the file's].")
+@click.option(
+    "--task",
+    type=click.Choice(["classification", "binary", "regression"]),
+    help="What the outputs are [default: read from the graph; logits for 2+ outputs].",
+)
+@click.option(
+    "--output", "output_name", help="The graph output to import [default: the first float one]."
+)
+@click.option(
+    "--data",
+    "data_file",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Training data (.npz, or .csv with --target) for the spec's data section.",
+)
+@click.option("--target", help="Label column of a --data CSV file.")
+@_fails_cleanly
+def import_command(model: str, out_dir: str, name, task, output_name, data_file, target) -> None:
+    """Import an ONNX MLP (torch.onnx.export, skl2onnx, fcspec) as a spec and weights.
+
+    \b
+    Writes to --out:
+      <name>.fc        the network as a spec (loss and optimizer for fine-tuning)
+      weights.npz      NAME.weight [out, in] / NAME.bias
+      preprocess.npz   the graph's input preprocessing (Sub/Div/Mul by constants), if any
+    Then: fcspec verify DIR/<name>.fc --weights DIR/weights.npz, fcspec run
+    DIR/<name>.fc --init DIR/weights.npz (after adding data) to fine-tune.
+    A node fcspec cannot express is refused with its name and op type.
+    """
+    import os
+
+    from . import onnx_import
+
+    data_rel = None
+    if data_file is not None:
+        data_rel = Path(
+            os.path.relpath(Path(data_file).resolve(), Path(out_dir).resolve())
+        ).as_posix()
+    result, paths = onnx_import.import_file(
+        model, out_dir, name=name, task=task, output=output_name, data=data_rel, target=target
+    )
+    for note in result.notes:
+        _echo_err(f"note: {note}")
+    click.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
+    click.echo(f"check it: fcspec verify {paths['spec']} --weights {paths['weights']}")
+
+
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=str))
 @click.argument("data", type=click.Path(dir_okay=False, path_type=str))

@@ -208,6 +208,10 @@ def preprocessing(spec: ir.Spec, preprocess: data.Preprocess | None = None) -> d
     preprocess.npz) checked against the model's input, or without one, what the spec
     alone determines (its `scale`)."""
     shape = spec.model.input_shape
+    if preprocess is None and spec.data is not None and spec.data.statistics is not None:
+        preprocess = data.Preprocess.load(
+            Path(spec.path).parent / spec.data.statistics, spec.model.input_shape
+        )
     if preprocess is None:
         d = spec.data
         if d is not None and d.normalize != "none":

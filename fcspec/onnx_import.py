@@ -118,11 +118,10 @@ def read_model(path: str | os.PathLike):
         raise DataError(f"ONNX model not found: {path}")
     if path.is_dir():
         raise DataError(f"{path} is a folder, not an ONNX model")
-    data = path.read_bytes()
-    if not data:
+    if path.stat().st_size == 0:
         raise DataError(f"{path} is empty, not an ONNX model")
     try:
-        model = onnx.load_model_from_string(data)
+        model = onnx.load(str(path))  # weights in external data files beside it are read too
     except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and friends
         raise DataError(f"{path} is not an ONNX model: {type(e).__name__}: {e}") from None
     if not model.graph.node:
@@ -131,7 +130,9 @@ def read_model(path: str | os.PathLike):
 
 
 def _node_label(node, index: int) -> str:
-    return f"node {node.name!r} ({node.op_type})" if node.name else f"node #{index} ({node.op_type})"
+    return (
+        f"node {node.name!r} ({node.op_type})" if node.name else f"node #{index} ({node.op_type})"
+    )
 
 
 class _Graph:
@@ -330,7 +331,9 @@ class _Walk:
             if len(node.input) > 1 and node.input[1]:
                 c = g.const(node.input[1])
                 ratio = 0.5 if c is None else float(c)
-            return self.add(_Layer("dropout", {"p": float(ratio)}, out_shape=self.shape), node.output[0])
+            return self.add(
+                _Layer("dropout", {"p": float(ratio)}, out_shape=self.shape), node.output[0]
+            )
         if op == "Gemm":
             return self.gemm(node, a)
         if op == "MatMul":
@@ -463,9 +466,14 @@ class _Walk:
         elif op == "Softplus":
             attrs = {"beta": 1.0, "threshold": 20.0}  # see ops._softplus_onnx: the same function
         elif op == "Selu":
-            for k, want in (("alpha", 1.67326319217681884765625), ("gamma", 1.05070102214813232421875)):
+            for k, want in (
+                ("alpha", 1.67326319217681884765625),
+                ("gamma", 1.05070102214813232421875),
+            ):
                 if not math.isclose(float(a.get(k, want)), want, rel_tol=1e-6):
-                    g.refuse(node, f"Selu with {k} = {a[k]} (fcspec's selu has PyTorch's constants)")
+                    g.refuse(
+                        node, f"Selu with {k} = {a[k]} (fcspec's selu has PyTorch's constants)"
+                    )
         elif op in ("Softmax", "LogSoftmax"):
             axis = a.get("axis", -1)
             if axis not in (-1, len(self.shape)):
@@ -490,9 +498,7 @@ class _Walk:
             ]
             if len(open_) == 1 and open_[0] != self.x:
                 break
-            pending = [
-                c for v in open_ for c in self.live_consumers(v) if c not in inside
-            ]
+            pending = [c for v in open_ for c in self.live_consumers(v) if c not in inside]
             ready = [n for n in pending if all(i in made or i in g.consts for i in n.input if i)]
             if not ready or len(inside) >= _MAX_REGION:
                 g.refuse(pending[0], "these nodes do not form an activation fcspec has")
@@ -680,7 +686,9 @@ def _task(w: _Walk, meta: dict[str, str], task: str | None, skl_classifier: bool
     if last == "sigmoid" and w.shape == (1,):
         return "binary"
     if w.shape == (1,):
-        w.notes.append("one output and no final activation: imported as regression (--task to change)")
+        w.notes.append(
+            "one output and no final activation: imported as regression (--task to change)"
+        )
         return "regression"
     w.notes.append(
         f"{w.shape[0]} outputs and no final activation: imported as a classifier on logits "
@@ -782,11 +790,11 @@ def _spec_text(
     lines.append(
         "optimizer adam(lr = 1e-3)   # for fine-tuning: ONNX does not record how the model was trained"
     )
-    pre_line = '    statistics = "preprocess.npz"   # the model\'s own input preprocessing, as imported'
+    pre_line = (
+        '    statistics = "preprocess.npz"   # the model\'s own input preprocessing, as imported'
+    )
     if data is not None:
-        reader = (
-            f'csv("{data}", target = "{target}")' if target is not None else f'npz("{data}")'
-        )
+        reader = f'csv("{data}", target = "{target}")' if target is not None else f'npz("{data}")'
         lines += ["", "data {", f"    train = {reader}", "    validate = 0.1"]
         if pre is not None:
             lines.append(pre_line)
@@ -819,7 +827,7 @@ def import_model(
 
     Raises `ImportRefused` naming the first node fcspec cannot express.  The
     result is confirmed: onnxruntime on `model` and the interpreter on the spec
-    agree within `onnx_export.TOLERANCE`.
+    agree within `runtime.TOLERANCE`.
     """
     from . import check
 
@@ -830,13 +838,15 @@ def import_model(
     w.notes += notes + in_notes
     w.run()
     meta = {p.key: p.value for p in model.metadata_props}
-    skl = any(n.op_type in ("ZipMap", "ArgMax") for n in g.nodes) and model.producer_name.startswith(
-        "skl2onnx"
-    )
+    skl = any(
+        n.op_type in ("ZipMap", "ArgMax") for n in g.nodes
+    ) and model.producer_name.startswith("skl2onnx")
     task = _task(w, meta, task, skl)
     _drop_final(w, task)
     if "pair" in w.tail:
-        w.notes.append("skl2onnx's [1 - p, p] pair is left out: the output is p, the probability of class 1")
+        w.notes.append(
+            "skl2onnx's [1 - p, p] pair is left out: the output is p, the probability of class 1"
+        )
     if not any(l.op == "linear" for l in w.layers):
         raise ImportRefused(f"{source}: the model has no Gemm or MatMul layer to import")
     _name_layers(w.layers)
@@ -847,7 +857,10 @@ def import_model(
     pre = _preprocess(w, normalize)
     name = _identifier(name or meta.get("spec_name") or Path(source).stem)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    producer = " ".join(p for p in (model.producer_name, model.producer_version) if p) or "unknown producer"
+    producer = (
+        " ".join(p for p in (model.producer_name, model.producer_version) if p)
+        or "unknown producer"
+    )
     text = _spec_text(name, w, task, Path(source).name, producer, opset, pre, data, target)
     spec = check.compile_source(text, f"<import of {source}>")
     params = _params(spec, w.layers)
@@ -871,7 +884,7 @@ def _confirm_import(model, spec, params, pre, w: _Walk, source: str) -> None:
     """onnxruntime on the original model versus the interpreter on the imported spec."""
     from onnx import TensorProto, helper
 
-    from . import interpreter, onnx_export
+    from . import interpreter, runtime
 
     m = type(model)()
     m.CopyFrom(model)
@@ -879,7 +892,7 @@ def _confirm_import(model, spec, params, pre, w: _Walk, source: str) -> None:
     value = w.values[len(w.layers) - 1]
     del m.graph.output[:]
     m.graph.output.append(helper.make_tensor_value_info(value, TensorProto.FLOAT, None))
-    sess = onnx_export.session(m.SerializeToString())
+    sess = runtime.session(m.SerializeToString())
     rng = np.random.default_rng(0)
     z = rng.standard_normal((16, *w.in_shape)).astype(np.float32)
     raw = z if pre is None else ((z * pre.divisor + pre.shift) * pre.scale).astype(np.float32)
@@ -888,7 +901,11 @@ def _confirm_import(model, spec, params, pre, w: _Walk, source: str) -> None:
     feed_dtype = np.float64 if inp.type == "tensor(double)" else np.float32
     if fixed:
         got = np.concatenate(
-            [sess.run(None, {inp.name: raw[i : i + fixed].astype(feed_dtype)})[0] for i in range(0, 16, fixed) if i + fixed <= 16]
+            [
+                sess.run(None, {inp.name: raw[i : i + fixed].astype(feed_dtype)})[0]
+                for i in range(0, 16, fixed)
+                if i + fixed <= 16
+            ]
         )
         raw = raw[: len(got)]
     else:
@@ -897,10 +914,10 @@ def _confirm_import(model, spec, params, pre, w: _Walk, source: str) -> None:
     want = interpreter.Network(spec.model, params).predict(x)
     got = np.asarray(got, np.float32).reshape(want.shape)
     err = float(np.max(np.abs(got - want) / np.maximum(1.0, np.abs(want)), initial=0.0))
-    if not err <= onnx_export.TOLERANCE:
+    if not err <= runtime.TOLERANCE:
         raise ImportRefused(
             f"{source}: the imported spec computes something else than the model "
-            f"(largest difference {err:.3g}, tolerance {onnx_export.TOLERANCE:g})",
+            f"(largest difference {err:.3g}, tolerance {runtime.TOLERANCE:g})",
             hint="please report this model: fcspec misread one of its nodes",
         )
 
