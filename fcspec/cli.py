@@ -222,7 +222,7 @@ def fmt(files: tuple[str, ...], write: bool, check_only: bool) -> None:
 @click.option(
     "--init",
     type=click.Path(dir_okay=False, path_type=str),
-    help="Start from these weights (.npz with NAME.weight / NAME.bias).",
+    help="Start from these weights (.npz or .safetensors with NAME.weight / NAME.bias).",
 )
 @click.option(
     "--resume",
@@ -257,6 +257,7 @@ def run(
     \b
     Writes to the run folder:
       weights.npz      NAME.weight [out, in] and NAME.bias (torch load_state_dict keys)
+      weights.safetensors  the same (with the safetensors package: the interop extra)
       preprocess.npz   the input scaling/normalization fitted on the training split
       checkpoint.npz   everything needed to resume, after every epoch (atomic)
       metrics.jsonl    one line per epoch: train_loss, val_loss, val_accuracy, lr, seconds
@@ -473,7 +474,7 @@ def plot_command(run_dir: str) -> None:
     "--weights",
     required=True,
     type=click.Path(dir_okay=False, path_type=str),
-    help="Trained weights (.npz), e.g. runs/<name>/weights.npz.",
+    help="Trained weights (.npz or .safetensors), e.g. runs/<name>/weights.npz.",
 )
 @_fails_cleanly
 def eval_command(file: str, weights: str) -> None:
@@ -508,7 +509,7 @@ def eval_command(file: str, weights: str) -> None:
 @click.option(
     "--weights",
     type=click.Path(dir_okay=False, path_type=str),
-    help="Trained weights [default: runs/<name>/weights.npz].",
+    help="Trained weights, .npz or .safetensors [default: runs/<name>/weights.npz].",
 )
 @click.option(
     "--opset", type=int, default=None, help="ONNX opset [default: fcspec's pinned default]."
@@ -642,7 +643,7 @@ def predict(model: str, data: str, output, batch, target, labels) -> None:
 @click.option(
     "--weights",
     type=click.Path(dir_okay=False, path_type=str),
-    help="Trained weights [default: runs/<name>/weights.npz].",
+    help="Trained weights, .npz or .safetensors [default: runs/<name>/weights.npz].",
 )
 @_fails_cleanly
 def verify(file: str, weights) -> None:

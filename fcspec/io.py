@@ -163,3 +163,53 @@ def load_npz(path: PathLike, what: str = "file") -> dict[str, np.ndarray]:
         raise DataError(
             f"cannot read {what} file {path}: not a valid .npz archive ({type(e).__name__}: {e})"
         ) from None
+
+
+# ---------------------------------------------------------------------------
+# Weights: `.npz` or `.safetensors` (PyTorch's `safetensors.torch.save_file(model.state_dict())`).
+# safetensors is read and written through its NumPy API: no torch, and no pickle either way.
+
+INTEROP_HINT = "pip install -e '.[interop]'  (or: pip install safetensors)"
+
+
+def _safetensors_numpy():
+    try:
+        import safetensors.numpy
+    except ImportError:
+        return None
+    return safetensors.numpy
+
+
+def has_safetensors() -> bool:
+    return _safetensors_numpy() is not None
+
+
+def load_weights_file(path: PathLike, what: str = "weights") -> dict[str, np.ndarray]:
+    """Named arrays from a `.npz` or a `.safetensors` file; any failure is a `DataError`."""
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        return load_npz(path, what)
+    st = _safetensors_numpy()
+    if st is None:
+        raise DataError(f"reading {path} needs the safetensors package", hint=INTEROP_HINT)
+    if not path.exists():
+        raise DataError(f"{what} file not found: {path}")
+    if path.is_dir():
+        raise DataError(f"{what} path is a folder, not a .safetensors file: {path}")
+    try:
+        return dict(st.load(path.read_bytes()))
+    except Exception as e:  # noqa: BLE001 - SafetensorError, a dtype NumPy lacks (bf16), ...
+        raise DataError(
+            f"cannot read {what} file {path}: not a valid .safetensors file ({type(e).__name__}: {e})"
+        ) from None
+
+
+def save_weights(folder: PathLike, arrays: Mapping[str, np.ndarray]) -> None:
+    """`weights.npz`, and `weights.safetensors` when the safetensors package is installed
+    (the `interop` extra), both atomically."""
+    folder = Path(folder)
+    save_npz(folder / "weights.npz", arrays)
+    st = _safetensors_numpy()
+    if st is not None:
+        blob = st.save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, {"format": "pt"})
+        atomic_write_bytes(folder / "weights.safetensors", blob)

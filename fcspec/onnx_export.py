@@ -30,7 +30,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from . import __version__, catalog, data, ir
 from .errors import DataError, FcspecError
-from .io import atomic_write_bytes, load_npz
+from .io import atomic_write_bytes, load_weights_file
 
 # Opset 17 is the default because it is the newest opset that every runtime a user
 # is likely to meet still accepts (onnxruntime >= 1.13, TensorRT 8.6, OpenVINO
@@ -454,7 +454,7 @@ def load_weights(
         path = Path(weights)
         if not path.exists():
             raise DataError(f"weights file not found: {path}", hint=_HINT_TRAIN)
-    raw = load_npz(path, "weights")
+    raw = load_weights_file(path, "weights")
     spec = ir.resolve_from_params(spec, raw)
     params = check_params(spec.model, raw, where=f"weights {path}")
     pre_path = path.parent / "preprocess.npz"

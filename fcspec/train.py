@@ -5,6 +5,7 @@ optim, schedules, data) the way a PyTorch training script does, and writes a
 run folder:
 
     weights.npz      `NAME.weight` [out, in] / `NAME.bias`: a torch state_dict
+    weights.safetensors  the same, when the safetensors package (the interop extra) is installed
     preprocess.npz   the preprocessing statistics (from data.py)
     checkpoint.npz   everything needed to continue bit for bit (see below)
     metrics.jsonl    one JSON object per finished epoch
@@ -564,7 +565,7 @@ class RunState:
         self.net = interpreter.Network(spec.model, rng=np.random.default_rng([seed, 1]))
         if init is not None:
             try:
-                self.net.load_params(fio.load_npz(init, "weights"))
+                self.net.load_params(fio.load_weights_file(init, "weights"))
             except DataError as e:
                 raise DataError(
                     f"--init {init}: {e.diagnostic.message}", hint=e.diagnostic.hint
@@ -661,7 +662,7 @@ class RunState:
 
     def write_epoch_files(self) -> None:
         """weights.npz, checkpoint.npz and metrics.jsonl of the finished epoch, each atomically."""
-        fio.save_npz(self.out / "weights.npz", _weights_arrays(self.net))
+        fio.save_weights(self.out, _weights_arrays(self.net))
         fio.atomic_write_bytes(self.ckpt_path, self.checkpoint_bytes())
         self.ckpt_written = True
         fio.atomic_write_jsonl(self.out / "metrics.jsonl", self.history)
@@ -917,7 +918,7 @@ def _finish(state: RunState, plot: bool, callbacks) -> dict[str, Any]:
     es = state.spec.train.early_stop
     if state.stopped_early and es.restore_best and state.best_theta is not None:
         state.net.theta[...] = state.best_theta
-    fio.save_npz(state.out / "weights.npz", _weights_arrays(state.net))
+    fio.save_weights(state.out, _weights_arrays(state.net))
     summary = _summary(state)
     fio.atomic_write_json(state.out / "summary.json", summary)
     if plot and state.history:  # before the callbacks' end, so a tracker can log the pictures
@@ -987,7 +988,7 @@ def evaluate(
     if isinstance(weights_path, Mapping):  # the weights themselves (the Python API)
         net.load_params(weights_path)
     else:
-        net.load_params(fio.load_npz(weights_path, "weights"))
+        net.load_params(fio.load_weights_file(weights_path, "weights"))
     loss_fn = losses.make_loss(spec.loss)
     for split_name, split in (
         ("test", prepared.test),
