@@ -497,14 +497,25 @@ def eval_command(file: str, weights: str) -> None:
 
 @main.command()
 @SPEC
+@click.option("--onnx", "as_onnx", is_flag=True, help="Export as an ONNX model.")
 @click.option(
-    "--onnx", "as_onnx", is_flag=True, required=True, help="Export as an ONNX model (the format)."
+    "--torch",
+    "as_torch",
+    is_flag=True,
+    help="Write the network as a readable PyTorch module (nn.Module, fcspec's layer names).",
+)
+@click.option(
+    "--train",
+    "with_training",
+    is_flag=True,
+    help="With --torch: the PyTorch training script (loss, optimizer, schedule, batches, seed).",
 )
 @click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=str),
-    help="Output file [default: next to the weights, <name>.onnx].",
+    help="Output file [default: --onnx next to the weights, <name>.onnx; --torch <name>.py, "
+    "with --train train_<name>.py].",
 )
 @click.option(
     "--weights",
@@ -520,12 +531,40 @@ def eval_command(file: str, weights: str) -> None:
     help="Append the softmax (or sigmoid) a model trained on logits leaves out.",
 )
 @_fails_cleanly
-def export(file: str, as_onnx: bool, output, weights, opset, probabilities) -> None:
-    """Export FILE with trained weights as an ONNX inference graph. The data
-    preprocessing (scale, normalize) is baked in, so the model takes raw inputs."""
+def export(
+    file: str,
+    as_onnx: bool,
+    as_torch: bool,
+    with_training: bool,
+    output,
+    weights,
+    opset,
+    probabilities,
+) -> None:
+    """Export FILE: with --onnx, its trained weights as an ONNX inference graph (the
+    data preprocessing baked in, so the model takes raw inputs); with --torch, the
+    network as PyTorch source that loads fcspec's weights as they are."""
+    if as_onnx == as_torch:
+        raise click.UsageError("choose one format: --onnx or --torch")
+    if with_training and not as_torch:
+        raise click.UsageError("--train goes with --torch")
+    spec = _load(file)
+    if as_torch:
+        import os
+
+        from . import torch_export
+
+        stem = spec.name.lower()
+        target = Path(output or (f"train_{stem}.py" if with_training else f"{stem}.py"))
+        if with_training:
+            rel = os.path.relpath(Path(file).resolve(), target.resolve().parent)
+            text = torch_export.training_source(spec, Path(rel).as_posix(), target.name)
+        else:
+            text = torch_export.module_source(spec, target.stem)
+        click.echo(f"wrote {torch_export.write(target, text)}")
+        return
     from . import onnx_export
 
-    spec = _load(file)
     kwargs = {} if opset is None else {"opset": opset}
     path = onnx_export.export_file(spec, output, weights, probabilities=probabilities, **kwargs)
     note = onnx_export.probabilities_note(spec) if probabilities else None
