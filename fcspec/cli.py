@@ -530,6 +530,11 @@ def eval_command(file: str, weights: str) -> None:
     is_flag=True,
     help="Append the softmax (or sigmoid) a model trained on logits leaves out.",
 )
+@click.option(
+    "--fixed-batch",
+    type=click.IntRange(min=1),
+    help="A static batch size instead of the dynamic one (for NNAPI, CoreML, ...).",
+)
 @_fails_cleanly
 def export(
     file: str,
@@ -540,6 +545,7 @@ def export(
     weights,
     opset,
     probabilities,
+    fixed_batch,
 ) -> None:
     """Export FILE: with --onnx, its trained weights as an ONNX inference graph (the
     data preprocessing baked in, so the model takes raw inputs); with --torch, the
@@ -566,7 +572,9 @@ def export(
     from . import onnx_export
 
     kwargs = {} if opset is None else {"opset": opset}
-    path = onnx_export.export_file(spec, output, weights, probabilities=probabilities, **kwargs)
+    path = onnx_export.export_file(
+        spec, output, weights, probabilities=probabilities, fixed_batch=fixed_batch, **kwargs
+    )
     note = onnx_export.probabilities_note(spec) if probabilities else None
     if note:
         _echo_err(note)
@@ -644,8 +652,13 @@ def import_command(model: str, out_dir: str, name, task, output_name, data_file,
     type=click.Path(dir_okay=False, path_type=str),
     help="IDX labels file for IDX images (e.g. t10k-labels-idx1-ubyte.gz).",
 )
+@click.option(
+    "--task",
+    type=click.Choice(["classification", "binary", "regression"]),
+    help="What the outputs are, for a model without fcspec's metadata (scores it).",
+)
 @_fails_cleanly
-def predict(model: str, data: str, output, batch, target, labels) -> None:
+def predict(model: str, data: str, output, batch, target, labels, task) -> None:
     """Run an exported MODEL.onnx over DATA with onnxruntime; prints accuracy
     when DATA has labels.
 
@@ -660,7 +673,9 @@ def predict(model: str, data: str, output, batch, target, labels) -> None:
     """
     from . import runtime
 
-    result = runtime.predict(model, data, output=output, batch=batch, target=target, labels=labels)
+    result = runtime.predict(
+        model, data, output=output, batch=batch, target=target, labels=labels, task=task
+    )
     click.echo(f"{result['rows']:,} rows -> output {list(result['output_shape'])}")
     for key, what in (
         ("imputed", "missing cells imputed"),
@@ -673,6 +688,8 @@ def predict(model: str, data: str, output, batch, target, labels) -> None:
     for key in ("accuracy", "mse", "mae"):
         if key in result:
             click.echo(f"  {key:<10} {result[key]:.6g}")
+    if result.get("note"):
+        _echo_err(f"note: {result['note']}")
     if result.get("output_path"):
         click.echo(f"wrote {result['output_path']}")
 
@@ -684,8 +701,11 @@ def predict(model: str, data: str, output, batch, target, labels) -> None:
     type=click.Path(dir_okay=False, path_type=str),
     help="Trained weights, .npz or .safetensors [default: runs/<name>/weights.npz].",
 )
+@click.option(
+    "--opset", type=int, default=None, help="ONNX opset to export and check [default: 17]."
+)
 @_fails_cleanly
-def verify(file: str, weights) -> None:
+def verify(file: str, weights, opset) -> None:
     """Run the NumPy interpreter, onnxruntime and onnx.reference on the same
     inputs (batch 1 and batch N); exit 1 if they differ beyond tolerance."""
     from . import onnx_export, runtime
@@ -693,7 +713,7 @@ def verify(file: str, weights) -> None:
     spec = _load(file)
     params, preprocess, wpath = onnx_export.load_weights(spec, weights)
     schema = onnx_export.load_schema(wpath)
-    result = runtime.verify(spec, params, preprocess, schema=schema)
+    result = runtime.verify(spec, params, preprocess, schema=schema, opset=opset)
     click.echo(runtime.format_verify(result))
     if not result["ok"]:
         raise FcspecError("the runtimes disagree beyond tolerance")

@@ -303,6 +303,7 @@ def export(
     probabilities: bool = False,
     source: str | None = None,
     schema=None,
+    fixed_batch: int | None = None,
 ) -> onnx.ModelProto:
     """The inference graph of `spec` with `params` baked in, checked.
 
@@ -351,7 +352,13 @@ def export(
         x = g.node("Identity", [x])  # an empty model: the output still needs a node
     g.rename(x, OUTPUT_NAME)
 
-    batch: list[Any] = [BATCH_DIM]
+    if fixed_batch is not None and (
+        not isinstance(fixed_batch, int) or isinstance(fixed_batch, bool) or fixed_batch < 1
+    ):
+        raise FcspecError(f"--fixed-batch must be a positive integer, got {fixed_batch!r}")
+    # A named dynamic batch by default; a fixed one for runtimes that need static shapes
+    # (NNAPI, CoreML): predict then pads the last batch.
+    batch: list[Any] = [BATCH_DIM if fixed_batch is None else fixed_batch]
     inp = helper.make_tensor_value_info(
         INPUT_NAME, TensorProto.FLOAT, batch + list(spec.model.input_shape)
     )
@@ -414,7 +421,11 @@ def export(
     helper.set_model_props(model, meta)
     try:
         onnx.checker.check_model(model, full_check=True)
-    except onnx.checker.ValidationError as e:  # an emitter bug, but say where
+        # Every edge gets its shape in the file (value_info), as onnx's strict shape
+        # inference computes it: viewers (Netron) and runtimes that plan memory from
+        # static shapes read them; an inconsistency here is an emitter bug.
+        model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         raise FcspecError(f"the exported graph of {spec.name} is invalid: {e}") from None
     return model
 
@@ -502,12 +513,19 @@ def export_file(
     weights: str | os.PathLike | None = None,
     opset: int = DEFAULT_OPSET,
     probabilities: bool = False,
+    fixed_batch: int | None = None,
 ) -> Path:
     """Export `spec` with its trained weights to `out` (default runs/<name>/<name>.onnx)."""
     params, preprocess, wpath = load_weights(spec, weights)
     schema = load_schema(wpath)
     model = export(
-        spec, params, preprocess, opset=opset, probabilities=probabilities, schema=schema
+        spec,
+        params,
+        preprocess,
+        opset=opset,
+        probabilities=probabilities,
+        schema=schema,
+        fixed_batch=fixed_batch,
     )
     target = Path(out) if out is not None else wpath.parent / f"{spec.name}.onnx"
     return save(model, target)
