@@ -426,7 +426,7 @@ def training_source(spec: ir.Spec, spec_path: str | None = None, script: str = "
         "            if CLIP_GRAD_NORM is not None:",
         "                nn.utils.clip_grad_norm_(model.parameters(), CLIP_GRAD_NORM)",
         "            optimizer.step()",
-        "            total += float(loss) * len(idx)",
+        "            total += loss.item() * len(idx)",
         "            if TASK == 'classification':",
         "                correct += int((out.argmax(-1) == yb).sum())",
         "        m = {'epoch': epoch, 'train_loss': total / n, 'lr': optimizer.param_groups[0]['lr']}",
