@@ -784,6 +784,7 @@ TORCH: dict[str, str] = {
     "data.scale": "x = x / scale",
     "data.normalize": "sklearn.preprocessing.StandardScaler / MinMaxScaler fitted on train",
     "data.normalize_target": "sklearn.compose.TransformedTargetRegressor(transformer=StandardScaler())",
+    "data.statistics": "torchvision.transforms.Normalize(mean, std) with fixed, saved values",
     "train.epochs": "for epoch in range(epochs): ...",
     "train.batch": "torch.utils.data.DataLoader(batch_size=batch)",
     "train.shuffle": "torch.utils.data.DataLoader(shuffle=shuffle)",
