@@ -34,7 +34,11 @@ def _random_export(path, **kwargs):
     return spec, params, onnx_export.export(spec, params, pre, **kwargs)
 
 
-@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+# Specs whose input width comes from their data (`input auto`, tables) need a run first.
+FIXED = [p for p in SPECS if "input auto" not in p.read_text()]
+
+
+@pytest.mark.parametrize("path", FIXED, ids=lambda p: p.stem)
 def test_every_edge_of_an_export_has_a_shape(path):
     spec, _, model = _random_export(path)
     shapes = {v.name: v for v in [*model.graph.value_info, *model.graph.output]}
