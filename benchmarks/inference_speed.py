@@ -17,6 +17,14 @@ other before timing: a fast wrong answer is not a result.
 
 `--write` replaces only the section between `<!-- inference:begin -->` and
 `<!-- inference:end -->` (other benchmarks own other sections of that file).
+
+`--predict` measures the command instead, end to end: `fcspec predict` against
+benchmarks/plain_predict.py (a plain onnxruntime script doing the same load, infer,
+write) on MNIST's 10,000 test images, each run as a fresh process, the two
+alternating for `--rounds` rounds; it reports medians and their ratio, and with
+`--write` replaces the section between `<!-- predict:begin -->` and `<!-- predict:end -->`.
+
+    python benchmarks/inference_speed.py --predict --rounds 11 --write docs/performance.md
 """
 
 from __future__ import annotations
@@ -57,6 +65,8 @@ from fcspec import interpreter, ir, onnx_export, runtime  # noqa: E402
 
 BEGIN = "<!-- inference:begin -->"
 END = "<!-- inference:end -->"
+PREDICT_BEGIN = "<!-- predict:begin -->"
+PREDICT_END = "<!-- predict:end -->"
 LIBRARIES = {"onnxruntime": "onnxruntime", "torch": "torch"}  # versions in the Machine line
 
 
@@ -196,6 +206,84 @@ def write_section(path: Path, body: str) -> None:
     replace_section(path, body, BEGIN, END)
 
 
+def mnist_files() -> tuple[Path, Path]:
+    """MNIST's test images and labels (IDX, gzipped), found or downloaded as fcspec does."""
+    from fcspec import mnist
+
+    return mnist.mnist_files("test")
+
+
+def predict_commands(folder: Path, images: Path, labels: Path) -> dict[str, list[str]]:
+    """The two commands timed side by side, on the same model and the same file."""
+    model = folder / "mnist.onnx"
+    if not model.exists():
+        spec = mnist_spec()
+        params = interpreter.init_params(spec.model, np.random.default_rng([0, 1]))
+        params = {k: np.asarray(v, np.float32) for k, v in params.items()}
+        onnx_export.save(onnx_export.export(spec, params), model)
+    script = Path(sys.executable).parent / "fcspec"  # the console script pip installed
+    fcspec = (
+        [str(script)]
+        if script.exists()
+        else [sys.executable, "-c", "import sys; from fcspec.cli import main; sys.exit(main())"]
+    )
+    plain = [sys.executable, str(Path(__file__).resolve().parent / "plain_predict.py")]
+    return {
+        "fcspec predict": fcspec
+        + ["predict", str(model), str(images), "--labels", str(labels)]
+        + ["--output", str(folder / "fcspec.npz")],
+        "plain onnxruntime": plain
+        + [str(model), str(images), str(labels), str(folder / "plain.npz")],
+    }
+
+
+def measure_predict(commands: dict[str, list[str]], rounds: int) -> dict[str, list[float]]:
+    """Wall-clock seconds of each command per round, the order alternating by round."""
+    import subprocess
+
+    names = list(commands)
+    for name in names:  # a warm-up (the file cache), and a check that both succeed
+        subprocess.run(commands[name], check=True, capture_output=True)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            t0 = time.perf_counter()
+            subprocess.run(commands[name], check=True, capture_output=True)
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def predict_section(times: dict[str, list[float]], rounds: int, cmd: str, load_start) -> str:
+    med = {n: statistics.median(v) for n, v in times.items()}
+    fc, plain = med["fcspec predict"], med["plain onnxruntime"]
+    ratios = [
+        a / b for a, b in zip(times["fcspec predict"], times["plain onnxruntime"], strict=True)
+    ]
+    lines = [
+        "## predict versus a plain onnxruntime script",
+        "",
+        "`fcspec predict` on MNIST's 10,000 test images (IDX, gzipped; labels for the accuracy; "
+        "outputs and classes written to .npz) against benchmarks/plain_predict.py doing the same "
+        f"load, infer and write, each a fresh process, alternating for {rounds} rounds "
+        f"({date.today().isoformat()}). Wall-clock seconds, including Python's start-up.",
+        "",
+        "| command | median | min | max |",
+        "|---|---|---|---|",
+    ]
+    for n, v in times.items():
+        lines.append(f"| {n} | {med[n]:.3f} s | {min(v):.3f} s | {max(v):.3f} s |")
+    lines += [
+        "",
+        f"Ratio of the medians: **{fc / plain:.2f}x** (median of the per-round ratios "
+        f"{statistics.median(ratios):.2f}x; goal: within 1.3x).",
+        "",
+        f"Machine: {machine_line(1, LIBRARIES, load_start)}.",
+        "",
+        f"Reproduce: `{cmd.strip()}`",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=9, help="alternating rounds (median over them)")
@@ -211,7 +299,28 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--write", type=Path, help="replace the inference section of this markdown file"
     )
+    ap.add_argument(
+        "--predict",
+        action="store_true",
+        help="time `fcspec predict` against a plain onnxruntime script, end to end",
+    )
     args = ap.parse_args(argv)
+    cmd = "python benchmarks/inference_speed.py " + " ".join(
+        shlex.quote(a) for a in (argv or sys.argv[1:])
+    )
+    if args.predict:
+        import tempfile
+
+        load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        images, labels = mnist_files()
+        with tempfile.TemporaryDirectory() as tmp:
+            times = measure_predict(predict_commands(Path(tmp), images, labels), args.rounds)
+        body = predict_section(times, args.rounds, cmd, load_start)
+        print(body)
+        if args.write:
+            replace_section(args.write, body, PREDICT_BEGIN, PREDICT_END)
+            print(f"\nwrote the predict section of {args.write}")
+        return
 
     scale = 10 if args.quick else 1
     # (label, batch, calls per timed block): blocks of roughly 0.05-0.2 s each
@@ -228,9 +337,6 @@ def main(argv: list[str] | None = None) -> None:
     results = measure(runs, cases, args.rounds, rng)
     names = list(runs)
 
-    cmd = "python benchmarks/inference_speed.py " + " ".join(
-        shlex.quote(a) for a in (argv or sys.argv[1:])
-    )
     body = "\n".join(
         [
             "## Inference: onnxruntime versus the NumPy interpreter",

@@ -674,6 +674,12 @@ DATA_KEYS: dict[str, Opt] = {
         doc="regression: train on the standardized target; every figure, eval, predict and "
         "the ONNX output stay in the target's units",
     ),
+    "statistics": Opt(
+        "str",
+        None,
+        doc="a saved preprocess.npz (scale, shift, divisor) used as it is instead of "
+        "`scale`/`normalize`: the preprocessing of an imported model",
+    ),
 }
 
 TRAIN_KEYS: dict[str, Opt] = {
@@ -778,6 +784,7 @@ TORCH: dict[str, str] = {
     "data.scale": "x = x / scale",
     "data.normalize": "sklearn.preprocessing.StandardScaler / MinMaxScaler fitted on train",
     "data.normalize_target": "sklearn.compose.TransformedTargetRegressor(transformer=StandardScaler())",
+    "data.statistics": "torchvision.transforms.Normalize(mean, std) with fixed, saved values",
     "train.epochs": "for epoch in range(epochs): ...",
     "train.batch": "torch.utils.data.DataLoader(batch_size=batch)",
     "train.shuffle": "torch.utils.data.DataLoader(shuffle=shuffle)",

@@ -979,6 +979,23 @@ class _Checker:
                 ok = False
         if not ok:
             return False
+        if out.get("statistics") is not None:
+            for key in ("scale", "normalize"):
+                if key in values:
+                    self.error(
+                        f"`{key}` and `statistics` cannot be combined: the statistics file "
+                        "already holds the whole preprocessing",
+                        spans.get(key) if isinstance(spans, dict) else section.span,
+                        f"remove `{key}`, or remove `statistics` to fit it on the training split",
+                    )
+                    return False
+            base = Path(self.path).parent
+            if self.path != "<string>" and not (base / out["statistics"]).exists():
+                self.warn(
+                    f"statistics file `{out['statistics']}` not found (paths are relative to "
+                    "the spec's folder)",
+                    spans.get("statistics") if isinstance(spans, dict) else section.span,
+                )
         return ir.Data(span=section.span, **out)
 
     def source(self, value: ast.Value, key: str) -> ir.DataSource:

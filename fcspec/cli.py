@@ -233,7 +233,7 @@ def fmt(files: tuple[str, ...], write: bool, check_only: bool) -> None:
 @click.option(
     "--init",
     type=click.Path(dir_okay=False, path_type=str),
-    help="Start from these weights (.npz with NAME.weight / NAME.bias).",
+    help="Start from these weights (.npz or .safetensors with NAME.weight / NAME.bias).",
 )
 @click.option(
     "--resume",
@@ -268,6 +268,7 @@ def run(
     \b
     Writes to the run folder:
       weights.npz      NAME.weight [out, in] and NAME.bias (torch load_state_dict keys)
+      weights.safetensors  the same (with the safetensors package: the interop extra)
       preprocess.npz   the input scaling/normalization fitted on the training split
       checkpoint.npz   everything needed to resume, after every epoch (atomic)
       metrics.jsonl    one line per epoch: train_loss, val_loss, val_accuracy, lr, seconds
@@ -484,7 +485,7 @@ def plot_command(run_dir: str) -> None:
     "--weights",
     required=True,
     type=click.Path(dir_okay=False, path_type=str),
-    help="Trained weights (.npz), e.g. runs/<name>/weights.npz.",
+    help="Trained weights (.npz or .safetensors), e.g. runs/<name>/weights.npz.",
 )
 @_fails_cleanly
 def eval_command(file: str, weights: str) -> None:
@@ -507,19 +508,30 @@ def eval_command(file: str, weights: str) -> None:
 
 @main.command()
 @SPEC
+@click.option("--onnx", "as_onnx", is_flag=True, help="Export as an ONNX model.")
 @click.option(
-    "--onnx", "as_onnx", is_flag=True, required=True, help="Export as an ONNX model (the format)."
+    "--torch",
+    "as_torch",
+    is_flag=True,
+    help="Write the network as a readable PyTorch module (nn.Module, fcspec's layer names).",
+)
+@click.option(
+    "--train",
+    "with_training",
+    is_flag=True,
+    help="With --torch: the PyTorch training script (loss, optimizer, schedule, batches, seed).",
 )
 @click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=str),
-    help="Output file [default: next to the weights, <name>.onnx].",
+    help="Output file [default: --onnx next to the weights, <name>.onnx; --torch <name>.py, "
+    "with --train train_<name>.py].",
 )
 @click.option(
     "--weights",
     type=click.Path(dir_okay=False, path_type=str),
-    help="Trained weights [default: runs/<name>/weights.npz].",
+    help="Trained weights, .npz or .safetensors [default: runs/<name>/weights.npz].",
 )
 @click.option(
     "--opset", type=int, default=None, help="ONNX opset [default: fcspec's pinned default]."
@@ -529,19 +541,111 @@ def eval_command(file: str, weights: str) -> None:
     is_flag=True,
     help="Append the softmax (or sigmoid) a model trained on logits leaves out.",
 )
+@click.option(
+    "--fixed-batch",
+    type=click.IntRange(min=1),
+    help="A static batch size instead of the dynamic one (for NNAPI, CoreML, ...).",
+)
 @_fails_cleanly
-def export(file: str, as_onnx: bool, output, weights, opset, probabilities) -> None:
-    """Export FILE with trained weights as an ONNX inference graph. The data
-    preprocessing (scale, normalize) is baked in, so the model takes raw inputs."""
+def export(
+    file: str,
+    as_onnx: bool,
+    as_torch: bool,
+    with_training: bool,
+    output,
+    weights,
+    opset,
+    probabilities,
+    fixed_batch,
+) -> None:
+    """Export FILE: with --onnx, its trained weights as an ONNX inference graph (the
+    data preprocessing baked in, so the model takes raw inputs); with --torch, the
+    network as PyTorch source that loads fcspec's weights as they are."""
+    if as_onnx == as_torch:
+        raise click.UsageError("choose one format: --onnx or --torch")
+    if with_training and not as_torch:
+        raise click.UsageError("--train goes with --torch")
+    spec = _load(file)
+    if as_torch:
+        import os
+
+        from . import torch_export
+
+        stem = spec.name.lower()
+        target = Path(output or (f"train_{stem}.py" if with_training else f"{stem}.py"))
+        if with_training:
+            rel = os.path.relpath(Path(file).resolve(), target.resolve().parent)
+            text = torch_export.training_source(spec, Path(rel).as_posix(), target.name)
+        else:
+            text = torch_export.module_source(spec, target.stem)
+        click.echo(f"wrote {torch_export.write(target, text)}")
+        return
     from . import onnx_export
 
-    spec = _load(file)
     kwargs = {} if opset is None else {"opset": opset}
-    path = onnx_export.export_file(spec, output, weights, probabilities=probabilities, **kwargs)
+    path = onnx_export.export_file(
+        spec, output, weights, probabilities=probabilities, fixed_batch=fixed_batch, **kwargs
+    )
     note = onnx_export.probabilities_note(spec) if probabilities else None
     if note:
         _echo_err(note)
     click.echo(f"wrote {path}")
+
+
+@main.command(name="import")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=str))
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=str),
+    help="Folder for <name>.fc, weights.npz and preprocess.npz.",
+)
+@click.option("--name", help="Model name [default: the fcspec name in the model, else the file's].")
+@click.option(
+    "--task",
+    type=click.Choice(["classification", "binary", "regression"]),
+    help="What the outputs are [default: read from the graph; logits for 2+ outputs].",
+)
+@click.option(
+    "--output", "output_name", help="The graph output to import [default: the first float one]."
+)
+@click.option(
+    "--data",
+    "data_file",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Training data (.npz, or .csv with --target) for the spec's data section.",
+)
+@click.option("--target", help="Label column of a --data CSV file.")
+@_fails_cleanly
+def import_command(model: str, out_dir: str, name, task, output_name, data_file, target) -> None:
+    """Import an ONNX MLP (torch.onnx.export, skl2onnx, fcspec) as a spec and weights.
+
+    \b
+    Writes to --out:
+      <name>.fc        the network as a spec (loss and optimizer for fine-tuning)
+      weights.npz      NAME.weight [out, in] / NAME.bias
+      preprocess.npz   the graph's input preprocessing (Sub/Div/Mul by constants), if any
+    Then: fcspec verify DIR/<name>.fc --weights DIR/weights.npz, fcspec run
+    DIR/<name>.fc --init DIR/weights.npz (after adding data) to fine-tune.
+    A node fcspec cannot express is refused with its name and op type.
+    """
+    import os
+
+    from . import onnx_import
+
+    data_rel = None
+    if data_file is not None:
+        data_rel = Path(
+            os.path.relpath(Path(data_file).resolve(), Path(out_dir).resolve())
+        ).as_posix()
+    result, paths = onnx_import.import_file(
+        model, out_dir, name=name, task=task, output=output_name, data=data_rel, target=target
+    )
+    for note in result.notes:
+        _echo_err(f"note: {note}")
+    click.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
+    click.echo(f"check it: fcspec verify {paths['spec']} --weights {paths['weights']}")
 
 
 @main.command()
@@ -565,8 +669,13 @@ def export(file: str, as_onnx: bool, output, weights, opset, probabilities) -> N
     help="Also run a graph fcspec could not have exported (other ops, Loop/If subgraphs); "
     "such a graph may run without end or compute anything.",
 )
+@click.option(
+    "--task",
+    type=click.Choice(["classification", "binary", "regression"]),
+    help="What the outputs are, for a model without fcspec's metadata (scores it).",
+)
 @_fails_cleanly
-def predict(model: str, data: str, output, batch, target, labels, trust_model) -> None:
+def predict(model: str, data: str, output, batch, target, labels, trust_model, task) -> None:
     """Run an exported MODEL.onnx over DATA with onnxruntime; prints accuracy
     when DATA has labels. Only graphs fcspec can export are run (see --trust-model).
 
@@ -589,6 +698,7 @@ def predict(model: str, data: str, output, batch, target, labels, trust_model) -
         target=target,
         labels=labels,
         trust_model=trust_model,
+        task=task,
     )
     click.echo(f"{result['rows']:,} rows -> output {list(result['output_shape'])}")
     for key, what in (
@@ -602,6 +712,8 @@ def predict(model: str, data: str, output, batch, target, labels, trust_model) -
     for key in ("accuracy", "mse", "mae"):
         if key in result:
             click.echo(f"  {key:<10} {result[key]:.6g}")
+    if result.get("note"):
+        _echo_err(f"note: {result['note']}")
     if result.get("output_path"):
         click.echo(f"wrote {result['output_path']}")
 
@@ -611,10 +723,13 @@ def predict(model: str, data: str, output, batch, target, labels, trust_model) -
 @click.option(
     "--weights",
     type=click.Path(dir_okay=False, path_type=str),
-    help="Trained weights [default: runs/<name>/weights.npz].",
+    help="Trained weights, .npz or .safetensors [default: runs/<name>/weights.npz].",
+)
+@click.option(
+    "--opset", type=int, default=None, help="ONNX opset to export and check [default: 17]."
 )
 @_fails_cleanly
-def verify(file: str, weights) -> None:
+def verify(file: str, weights, opset) -> None:
     """Run the NumPy interpreter, onnxruntime and onnx.reference on the same
     inputs (batch 1 and batch N); exit 1 if they differ beyond tolerance."""
     from . import onnx_export, runtime
@@ -622,7 +737,7 @@ def verify(file: str, weights) -> None:
     spec = _load(file)
     params, preprocess, wpath = onnx_export.load_weights(spec, weights)
     schema = onnx_export.load_schema(wpath)
-    result = runtime.verify(spec, params, preprocess, schema=schema)
+    result = runtime.verify(spec, params, preprocess, schema=schema, opset=opset)
     click.echo(runtime.format_verify(result))
     if not result["ok"]:
         raise FcspecError("the runtimes disagree beyond tolerance")

@@ -1160,7 +1160,7 @@ def prepare(spec: ir.Spec, base_dir: Path | None = None) -> Prepared:
     del x_all, y_all
     if report is not None:
         notes += [f"{tab.where}: {line}" for line in tabular.summary(report, schema)]
-    return _assemble(spec, (x, y), val, test, schema, tuple(notes))
+    return _assemble(spec, (x, y), val, test, schema, tuple(notes), base=base)
 
 
 def prepare_arrays(
@@ -1193,13 +1193,24 @@ def prepare_arrays(
 
 
 def _assemble(
-    spec: ir.Spec, train, val, test, schema=None, notes: tuple[str, ...] = ()
+    spec: ir.Spec,
+    train,
+    val,
+    test,
+    schema=None,
+    notes: tuple[str, ...] = (),
+    base: Path | None = None,
 ) -> Prepared:
     """Fit the preprocessing on the training rows and build the splits."""
     x, y = train
     data = spec.data if spec.data is not None else ir.Data(train=None)
-    with _located(data.train):
-        pre = Preprocess.fit(x, scale=data.scale, normalize=data.normalize)
+    if data.statistics is not None:
+        # Saved statistics (an imported model's): used as they are, never refitted.
+        where = base if base is not None else _spec_dir(spec)
+        pre = Preprocess.load(where / data.statistics, spec.model.input_shape)
+    else:
+        with _located(data.train):
+            pre = Preprocess.fit(x, scale=data.scale, normalize=data.normalize)
     if schema is not None and schema.categorical and not pre.is_identity:
         # one-hot columns stay 0/1, as scikit-learn's OneHotEncoder leaves them
         onehot = ~schema.numeric_mask()

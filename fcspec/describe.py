@@ -187,6 +187,8 @@ def explain(spec: ir.Spec, note: str | None = None) -> str:
             )
         elif d.validate is not None:
             out.append(f"  validate = {d.validate.kind}({_options(d.validate.args)})")
+        if d.statistics is not None:
+            out.append(f"  inputs: (x / scale - shift) / divisor, saved in {d.statistics}")
         out.append(
             f"  inputs: x / {d.scale:g}"
             + {

@@ -546,3 +546,91 @@ def load_npz(
 ) -> dict[str, np.ndarray]:
     """Every array of an `.npz` file, fully read (see `read_npz`)."""
     return read_npz(path, what, judge=judge)
+
+
+# ---------------------------------------------------------------------------
+# Weights: `.npz` or `.safetensors` (PyTorch's `safetensors.torch.save_file(model.state_dict())`).
+# safetensors is read and written through its NumPy API: no torch, and no pickle either way.
+
+INTEROP_HINT = "pip install -e '.[interop]'  (or: pip install safetensors)"
+
+
+def _safetensors_numpy():
+    try:
+        import safetensors.numpy
+    except ImportError:
+        return None
+    return safetensors.numpy
+
+
+def has_safetensors() -> bool:
+    return _safetensors_numpy() is not None
+
+
+def load_weights_file(path: PathLike, what: str = "weights") -> dict[str, np.ndarray]:
+    """Named arrays from a `.npz` or a `.safetensors` file; any failure is a `DataError`."""
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        return load_npz(path, what)
+    st = _safetensors_numpy()
+    if st is None:
+        raise DataError(f"reading {path} needs the safetensors package", hint=INTEROP_HINT)
+    if not path.exists():
+        raise DataError(f"{what} file not found: {path}")
+    if path.is_dir():
+        raise DataError(f"{what} path is a folder, not a .safetensors file: {path}")
+    try:
+        return dict(st.load(path.read_bytes()))
+    except Exception as e:  # noqa: BLE001 - SafetensorError, a dtype NumPy lacks (bf16), ...
+        raise DataError(
+            f"cannot read {what} file {path}: not a valid .safetensors file ({type(e).__name__}: {e})"
+        ) from None
+
+
+def save_weights(
+    folder: PathLike, arrays: Mapping[str, np.ndarray], stamp: Mapping | None = None
+) -> None:
+    """`weights.npz` (with `stamp`: the spec it was trained for), and `weights.safetensors`
+    when the safetensors package is installed (the `interop` extra), both atomically."""
+    folder = Path(folder)
+    save_npz(folder / "weights.npz", arrays, stamp=stamp)
+    st = _safetensors_numpy()
+    if st is not None:
+        blob = st.save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, {"format": "pt"})
+        atomic_write_bytes(folder / "weights.safetensors", blob)
+
+
+def load_params_any(
+    path: PathLike, model, what: str = "weights", spec=None
+) -> dict[str, np.ndarray]:
+    """`load_params` for `.npz`; a `.safetensors` file (PyTorch's) is read whole and judged the
+    same way: the model's names and shapes exactly, finite float values."""
+    if Path(path).suffix.lower() != ".safetensors":
+        return load_params(path, model, what, spec=spec)
+    arrays = load_weights_file(path, what)
+    expected = model.param_shapes()
+    where = f"{what} {path}"
+    missing = [k for k in expected if k not in arrays]
+    extra = sorted(k for k in arrays if k not in expected)
+    if missing or extra:
+        parts = (["missing " + ", ".join(missing)] if missing else []) + (
+            ["unexpected " + ", ".join(extra)] if extra else []
+        )
+        raise DataError(
+            f"{where} do not match model {model.name}: " + "; ".join(parts),
+            hint="were they trained from another spec?",
+        )
+    out = {}
+    for k, shape in expected.items():
+        a = arrays[k]
+        if tuple(a.shape) != tuple(shape):
+            raise DataError(
+                f"{where}: {k} has shape {list(a.shape)}, model {model.name} needs {list(shape)}"
+            )
+        if a.dtype.kind not in "fiu":
+            raise DataError(f"{where}: {k} has dtype {a.dtype}, expected numbers")
+        a = a.astype(np.float32)
+        if not np.isfinite(a).all():
+            raise DataError(f"{where}: {k} contains NaN or infinity (did training diverge?)")
+        out[k] = a
+    return out

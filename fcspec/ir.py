@@ -123,6 +123,7 @@ class Data:
     scale: float = 1.0  # inputs are divided by this
     normalize: str = "none"  # none | standard | minmax, statistics from train only
     normalize_target: str = "none"  # none | standard (regression), statistics from train only
+    statistics: str | None = None  # a preprocess.npz used as it is (relative to the spec)
     span: Span | None = field(default=None, compare=False)
 
 
@@ -240,7 +241,7 @@ def resolve_from_params(spec: Spec, params: dict) -> Spec:
 # Canonical JSON: stable key order, no spans, tuples as lists.
 
 
-_OMITTED_AT_DEFAULT = ("auto", "normalize_target")
+_OMITTED_AT_DEFAULT = ("auto", "normalize_target", "statistics")
 
 
 def to_data(obj: Any) -> Any:

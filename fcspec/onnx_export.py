@@ -30,7 +30,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from . import __version__, catalog, data, ir
 from .errors import DataError, FcspecError
-from .io import atomic_write_bytes, load_npz, load_params, refuse_overwrite
+from .io import atomic_write_bytes, load_params_any, load_weights_file, refuse_overwrite
 
 # Opset 17 is the default because it is the newest opset that every runtime a user
 # is likely to meet still accepts (onnxruntime >= 1.13, TensorRT 8.6, OpenVINO
@@ -208,6 +208,10 @@ def preprocessing(spec: ir.Spec, preprocess: data.Preprocess | None = None) -> d
     preprocess.npz) checked against the model's input, or without one, what the spec
     alone determines (its `scale`)."""
     shape = spec.model.input_shape
+    if preprocess is None and spec.data is not None and spec.data.statistics is not None:
+        preprocess = data.Preprocess.load(
+            Path(spec.path).parent / spec.data.statistics, spec.model.input_shape
+        )
     if preprocess is None:
         d = spec.data
         if d is not None and d.normalize != "none":
@@ -299,6 +303,7 @@ def export(
     probabilities: bool = False,
     source: str | None = None,
     schema=None,
+    fixed_batch: int | None = None,
 ) -> onnx.ModelProto:
     """The inference graph of `spec` with `params` baked in, checked.
 
@@ -347,7 +352,13 @@ def export(
         x = g.node("Identity", [x])  # an empty model: the output still needs a node
     g.rename(x, OUTPUT_NAME)
 
-    batch: list[Any] = [BATCH_DIM]
+    if fixed_batch is not None and (
+        not isinstance(fixed_batch, int) or isinstance(fixed_batch, bool) or fixed_batch < 1
+    ):
+        raise FcspecError(f"--fixed-batch must be a positive integer, got {fixed_batch!r}")
+    # A named dynamic batch by default; a fixed one for runtimes that need static shapes
+    # (NNAPI, CoreML): predict then pads the last batch.
+    batch: list[Any] = [BATCH_DIM if fixed_batch is None else fixed_batch]
     inp = helper.make_tensor_value_info(
         INPUT_NAME, TensorProto.FLOAT, batch + list(spec.model.input_shape)
     )
@@ -410,7 +421,11 @@ def export(
     helper.set_model_props(model, meta)
     try:
         onnx.checker.check_model(model, full_check=True)
-    except onnx.checker.ValidationError as e:  # an emitter bug, but say where
+        # Every edge gets its shape in the file (value_info), as onnx's strict shape
+        # inference computes it: viewers (Netron) and runtimes that plan memory from
+        # static shapes read them; an inconsistency here is an emitter bug.
+        model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         raise FcspecError(f"the exported graph of {spec.name} is invalid: {e}") from None
     return model
 
@@ -451,8 +466,8 @@ def load_weights(
         if not path.exists():
             raise DataError(f"weights file not found: {path}", hint=_HINT_TRAIN)
     if spec.model.pending:  # `input auto` / `linear(outputs)`: widths from the weights
-        spec = ir.resolve_from_params(spec, load_npz(path, "weights"))
-    params = load_params(path, spec.model, "weights", spec=spec)
+        spec = ir.resolve_from_params(spec, load_weights_file(path, "weights"))
+    params = load_params_any(path, spec.model, "weights", spec=spec)
     pre_path = path.parent / "preprocess.npz"
     preprocess = None
     if pre_path.exists():
@@ -498,6 +513,7 @@ def export_file(
     weights: str | os.PathLike | None = None,
     opset: int = DEFAULT_OPSET,
     probabilities: bool = False,
+    fixed_batch: int | None = None,
 ) -> Path:
     """Export `spec` with its trained weights to `out` (default runs/<name>/<name>.onnx)."""
     params, preprocess, wpath = load_weights(spec, weights)
@@ -508,7 +524,13 @@ def export_file(
         {"weights": wpath, "preprocessing": wpath.parent / "preprocess.npz", "spec": spec.path},
     )
     model = export(
-        spec, params, preprocess, opset=opset, probabilities=probabilities, schema=schema
+        spec,
+        params,
+        preprocess,
+        opset=opset,
+        probabilities=probabilities,
+        schema=schema,
+        fixed_batch=fixed_batch,
     )
     return save(model, target)
 

@@ -18,23 +18,23 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
 
 from . import data, ir
 from .errors import DataError, FcspecError
 from .io import atomic_write_text, read_bytes, refuse_overwrite, save_npz
-from .onnx_export import (
-    DEFAULT_OPSET,
-    INPUT_NAME,
-    OUTPUT_NAME,
-    check_params,
-    export,
-    output_kind,
-    preprocessing,
-)
+
+if TYPE_CHECKING:
+    import onnx
+
+# `import onnx` costs about a second (most of `fcspec predict`'s time on 10,000 rows), and
+# predict never needs it: onnxruntime reads the file itself.  So this module imports onnx
+# and the exporter only inside `verify`; benchmarks/inference_speed.py --predict measures
+# predict against a plain onnxruntime script.
+INPUT_NAME = "input"  # onnx_export.INPUT_NAME, without importing the exporter
+OUTPUT_NAME = "output"  # onnx_export.OUTPUT_NAME
 
 # verify's tolerance: an element passes when |onnx - numpy| <= TOLERANCE * max(1, |numpy|),
 # i.e. within 1e-5 absolute or 1e-5 relative, whichever is looser.  float32 has a
@@ -49,6 +49,7 @@ TOLERANCE = 1e-5
 # call overhead, small enough that a 784-wide batch stays a few MB.
 PREDICT_BATCH = 4096
 MAX_ONNX_BYTES = 2**31  # protobuf's own limit for one serialized model
+TASKS = ("classification", "binary", "regression")  # what predict can score
 
 
 def _ort():
@@ -62,7 +63,7 @@ def session(model: str | os.PathLike | bytes | onnx.ModelProto):
     ort = _ort()
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # onnxruntime's own warnings are not the user's business
-    if isinstance(model, onnx.ModelProto):
+    if hasattr(model, "SerializeToString"):  # an onnx.ModelProto
         src: Any = model.SerializeToString()
         what = "the exported model"
     elif isinstance(model, bytes):
@@ -90,19 +91,27 @@ TRUSTED_OPS = frozenset(
         "Add", "Div", "Elu", "Erf", "Exp", "Flatten", "Gelu", "Gemm", "Greater", "Identity",
         "LeakyRelu", "LogSoftmax", "Mul", "Relu", "Selu", "Sigmoid", "Softmax", "Softplus",
         "Sub", "Tanh", "Where",
+        # tabular graphs (onnx_tabular.py): imputation, one-hot, class names
+        "ArgMax", "Cast", "Concat", "Equal", "Gather", "IsNaN", "Squeeze",
     }
 )  # fmt: skip
+
+
+TRUSTED_ML_OPS = frozenset({"LabelEncoder"})  # ai.onnx.ml: categories to codes, codes to names
 
 
 def untrusted_parts(model: onnx.ModelProto) -> list[str]:
     """What in `model` fcspec never exports: other op types or domains, subgraphs
     (Loop, If, Scan bodies), local functions.  Such a graph can compute anything for
     any time (a Loop of 1e15 iterations never returns), so `predict` refuses it."""
+    import onnx  # only here: predict's path otherwise needs onnxruntime alone
+
     found = []
     if model.functions:
         found.append(f"{len(model.functions)} local functions")
     for node in model.graph.node:
-        if node.domain not in ("", "ai.onnx") or node.op_type not in TRUSTED_OPS:
+        ml = node.domain == "ai.onnx.ml" and node.op_type in TRUSTED_ML_OPS
+        if not ml and (node.domain not in ("", "ai.onnx") or node.op_type not in TRUSTED_OPS):
             found.append(f"{node.domain + '.' if node.domain else ''}{node.op_type}")
         for a in node.attribute:
             if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
@@ -112,6 +121,8 @@ def untrusted_parts(model: onnx.ModelProto) -> list[str]:
 
 def check_trusted(path: str | os.PathLike) -> None:
     """Refuse (`DataError`) an ONNX file whose graph fcspec could not have exported."""
+    import onnx  # parsing the graph is the one thing predict needs onnx for
+
     try:
         model = onnx.load_from_string(read_bytes(path, "ONNX model", limit=MAX_ONNX_BYTES))
     except DataError:
@@ -175,11 +186,27 @@ def _output_shape(sess, meta: Mapping[str, str]) -> tuple[int, ...]:
     return tuple(d if isinstance(d, int) else 1 for d in sess.get_outputs()[0].shape[1:])
 
 
+def _score_output(sess):
+    """The output predict reads: the first float tensor (a foreign classifier may list an
+    int64 label first, as skl2onnx does), else the first."""
+    outs = sess.get_outputs()
+    return next((o for o in outs if o.type == "tensor(float)"), outs[0])
+
+
 def _run_batches(sess, x: np.ndarray, batch: int) -> np.ndarray:
-    name = sess.get_inputs()[0].name
-    parts = [sess.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)]
+    inp, out = sess.get_inputs()[0], _score_output(sess)
+    fixed = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
+    if fixed is not None:
+        batch = fixed  # an --fixed-batch export: full batches only, the last one padded
+    parts = []
+    for i in range(0, len(x), batch):
+        xb = x[i : i + batch]
+        rows = len(xb)
+        if fixed is not None and rows < fixed:
+            xb = np.concatenate([xb, np.zeros((fixed - rows, *xb.shape[1:]), xb.dtype)])
+        parts.append(sess.run([out.name], {inp.name: xb})[0][:rows])
     if not parts:
-        out_dims = sess.get_outputs()[0].shape[1:]
+        out_dims = out.shape[1:]
         return np.zeros((0, *[d if isinstance(d, int) else 0 for d in out_dims]), np.float32)
     return np.concatenate(parts, axis=0)
 
@@ -237,9 +264,11 @@ def predict(
     target: str | None = None,
     labels: str | os.PathLike | None = None,
     trust_model: bool = False,
+    task: str | None = None,
 ) -> dict[str, Any]:
     """Run an exported model over a data file (npz, csv, IDX images with an optional `labels` file)
-    with onnxruntime.
+    with onnxruntime.  `task` says what the outputs are for a model whose metadata does not
+    (one not exported by fcspec): classification, binary or regression.
 
     Returns `{"rows", "output_shape", "task", "output_kind", "output_path"}` plus
     `accuracy` (classifiers) or `mse` and `mae` (regression) when the data has labels.
@@ -248,6 +277,8 @@ def predict(
         raise FcspecError(f"batch must be a positive integer, got {batch!r}")
     if output is not None:
         refuse_overwrite(output, {"model": model_path, "data": data_path, "labels file": labels})
+    if task is not None and task not in TASKS:
+        raise FcspecError(f"unknown task {task!r}", hint=f"one of {', '.join(TASKS)}")
     sess = session(model_path)
     if not trust_model:
         check_trusted(model_path)
@@ -264,7 +295,7 @@ def predict(
             hint="export one with `fcspec export FILE`",
         )
     meta = model_metadata(sess, model_path)
-    task = meta.get("task", "")
+    task = task or meta.get("task", "")
     kind = meta.get("output", "")
     x, y = data.load_file(data_path, target=target, labels=labels)
     x = _fit_input(np.asarray(x), list(inputs[0].shape), str(data_path))
@@ -309,6 +340,11 @@ def predict(
             )
             result["mse"] = float(np.mean(diff**2))
             result["mae"] = float(np.mean(np.abs(diff)))
+    if y is not None and len(x) and not task:
+        result["note"] = (
+            "the model does not say what its outputs are (no fcspec metadata): "
+            "pass --task classification (or binary, regression) for a score"
+        )
     if output is not None:
         _write_predictions(Path(output), out, classes)
         result["output_path"] = str(output)
@@ -409,6 +445,8 @@ def _predict_table(sess, meta, model_path, data_path, output, batch, target) -> 
 
 def _np_probabilities(spec: ir.Spec, y: np.ndarray) -> np.ndarray:
     # Mirrors _emit_probabilities with the textbook float32 formulas.
+    from .onnx_export import output_kind
+
     kind = output_kind(spec)
     if kind == "probabilities":
         return y
@@ -447,7 +485,7 @@ def verify(
     *,
     n: int = 64,
     rng: np.random.Generator | int | None = None,
-    opset: int = DEFAULT_OPSET,
+    opset: int | None = None,
     probabilities: bool = False,
     model: onnx.ModelProto | None = None,
     schema=None,
@@ -469,6 +507,16 @@ def verify(
     from onnx.reference import ReferenceEvaluator
 
     from . import interpreter
+    from .onnx_export import (
+        DEFAULT_OPSET,
+        check_opset,
+        check_params,
+        export,
+        output_kind,
+        preprocessing,
+    )
+
+    opset = DEFAULT_OPSET if opset is None else check_opset(opset)
 
     if not isinstance(n, int) or n < 1:
         raise FcspecError(f"verify needs n >= 1 samples, got {n!r}")
@@ -553,6 +601,7 @@ def _verify_table(spec, weights, pre, schema, model, n, rng, opset, probabilitie
     from onnx.reference import ReferenceEvaluator
 
     from . import interpreter, onnx_tabular, tabular
+    from .onnx_export import output_kind
 
     table = _raw_table(schema, pre, n, rng)
     x, _ = tabular.encode(dataclasses.replace(schema, unknown="ignore", missing="mean"), table)

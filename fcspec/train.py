@@ -5,6 +5,7 @@ optim, schedules, data) the way a PyTorch training script does, and writes a
 run folder:
 
     weights.npz      `NAME.weight` [out, in] / `NAME.bias`: a torch state_dict
+    weights.safetensors  the same, when the safetensors package (the interop extra) is installed
     preprocess.npz   the preprocessing statistics (from data.py)
     checkpoint.npz   everything needed to continue bit for bit (see below)
     metrics.jsonl    one JSON object per finished epoch
@@ -588,7 +589,7 @@ class RunState:
         self.net = interpreter.Network(spec.model, rng=np.random.default_rng([seed, 1]))
         if init is not None:
             try:
-                self.net.load_params(fio.load_params(init, spec.model, "weights"))
+                self.net.load_params(fio.load_params_any(init, spec.model, "weights"))
             except DataError as e:
                 raise DataError(
                     f"--init {init}: {e.diagnostic.message}", hint=e.diagnostic.hint
@@ -789,9 +790,7 @@ def _full_history(metrics: Path, tail: list[dict[str, Any]]) -> list[dict[str, A
 
 def _save_weights(state) -> None:
     """weights.npz, stamped with the spec it was trained for (export and eval check it)."""
-    fio.save_npz(
-        state.out / "weights.npz", _weights_arrays(state.net), stamp=fio.weights_stamp(state.spec)
-    )
+    fio.save_weights(state.out, _weights_arrays(state.net), stamp=fio.weights_stamp(state.spec))
 
 
 def _callbacks(callbacks, hook: str, *args) -> list[Any]:
@@ -1113,7 +1112,7 @@ def evaluate(
     if isinstance(weights_path, Mapping):  # the weights themselves (the Python API)
         net.load_params(weights_path)
     else:
-        net.load_params(fio.load_params(weights_path, spec.model, "weights", spec=spec))
+        net.load_params(fio.load_params_any(weights_path, spec.model, "weights", spec=spec))
     loss_fn = losses.make_loss(spec.loss)
     for split_name, split in (
         ("test", prepared.test),

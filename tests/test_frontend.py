@@ -424,6 +424,7 @@ def test_cli_version_and_help():
         "run",
         "eval",
         "export",
+        "import",
         "predict",
         "verify",
     ):

@@ -424,7 +424,7 @@ def test_metrics_and_summary_match_the_loss_recomputed_on_the_data(tmp_path, mon
         "preprocess.npz",
         "summary.json",
         "weights.npz",
-    ]
+    ] + (["weights.safetensors"] if fio.has_safetensors() else [])
     # evaluate() reports the same test figures from the saved weights
     ev = train.evaluate(spec, tmp_path / "run/weights.npz", base_dir=tmp_path)
     assert ev["split"] == "test"
