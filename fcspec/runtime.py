@@ -24,6 +24,7 @@ import numpy as np
 
 from . import data, ir
 from .errors import DataError, FcspecError
+from .onnx_trust import check_trusted
 from .io import atomic_write_text, read_bytes, refuse_overwrite, save_npz
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ def _ort():
     return ort
 
 
-def session(model: str | os.PathLike | bytes | onnx.ModelProto):
+def session(model: str | os.PathLike | bytes | onnx.ModelProto, what: str = "the model"):
     """An onnxruntime CPU session; any unreadable model is an `FcspecError`."""
     ort = _ort()
     opts = ort.SessionOptions()
@@ -67,7 +68,7 @@ def session(model: str | os.PathLike | bytes | onnx.ModelProto):
         src: Any = model.SerializeToString()
         what = "the exported model"
     elif isinstance(model, bytes):
-        src, what = model, "the model"
+        src = model
     else:
         path = Path(model)
         what = str(path)
@@ -82,62 +83,6 @@ def session(model: str | os.PathLike | bytes | onnx.ModelProto):
             f"{what} is not a valid ONNX model onnxruntime can run: {first}",
             hint="export one with `fcspec export FILE`",
         ) from None
-
-
-# Every op type fcspec's exporter writes (tests/test_hostile.py scans the emitters, so a
-# new one must be added here).  `predict` runs only graphs made of these.
-TRUSTED_OPS = frozenset(
-    {
-        "Add", "Div", "Elu", "Erf", "Exp", "Flatten", "Gelu", "Gemm", "Greater", "Identity",
-        "LeakyRelu", "LogSoftmax", "Mul", "Relu", "Selu", "Sigmoid", "Softmax", "Softplus",
-        "Sub", "Tanh", "Where",
-        # tabular graphs (onnx_tabular.py): imputation, one-hot, class names
-        "ArgMax", "Cast", "Concat", "Equal", "Gather", "IsNaN", "Squeeze",
-    }
-)  # fmt: skip
-
-
-TRUSTED_ML_OPS = frozenset({"LabelEncoder"})  # ai.onnx.ml: categories to codes, codes to names
-
-
-def untrusted_parts(model: onnx.ModelProto) -> list[str]:
-    """What in `model` fcspec never exports: other op types or domains, subgraphs
-    (Loop, If, Scan bodies), local functions.  Such a graph can compute anything for
-    any time (a Loop of 1e15 iterations never returns), so `predict` refuses it."""
-    import onnx  # only here: predict's path otherwise needs onnxruntime alone
-
-    found = []
-    if model.functions:
-        found.append(f"{len(model.functions)} local functions")
-    for node in model.graph.node:
-        ml = node.domain == "ai.onnx.ml" and node.op_type in TRUSTED_ML_OPS
-        if not ml and (node.domain not in ("", "ai.onnx") or node.op_type not in TRUSTED_OPS):
-            found.append(f"{node.domain + '.' if node.domain else ''}{node.op_type}")
-        for a in node.attribute:
-            if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
-                found.append(f"a subgraph in {node.op_type}")
-    return sorted(set(found))
-
-
-def check_trusted(path: str | os.PathLike) -> None:
-    """Refuse (`DataError`) an ONNX file whose graph fcspec could not have exported."""
-    import onnx  # parsing the graph is the one thing predict needs onnx for
-
-    try:
-        model = onnx.load_from_string(read_bytes(path, "ONNX model", limit=MAX_ONNX_BYTES))
-    except DataError:
-        raise
-    except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and friends
-        raise DataError(f"{path} is not a valid ONNX model: {e}") from None
-    parts = untrusted_parts(model)
-    if parts:
-        shown = ", ".join(parts[:6]) + (", ..." if len(parts) > 6 else "")
-        raise DataError(
-            f"{path} holds what fcspec never exports ({shown}); predict runs only graphs "
-            "fcspec itself can write, as such a graph may run without end",
-            hint="export the model with `fcspec export FILE`, or pass --trust-model "
-            "if you trust this file",
-        )
 
 
 def model_metadata(sess, what: Any) -> dict[str, str]:
@@ -183,7 +128,7 @@ def _output_shape(sess, meta: Mapping[str, str]) -> tuple[int, ...]:
             return tuple(shape)
     except ValueError:
         pass
-    return tuple(d if isinstance(d, int) else 1 for d in sess.get_outputs()[0].shape[1:])
+    return tuple(d if isinstance(d, int) else 1 for d in _score_output(sess).shape[1:])
 
 
 def _score_output(sess):
@@ -279,10 +224,13 @@ def predict(
         refuse_overwrite(output, {"model": model_path, "data": data_path, "labels file": labels})
     if task is not None and task not in TASKS:
         raise FcspecError(f"unknown task {task!r}", hint=f"one of {', '.join(TASKS)}")
-    sess = session(model_path)
+    src = read_bytes(model_path, "ONNX model", limit=MAX_ONNX_BYTES)
+    if not src:
+        raise DataError(f"{model_path} is empty, not an ONNX model")
     if not trust_model:
-        check_trusted(model_path)
-    meta = sess.get_modelmeta().custom_metadata_map
+        check_trusted(src, model_path)
+    sess = session(src, what=str(model_path))
+    meta = model_metadata(sess, model_path)
     if meta.get("schema"):
         return _predict_table(sess, meta, model_path, data_path, output, batch, target)
     inputs = sess.get_inputs()
@@ -294,7 +242,6 @@ def predict(
             f"{model_path} takes {inputs[0].type} inputs; fcspec models take tensor(float)",
             hint="export one with `fcspec export FILE`",
         )
-    meta = model_metadata(sess, model_path)
     task = task or meta.get("task", "")
     kind = meta.get("output", "")
     x, y = data.load_file(data_path, target=target, labels=labels)
