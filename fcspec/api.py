@@ -75,7 +75,7 @@ def load_run(folder: str | os.PathLike) -> Model:
     weights = folder / "weights.npz"
     if not weights.exists():
         raise DataError(f"{folder}: no weights.npz (did the run finish an epoch?)")
-    model.spec = ir.resolve_from_params(model.spec, fio.load_npz(weights, "weights"))
+    model.spec = ir.resolve_from_params(model.spec, fio.weights_shapes(weights, "weights"))
     params = fio.load_params(weights, model.spec.model, "weights")  # headers judged first
     model._set_trained(params, _load_preprocess(model.spec, folder))
     metrics = folder / "metrics.jsonl"
@@ -216,8 +216,8 @@ class Model:
         """A trained model from `spec` and a weights `.npz` (preprocess.npz beside it is used)."""
         from . import io as fio
 
-        params = fio.load_npz(weights, "weights")
-        model = cls(ir.resolve_from_params(spec, params), source)  # `input auto`: the run's widths
+        shapes = fio.weights_shapes(weights, "weights")
+        model = cls(ir.resolve_from_params(spec, shapes), source)  # `input auto`: the run's widths
         folder = Path(weights).parent
         # judged by their headers first; weights stamped for another spec are refused
         params = fio.load_params(weights, model.spec.model, "weights", spec=model.spec)
@@ -304,9 +304,9 @@ class Model:
         weights = folder / "weights.npz"
         if not weights.exists():  # zero epochs: nothing was trained
             raise FcspecError(f"{folder}: the run wrote no weights (epochs = 0?)")
-        params = fio.load_npz(weights, "weights")
-        self.spec = ir.resolve_from_params(self.spec, params)  # `input auto`: the data's widths
-        spec = ir.resolve_from_params(spec, params)
+        shapes = fio.weights_shapes(weights, "weights")
+        self.spec = ir.resolve_from_params(self.spec, shapes)  # `input auto`: the data's widths
+        spec = ir.resolve_from_params(spec, shapes)
         pre = prepared.preprocess if prepared is not None else _load_preprocess(spec, folder)
         self._set_trained(fio.load_params(weights, spec.model, "weights"), pre)
         metrics = folder / "metrics.jsonl"

@@ -83,7 +83,11 @@ def size_before_reading(path: Path, bytes_per_byte: float, what: str) -> None:
     check_memory(int(path.stat().st_size * bytes_per_byte), f"{path} ({what})")
 
 
-CSV_BYTES_PER_BYTE = 19  # measured: Python's csv rows of str cells, then the float64 array
+# What reading a CSV costs per byte of the file: pyarrow's columns, then the encoded
+# matrix.  Measured on MNIST's 110 MB training CSV (benchmarks/load_speed.py: 0.37 GB
+# peak, about 0.08 GB of it the interpreter and libraries): 2.6; rounded up.  For a
+# compressed file it applies to the compressed size, so it underestimates there.
+CSV_BYTES_PER_BYTE = 3
 
 
 def _estimate(shape: tuple[int, ...], itemsize: int) -> int:

@@ -386,8 +386,10 @@ def read_npz(
     keys: list[str] | None = None,
     *,
     judge: Callable[[dict[str, Header]], None] | None = None,
-) -> dict[str, np.ndarray]:
+    headers_only: bool = False,
+) -> dict[str, Any]:
     """Arrays `keys` (default: all) of the `.npz` at `path`; any failure is a `DataError`.
+    With `headers_only`, the (shape, dtype) headers instead, and no data is read.
 
     First every wanted member's header is parsed (a flipped byte in it is a clean
     error, not numpy's `tokenize.TokenError`), its declared size is compared with
@@ -445,6 +447,8 @@ def read_npz(
                 headers[k] = (shape, dtype)
             if judge is not None:
                 judge(headers)
+            if headers_only:
+                return headers
             out = {}
             for k in wanted:
                 try:
@@ -495,15 +499,17 @@ def expect_shapes(
 
 
 def load_params(path: PathLike, model, what: str = "weights", spec=None) -> dict[str, np.ndarray]:
-    """The parameters of `model` (an `ir.Model`) stored at `path` (`NAME.weight`, `NAME.bias`),
-    float32, in `model.param_shapes()` order: names, shapes and types are checked from
-    the headers before the data is read, and the values must be finite.
+    """The parameters of `model` (an `ir.Model`) stored at `path` (`NAME.weight`, `NAME.bias`;
+    an `.npz`, or a `.safetensors` file as PyTorch writes it), float32, in
+    `model.param_shapes()` order: names, shapes and types are checked from the headers
+    before the data is read, and the values must be finite.
 
     With `spec`, weights that `fcspec run` stamped for another spec (another sha256:
     another file, or this one edited since) are refused: two specs with the same layers
     would otherwise export or evaluate each other's weights without a word.
     """
-    stamp = npz_stamp(path) if spec is not None else None
+    safetensors = Path(path).suffix.lower() == ".safetensors"
+    stamp = npz_stamp(path) if spec is not None and not safetensors else None
     if stamp is not None and stamp.get("spec_sha256") not in (None, spec.sha256):
         raise DataError(
             f"{what} {path} were trained for spec {stamp.get('spec_name')!r} "
@@ -528,7 +534,7 @@ def load_params(path: PathLike, model, what: str = "weights", spec=None) -> dict
             )
         shapes(headers)
 
-    arrays = read_npz(path, what, judge=judge)
+    arrays = load_weights_file(path, what, judge=judge)
     out = {}
     for k in expected:
         a = arrays[k].astype(np.float32)
@@ -567,20 +573,75 @@ def has_safetensors() -> bool:
     return _safetensors_numpy() is not None
 
 
-def load_weights_file(path: PathLike, what: str = "weights") -> dict[str, np.ndarray]:
-    """Named arrays from a `.npz` or a `.safetensors` file; any failure is a `DataError`."""
+def _safetensors_header(path: Path, what: str) -> dict[str, Header]:
+    """The (shape, dtype) of each tensor of a `.safetensors` file, from its JSON header
+    alone (8 bytes of little-endian length, then the JSON): the format's own layout, so
+    a file announcing gigabytes is judged before a byte of data is read."""
+    label = f"{what} file {path}"
+    dtypes = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4",
+              "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?"}  # fmt: skip
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if n > min(size - 8, 100_000_000):  # the format caps its header at 100 MB
+                raise DataError(f"{label}: not a valid .safetensors file (header length {n:,})")
+            header = json.loads(f.read(n))
+        out: dict[str, Header] = {}
+        for k, v in header.items():
+            if k == "__metadata__":
+                continue
+            shape = tuple(int(d) for d in v["shape"])
+            if any(d < 0 for d in shape):
+                raise ValueError(f"tensor {k!r} has a negative dimension")
+            a, b = (int(o) for o in v["data_offsets"])
+            dtype = np.dtype(dtypes.get(v["dtype"], "V1"))  # V1: a type NumPy cannot hold
+            if dtype.kind != "V" and b - a != math.prod(shape) * dtype.itemsize:
+                raise ValueError(f"tensor {k!r} announces {list(shape)} but holds {b - a:,} bytes")
+            if not 0 <= a <= b <= size - 8 - n:
+                raise ValueError(f"tensor {k!r} lies beyond the end of the file (truncated?)")
+            out[k] = (shape, dtype)
+        return out
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - bad JSON, wrong types, OSError
+        raise DataError(
+            f"{label}: not a valid .safetensors file ({type(e).__name__}: {e})"
+        ) from None
+
+
+def weights_shapes(path: PathLike, what: str = "weights") -> dict[str, tuple[int, ...]]:
+    """The shape of each array in a `.npz` or `.safetensors` weights file, read from the
+    headers only (resolving `input auto` from trained weights must not read them whole)."""
+    path = Path(path)
+    regular_file(path, what)
+    if path.suffix.lower() == ".safetensors":
+        return {k: s for k, (s, _) in _safetensors_header(path, what).items()}
+    return {k: s for k, (s, _) in read_npz(path, what, headers_only=True).items()}
+
+
+def load_weights_file(
+    path: PathLike,
+    what: str = "weights",
+    *,
+    judge: Callable[[dict[str, Header]], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """Named arrays from a `.npz` or a `.safetensors` file; any failure is a `DataError`.
+    `judge(headers)` may refuse the shapes before any data is read (see `read_npz`)."""
     path = Path(path)
     if path.suffix.lower() != ".safetensors":
-        return load_npz(path, what)
+        return load_npz(path, what, judge=judge)
     st = _safetensors_numpy()
     if st is None:
         raise DataError(f"reading {path} needs the safetensors package", hint=INTEROP_HINT)
     if not path.exists():
         raise DataError(f"{what} file not found: {path}")
-    if path.is_dir():
-        raise DataError(f"{what} path is a folder, not a .safetensors file: {path}")
+    regular_file(path, what)
+    headers = _safetensors_header(path, what)
+    if judge is not None:
+        judge(headers)
     try:
-        return dict(st.load(path.read_bytes()))
+        return dict(st.load_file(str(path)))
     except Exception as e:  # noqa: BLE001 - SafetensorError, a dtype NumPy lacks (bf16), ...
         raise DataError(
             f"cannot read {what} file {path}: not a valid .safetensors file ({type(e).__name__}: {e})"
@@ -598,39 +659,3 @@ def save_weights(
     if st is not None:
         blob = st.save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, {"format": "pt"})
         atomic_write_bytes(folder / "weights.safetensors", blob)
-
-
-def load_params_any(
-    path: PathLike, model, what: str = "weights", spec=None
-) -> dict[str, np.ndarray]:
-    """`load_params` for `.npz`; a `.safetensors` file (PyTorch's) is read whole and judged the
-    same way: the model's names and shapes exactly, finite float values."""
-    if Path(path).suffix.lower() != ".safetensors":
-        return load_params(path, model, what, spec=spec)
-    arrays = load_weights_file(path, what)
-    expected = model.param_shapes()
-    where = f"{what} {path}"
-    missing = [k for k in expected if k not in arrays]
-    extra = sorted(k for k in arrays if k not in expected)
-    if missing or extra:
-        parts = (["missing " + ", ".join(missing)] if missing else []) + (
-            ["unexpected " + ", ".join(extra)] if extra else []
-        )
-        raise DataError(
-            f"{where} do not match model {model.name}: " + "; ".join(parts),
-            hint="were they trained from another spec?",
-        )
-    out = {}
-    for k, shape in expected.items():
-        a = arrays[k]
-        if tuple(a.shape) != tuple(shape):
-            raise DataError(
-                f"{where}: {k} has shape {list(a.shape)}, model {model.name} needs {list(shape)}"
-            )
-        if a.dtype.kind not in "fiu":
-            raise DataError(f"{where}: {k} has dtype {a.dtype}, expected numbers")
-        a = a.astype(np.float32)
-        if not np.isfinite(a).all():
-            raise DataError(f"{where}: {k} contains NaN or infinity (did training diverge?)")
-        out[k] = a
-    return out

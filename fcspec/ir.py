@@ -220,7 +220,8 @@ def resolve(spec: Spec, input_width: int | None, outputs: int | None) -> Spec:
 
 
 def resolve_from_params(spec: Spec, params: dict) -> Spec:
-    """`resolve` with the widths read off trained weights (export, verify, eval)."""
+    """`resolve` with the widths read off trained weights (export, verify, eval): `params`
+    maps names to arrays or to their shapes (`io.weights_shapes`, read from headers)."""
     m = spec.model
     if not m.pending:
         return spec
@@ -228,13 +229,17 @@ def resolve_from_params(spec: Spec, params: dict) -> Spec:
     width = outputs = None
     try:
         if "input" in m.auto and linears:
-            width = int(params[f"{linears[0].name}.weight"].shape[1])
+            width = int(_shape(params[f"{linears[0].name}.weight"])[1])
         for l in linears:
             if l.attrs.get("units") == OUTPUTS:
-                outputs = int(params[f"{l.name}.weight"].shape[0])
-    except (KeyError, AttributeError, IndexError):
+                outputs = int(_shape(params[f"{l.name}.weight"])[0])
+    except (KeyError, AttributeError, IndexError, TypeError):
         return spec  # the weights' own check reports what is missing
     return resolve(spec, width, outputs)
+
+
+def _shape(v: Any) -> tuple[int, ...]:
+    return tuple(v) if isinstance(v, tuple) else tuple(v.shape)
 
 
 # ---------------------------------------------------------------------------

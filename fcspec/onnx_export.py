@@ -30,7 +30,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from . import __version__, catalog, data, ir
 from .errors import DataError, FcspecError
-from .io import atomic_write_bytes, load_params_any, load_weights_file, refuse_overwrite
+from .io import atomic_write_bytes, load_params, refuse_overwrite, weights_shapes
 
 # Opset 17 is the default because it is the newest opset that every runtime a user
 # is likely to meet still accepts (onnxruntime >= 1.13, TensorRT 8.6, OpenVINO
@@ -466,8 +466,8 @@ def load_weights(
         if not path.exists():
             raise DataError(f"weights file not found: {path}", hint=_HINT_TRAIN)
     if spec.model.pending:  # `input auto` / `linear(outputs)`: widths from the weights
-        spec = ir.resolve_from_params(spec, load_weights_file(path, "weights"))
-    params = load_params_any(path, spec.model, "weights", spec=spec)
+        spec = ir.resolve_from_params(spec, weights_shapes(path, "weights"))
+    params = load_params(path, spec.model, "weights", spec=spec)
     pre_path = path.parent / "preprocess.npz"
     preprocess = None
     if pre_path.exists():

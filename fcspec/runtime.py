@@ -24,8 +24,8 @@ import numpy as np
 
 from . import data, ir
 from .errors import DataError, FcspecError
-from .onnx_trust import check_trusted
 from .io import atomic_write_text, read_bytes, refuse_overwrite, save_npz
+from .onnx_trust import check_trusted
 
 if TYPE_CHECKING:
     import onnx

@@ -194,6 +194,9 @@ def read_csv(
             else:
                 types[c] = t
     size = _size(path)
+    from .data import CSV_BYTES_PER_BYTE, size_before_reading
+
+    size_before_reading(path, CSV_BYTES_PER_BYTE, "a CSV file")  # before pyarrow allocates
     show = progress if progress is not None else (size > PROGRESS_BYTES and sys.stderr.isatty())
     spaced = None
     if d == WHITESPACE:

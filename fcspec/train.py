@@ -589,7 +589,7 @@ class RunState:
         self.net = interpreter.Network(spec.model, rng=np.random.default_rng([seed, 1]))
         if init is not None:
             try:
-                self.net.load_params(fio.load_params_any(init, spec.model, "weights"))
+                self.net.load_params(fio.load_params(init, spec.model, "weights"))
             except DataError as e:
                 raise DataError(
                     f"--init {init}: {e.diagnostic.message}", hint=e.diagnostic.hint
@@ -1112,7 +1112,7 @@ def evaluate(
     if isinstance(weights_path, Mapping):  # the weights themselves (the Python API)
         net.load_params(weights_path)
     else:
-        net.load_params(fio.load_params_any(weights_path, spec.model, "weights", spec=spec))
+        net.load_params(fio.load_params(weights_path, spec.model, "weights", spec=spec))
     loss_fn = losses.make_loss(spec.loss)
     for split_name, split in (
         ("test", prepared.test),
