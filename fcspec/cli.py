@@ -1,14 +1,14 @@
 """The `fcspec` command.  Thin: each command calls one library function.
 
 Every `FcspecError` becomes its message on stderr and exit 1 (an interrupted
-run exits 130 / 143); click keeps exit 2 for usage errors.  Heavy modules
+run exits 130 / 143), in one place (`_Group.invoke`); click keeps exit 2 for
+usage errors.  Heavy modules
 (numpy's trainer, onnx, onnxruntime) are imported inside the commands that use
 them, so `fcspec check` starts fast.
 """
 
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
 
@@ -34,13 +34,13 @@ def _echo_err(text: str) -> None:
     click.echo(text, err=True)
 
 
-def _fails_cleanly(f):
-    """Turn fcspec's own errors into a message and an exit code, never a traceback."""
+class _Group(click.Group):
+    """The command group; the one place fcspec's errors become a message and an exit code,
+    never a traceback, whichever command raised them."""
 
-    @functools.wraps(f)
-    def wrapper(*args, **kwargs):
+    def invoke(self, ctx: click.Context):
         try:
-            return f(*args, **kwargs)
+            return super().invoke(ctx)
         except FcspecError as e:
             _echo_err(str(e))
             sys.exit(getattr(e, "exit_code", 1))
@@ -59,8 +59,6 @@ def _fails_cleanly(f):
                 "in this machine's memory (try less data, a smaller batch or fewer units)"
             )
             sys.exit(1)
-
-    return wrapper
 
 
 def _checked(path: str, quiet: bool = False):
@@ -90,7 +88,7 @@ def _model(path: str, quiet: bool = False):
     return Model(result.spec, result.source)
 
 
-@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="fcspec")
 def main() -> None:
     """Declare, check, train and export fully connected neural networks.
@@ -107,7 +105,6 @@ SPEC = click.argument("file", type=click.Path(dir_okay=False, path_type=str))
 
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=str))
-@_fails_cleanly
 def check(files: tuple[str, ...]) -> None:
     """Check .fc files without reading any data: names, types, ranges, shapes,
     and the loss against the model's output. Errors exit 1; warnings don't."""
@@ -141,7 +138,6 @@ def check(files: tuple[str, ...]) -> None:
 
 @main.command()
 @SPEC
-@_fails_cleanly
 def show(file: str) -> None:
     """Print the layer table: name, op, output shape and parameters, with totals."""
     from .data import resolve_from_data
@@ -152,7 +148,6 @@ def show(file: str) -> None:
 
 @main.command(name="ir")
 @SPEC
-@_fails_cleanly
 def ir_command(file: str) -> None:
     """Print the checked IR as canonical JSON (stable key order)."""
     from .ir import to_json
@@ -167,7 +162,6 @@ def ir_command(file: str) -> None:
     type=click.IntRange(min=1),
     help="Explain a run of this many epochs (as `run --epochs N` trains it).",
 )
-@_fails_cleanly
 def explain(file: str, epochs) -> None:
     """Explain a spec: every resolved default, the optimizer's update rule and the
     learning rate of every epoch under the schedule."""
@@ -189,7 +183,6 @@ def explain(file: str, epochs) -> None:
     is_flag=True,
     help="Write nothing; exit 1 if any file is not formatted.",
 )
-@_fails_cleanly
 def fmt(files: tuple[str, ...], write: bool, check_only: bool) -> None:
     """Print .fc files in canonical form (comments kept). The formatted spec
     means exactly the same: `fcspec ir` of both is equal."""
@@ -259,7 +252,6 @@ def fmt(files: tuple[str, ...], write: bool, check_only: bool) -> None:
     metavar="URI",
     help="Also log the run to MLflow, e.g. sqlite:///mlflow.db (offline) or http://host:5000.",
 )
-@_fails_cleanly
 def run(
     file: str, out_dir, epochs, seed, init, resume, quiet, plot, tensorboard_dir, mlflow_uri
 ) -> None:
@@ -355,7 +347,6 @@ def run_report(summary: dict, where: Path) -> str:
     help="Entries of each gradient checked by finite differences.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the trace as JSON (for tools).")
-@_fails_cleanly
 def trace(file: str, batch, step, checks, as_json) -> None:
     """Explain one real training step of FILE, layer by layer.
 
@@ -410,7 +401,6 @@ def trace(file: str, batch, step, checks, as_json) -> None:
 @click.option(
     "--show", is_flag=True, help="Train nothing: write results.csv, best.fc and sweep.png now."
 )
-@_fails_cleanly
 def sweep(file: str, trials, workers, dask_address, storage, out_dir, show) -> None:
     """Search the values FILE's sweep block declares, with Optuna, trials in
     parallel on Dask (needs the extra: pip install -e '.[sweep]').
@@ -463,7 +453,6 @@ def sweep_report(result: dict) -> str:
 
 @main.command(name="plot")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=str))
-@_fails_cleanly
 def plot_command(run_dir: str) -> None:
     """Draw the pictures of RUN_DIR, a finished run or one still training.
 
@@ -487,7 +476,6 @@ def plot_command(run_dir: str) -> None:
     type=click.Path(dir_okay=False, path_type=str),
     help="Trained weights (.npz or .safetensors), e.g. runs/<name>/weights.npz.",
 )
-@_fails_cleanly
 def eval_command(file: str, weights: str) -> None:
     """Loss and metrics of trained weights on the spec's test data (or, without
     test data, its validation split)."""
@@ -546,7 +534,6 @@ def eval_command(file: str, weights: str) -> None:
     type=click.IntRange(min=1),
     help="A static batch size instead of the dynamic one (for NNAPI, CoreML, ...).",
 )
-@_fails_cleanly
 def export(
     file: str,
     as_onnx: bool,
@@ -617,7 +604,6 @@ def export(
     help="Training data (.npz, or .csv with --target) for the spec's data section.",
 )
 @click.option("--target", help="Label column of a --data CSV file.")
-@_fails_cleanly
 def import_command(model: str, out_dir: str, name, task, output_name, data_file, target) -> None:
     """Import an ONNX MLP (torch.onnx.export, skl2onnx, fcspec) as a spec and weights.
 
@@ -674,7 +660,6 @@ def import_command(model: str, out_dir: str, name, task, output_name, data_file,
     type=click.Choice(["classification", "binary", "regression"]),
     help="What the outputs are, for a model without fcspec's metadata (scores it).",
 )
-@_fails_cleanly
 def predict(model: str, data: str, output, batch, target, labels, trust_model, task) -> None:
     """Run an exported MODEL.onnx over DATA with onnxruntime; prints accuracy
     when DATA has labels. Only graphs fcspec can export are run (see --trust-model).
@@ -728,7 +713,6 @@ def predict(model: str, data: str, output, batch, target, labels, trust_model, t
 @click.option(
     "--opset", type=int, default=None, help="ONNX opset to export and check [default: 17]."
 )
-@_fails_cleanly
 def verify(file: str, weights, opset) -> None:
     """Run the NumPy interpreter, onnxruntime and onnx.reference on the same
     inputs (batch 1 and batch N); exit 1 if they differ beyond tolerance."""
@@ -747,7 +731,6 @@ def verify(file: str, weights, opset) -> None:
 @click.option(
     "--stdio", is_flag=True, help="Talk over stdin/stdout (the default and only transport)."
 )
-@_fails_cleanly
 def lsp(stdio: bool) -> None:
     """Run the language server for editors (LSP over stdin/stdout): diagnostics
     as you type, hover, completion, formatting, symbols and go to definition.

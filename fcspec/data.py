@@ -38,6 +38,7 @@ import numpy as np
 
 from . import catalog, ir
 from .catalog import TABULAR_DATASETS, TABULAR_SOURCES
+from .describe import format_bytes
 from .errors import DataError
 
 MEMINFO = "/proc/meminfo"  # Linux only; elsewhere the memory check is skipped
@@ -57,14 +58,6 @@ def available_memory() -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
-
-
-def format_bytes(n: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"  # pragma: no cover - the loop returns at GB
 
 
 def check_memory(nbytes: int, what: str) -> None:
@@ -305,6 +298,22 @@ def _located(src: ir.DataSource | None) -> Iterator[None]:
         raise DataError(e.diagnostic.message, span=src.span, hint=e.diagnostic.hint) from None
 
 
+# The reader of each data source of the catalog (catalog.SOURCES), by the row's name:
+# (the source's options, the spec's folder) -> the raw arrays.
+READERS: dict[str, Callable[[dict, Path], _Raw]] = {}
+
+
+def reads(name: str):
+    """Register the decorated function as the reader of the catalog's data source `name`."""
+
+    def register(fn: Callable[[dict, Path], _Raw]) -> Callable[[dict, Path], _Raw]:
+        READERS[name] = fn
+        return fn
+
+    return register
+
+
+@reads("npz")
 def _npz_source(a: dict, base_dir: Path) -> _Raw:
     path = _resolve(a["path"], base_dir)
     x, y = read_npz(path, a.get("x", "x") or "x", a.get("y", "y"))
@@ -331,12 +340,18 @@ def _table_source(kind: str) -> Callable[[dict, Path], _Raw]:
     return read
 
 
+reads("csv")(_table_source("csv"))
+reads("parquet")(_table_source("parquet"))
+
+
+@reads("idx")
 def _idx_source(a: dict, base_dir: Path) -> _Raw:
     images = _resolve(a["images"], base_dir)
     labels = _resolve(a["labels"], base_dir) if a.get("labels") else None
     return _read_idx_pair(images, labels)
 
 
+@reads("mnist")
 def _mnist_source(a: dict, base_dir: Path) -> _Raw:
     from .mnist import mnist_files
 
@@ -344,6 +359,7 @@ def _mnist_source(a: dict, base_dir: Path) -> _Raw:
     return _read_idx_pair(images, labels)
 
 
+@reads("dataset")
 def _dataset_source(a: dict, base_dir: Path) -> _Raw:
     name = a.get("name")
     if name in TABULAR_DATASETS:
@@ -365,18 +381,6 @@ def _dataset_source(a: dict, base_dir: Path) -> _Raw:
     with importlib.resources.as_file(res) as path:
         x, y = read_npz(path)
     return _Raw(x, y, f"dataset {name!r}", f"dataset {name!r}")
-
-
-# The reader of each data source of the catalog (catalog.SOURCES), by the row's name:
-# (the source's resolved options, the spec's folder) -> the raw arrays.
-READERS: dict[str, Callable[[dict, Path], _Raw]] = {
-    "npz": _npz_source,
-    "csv": _table_source("csv"),
-    "parquet": _table_source("parquet"),
-    "idx": _idx_source,
-    "mnist": _mnist_source,
-    "dataset": _dataset_source,
-}
 
 
 def _load(src: ir.DataSource, base_dir: Path) -> _Raw:

@@ -39,11 +39,13 @@ def data_note(spec: ir.Spec, note: str | None) -> list[str]:
     return [f"{what} from the data{': ' + note if note else ''}"]
 
 
-def _bytes(n: int) -> str:
+def format_bytes(n: float) -> str:
+    """A byte count for people: `124 B`, `198.54 KB`, `3.74 MB` (units of 1024), the one
+    formatter of every size fcspec prints."""
     for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
         if n >= size:
             return f"{n / size:.2f} {unit}"
-    return f"{n} B"
+    return f"{n:.0f} B"
 
 
 def show(spec: ir.Spec, note: str | None = None) -> str:
@@ -73,7 +75,7 @@ def show(spec: ir.Spec, note: str | None = None) -> str:
     if spec.model.pending:
         out.append("Total params: from the data")
     else:
-        out.append(f"Total params: {n:,} ({_bytes(n * 4)} as float32)")
+        out.append(f"Total params: {n:,} ({format_bytes(n * 4)} as float32)")
         out.append(f"Trainable params: {n:,}")
     out.append(
         f"Loss: {spec.loss.kind} ({spec.task})   Optimizer: {spec.optimizer.kind}"

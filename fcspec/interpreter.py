@@ -18,11 +18,9 @@ from collections import OrderedDict
 
 import numpy as np
 
-from . import ir
+from . import catalog, ir
 from .errors import DataError, TrainingError
 from .ops import OPS, Buffers, Context
-
-INITS = ("default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "zeros")
 
 # Batch sizes whose buffers are kept: training uses two (the batch and the last,
 # smaller one), evaluation and predict a few more.
@@ -44,7 +42,7 @@ def init_params(model: ir.Model, rng: np.random.Generator) -> dict[str, np.ndarr
         if not layer.params:
             continue
         init = layer.attrs.get("init", "default")
-        if init not in INITS:
+        if init not in catalog.INITS:
             raise TrainingError(f"layer {layer.name!r}: unknown init {init!r}")
         for key, shape in layer.params.items():
             name = f"{layer.name}.{key}"

@@ -55,7 +55,7 @@ def scratch() -> Iterator[None]:
         _SYNC.reset(token)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     # Without this the rename may be lost on a crash even though the data was synced.
     if os.name != "posix" or not _SYNC.get():
         return
@@ -182,7 +182,7 @@ def atomic_write_bytes(path: PathLike, data: bytes, mode: int | None = None) -> 
         except OSError:
             pass
         raise
-    _fsync_dir(folder)
+    fsync_dir(folder)
     remove_stale_temps(path)
 
 

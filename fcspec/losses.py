@@ -36,6 +36,16 @@ def _floats(a) -> np.ndarray:
     return a if a.dtype in (np.float32, np.float64) else a.astype(np.float32)
 
 
+# The implementation of each catalog row (catalog.LOSSES), by the row's name.
+LOSSES: dict[str, type[Loss]] = {}
+
+
+def implements(cls: type[Loss]) -> type[Loss]:
+    """Register `cls` as the implementation of the catalog's loss `cls.kind`."""
+    LOSSES[cls.kind] = cls
+    return cls
+
+
 class Loss:
     """Base: options parsing, target checks and the gradient buffer."""
 
@@ -153,6 +163,7 @@ class _ClassLoss(Loss):
         return float(self.weight[target].sum(dtype=np.float64))
 
 
+@implements
 class CrossEntropy(_ClassLoss):
     """Logits and class ids; optional class `weight` and `label_smoothing` e.
 
@@ -254,6 +265,7 @@ class CrossEntropy(_ClassLoss):
         return value, g
 
 
+@implements
 class NLL(_ClassLoss):
     """Log-probabilities and class ids: -w[y_n] x[n, y_n], mean = sum / sum(w[y_n])."""
 
@@ -290,6 +302,7 @@ class NLL(_ClassLoss):
 # Regression: elementwise against a target of the output's shape.
 
 
+@implements
 class MSE(Loss):
     """mean((x - y)^2); gradient 2 (x - y) / numel."""
 
@@ -308,6 +321,7 @@ class MSE(Loss):
         return value, d
 
 
+@implements
 class MAE(Loss):
     """mean(|x - y|); gradient sign(x - y) / numel (0 where equal, as PyTorch)."""
 
@@ -328,6 +342,7 @@ class MAE(Loss):
         return value, d
 
 
+@implements
 class Huber(Loss):
     """0.5 d^2 if |d| < delta else delta (|d| - 0.5 delta); gradient clip(d, -delta, delta)."""
 
@@ -337,9 +352,7 @@ class Huber(Loss):
 
     def __init__(self, options: dict):
         super().__init__(options)
-        self.delta = float(options.get("delta", 1.0))
-        if not self.delta > 0:
-            raise TrainingError(f"huber: delta must be positive, got {self.delta}")
+        self.delta = float(options["delta"])  # > 0: catalog.resolve checked it
 
     def _compute(self, x, y, want_grad):
         delta = self.delta
@@ -369,6 +382,7 @@ class Huber(Loss):
 # Binary: one output, 0/1 targets.
 
 
+@implements
 class BCE(Loss):
     """Probabilities: (y - 1) max(log1p(-x), -100) - y max(log x, -100);
     gradient (x - y) / max(x (1 - x), 1e-12) (PyTorch's formulas, mean over elements)."""
@@ -405,6 +419,7 @@ class BCE(Loss):
         return value, g
 
 
+@implements
 class BCEWithLogits(Loss):
     """Logits: max(x, 0) - x y + log1p(exp(-|x|)); gradient (sigmoid(x) - y) / numel."""
 
@@ -443,6 +458,7 @@ class BCEWithLogits(Loss):
 # Distribution: log-probabilities against target probabilities.
 
 
+@implements
 class KLDiv(Loss):
     """Pointwise y (log y - x) (0 where y = 0), reduced as sum / N (`batchmean`) or sum.
     Gradient -y / N."""
@@ -473,12 +489,6 @@ class KLDiv(Loss):
         g = self._buf("g", x.shape, x.dtype)
         np.divide(y, -k, out=g)
         return value, g
-
-
-# The implementation of each catalog row (catalog.LOSSES), by the row's name.
-LOSSES: dict[str, type[Loss]] = {
-    cls.kind: cls for cls in (CrossEntropy, NLL, MSE, MAE, Huber, BCE, BCEWithLogits, KLDiv)
-}
 
 
 def make_loss(loss: ir.Loss) -> Loss:

@@ -192,7 +192,7 @@ def _fetch(url: str, dest: Path, md5: str, hint: str) -> Path:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, dest)
-        _fsync_dir(dest.parent)
+        fio.fsync_dir(dest.parent)
         return dest
     except OSError as e:  # writing failed: disk full, permissions
         raise DataError(f"mnist: cannot write {dest}: {e.strerror or e}", hint=hint) from None
@@ -207,13 +207,3 @@ def _stderr_is_tty() -> bool:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):
         return False
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; not possible on every platform (Windows).
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -14,7 +14,7 @@ Float32 fidelity.  The formulas are those of the design notes (semantics.md)
 in the operation order of torch.optim's single-tensor (non-foreach) functions
 (torch 2.13), with every Python scalar rounded to float32 where torch's
 kernels round it (the "opmath" type of float32 is float32), so a run matches
-torch to float32 round-off (tests/test_optim.py: rtol 1e-6 over 20 steps).
+torch to float32 round-off (tests/test_optim_torch.py: rtol 1e-6 over 20 steps).
 torch's vectorized CPU kernels evaluate `add(x, alpha=a)`, `lerp` and
 `addcmul` as fused multiply-adds, rounding once; `_axpy` rounds twice (a
 float32 multiply, then a float32 add), so an entry can differ from torch's in
@@ -82,6 +82,16 @@ def _lerp(
 
 # ---------------------------------------------------------------------------
 # The optimizers
+
+
+# The implementation of each catalog row (catalog.OPTIMIZERS), by the row's name.
+_KINDS: dict[str, type[Optimizer]] = {}
+
+
+def implements(cls: type[Optimizer]) -> type[Optimizer]:
+    """Register `cls` as the implementation of the catalog's optimizer `cls.kind`."""
+    _KINDS[cls.kind] = cls
+    return cls
 
 
 class Optimizer:
@@ -160,6 +170,7 @@ class Optimizer:
             np.copyto(self.state[name], np.asarray(d[name]), casting="same_kind")
 
 
+@implements
 class SGD(Optimizer):
     """torch.optim.SGD: momentum, dampening, nesterov, weight_decay."""
 
@@ -205,6 +216,7 @@ class SGD(Optimizer):
         _axpy(g, F32(-lr), theta, theta, self._w)
 
 
+@implements
 class Adam(Optimizer):
     """torch.optim.Adam and, with `decoupled`, torch.optim.AdamW; amsgrad either way."""
 
@@ -281,6 +293,17 @@ class Adam(Optimizer):
         )
 
 
+@implements
+class AdamW(Adam):
+    """torch.optim.AdamW: Adam with decoupled weight decay."""
+
+    kind = "adamw"
+
+    def __init__(self, options: Mapping[str, Any], size: int):
+        super().__init__(options, size, decoupled=True)
+
+
+@implements
 class RMSprop(Optimizer):
     """torch.optim.RMSprop: alpha, eps (outside the square root), weight_decay, momentum, centered."""
 
@@ -326,6 +349,7 @@ class RMSprop(Optimizer):
             np.add(theta, upd, out=theta)
 
 
+@implements
 class Adagrad(Optimizer):
     """torch.optim.Adagrad: lr_decay, weight_decay, initial_accumulator_value, eps."""
 
@@ -352,15 +376,6 @@ class Adagrad(Optimizer):
         np.multiply(g, F32(-clr), out=upd)
         np.divide(upd, std, out=upd)
         np.add(theta, upd, out=theta)
-
-
-_KINDS = {
-    "sgd": SGD,
-    "adam": Adam,
-    "adamw": lambda options, size: Adam(options, size, decoupled=True),
-    "rmsprop": RMSprop,
-    "adagrad": Adagrad,
-}
 
 
 def resolved_options(opt: ir.Optimizer) -> dict[str, Any]:

@@ -58,6 +58,16 @@ def resolved_options(s: ir.Schedule) -> dict[str, Any]:
 # Schedules
 
 
+# The implementation of each catalog row (catalog.SCHEDULES), by the row's name.
+_KINDS: dict[str, type[Schedule]] = {}
+
+
+def implements(cls: type[Schedule]) -> type[Schedule]:
+    """Register `cls` as the implementation of the catalog's schedule `cls.kind`."""
+    _KINDS[cls.kind] = cls
+    return cls
+
+
 class Schedule:
     """The rate for the coming epoch (`lr`), moved by `step()` after each epoch.
 
@@ -105,10 +115,12 @@ class Schedule:
         self.epoch = int(np.asarray(d["epoch"]))
 
 
+@implements
 class Constant(Schedule):
     kind = "constant"
 
 
+@implements
 class Step(Schedule):
     """StepLR: times gamma at every multiple of step_size."""
 
@@ -121,6 +133,7 @@ class Step(Schedule):
         return lr * gamma
 
 
+@implements
 class MultiStep(Schedule):
     """MultiStepLR: times gamma at each milestone (gamma^k for a milestone listed k times)."""
 
@@ -139,6 +152,7 @@ class MultiStep(Schedule):
         return lr * self.options["gamma"] ** self._milestones[epoch]
 
 
+@implements
 class Exponential(Schedule):
     """ExponentialLR: times gamma every epoch."""
 
@@ -148,6 +162,7 @@ class Exponential(Schedule):
         return lr * self.options["gamma"]
 
 
+@implements
 class Cosine(Schedule):
     """CosineAnnealingLR (no restarts: past t_max the cosine climbs back, as in torch)."""
 
@@ -163,6 +178,7 @@ class Cosine(Schedule):
         ) * (lr - eta_min) + eta_min
 
 
+@implements
 class Polynomial(Schedule):
     """PolynomialLR: (1 - e / total_iters)^power of the base, constant (0) after total_iters."""
 
@@ -176,6 +192,7 @@ class Polynomial(Schedule):
         return lr * decay
 
 
+@implements
 class Plateau(Schedule):
     """ReduceLROnPlateau: times factor after more than `patience` epochs without improvement."""
 
@@ -234,11 +251,6 @@ class Plateau(Schedule):
         self.best = float(np.asarray(d["best"]))
         self.num_bad_epochs = int(np.asarray(d["num_bad_epochs"]))
         self.cooldown_counter = int(np.asarray(d["cooldown_counter"]))
-
-
-_KINDS: dict[str, type[Schedule]] = {
-    cls.kind: cls for cls in (Constant, Step, MultiStep, Exponential, Cosine, Polynomial, Plateau)
-}
 
 
 def make_schedule(s: ir.Schedule, base_lr: float) -> Schedule:

@@ -49,6 +49,7 @@ import numpy as np
 from . import catalog, interpreter, ir, losses, optim, schedules
 from . import data as fdata
 from . import io as fio
+from .describe import format_bytes
 from .errors import DataError, FcspecError, TrainingError
 from .layerstats import LayerStats
 
@@ -183,22 +184,14 @@ def estimate_memory(spec: ir.Spec, batch: int, eval_batch: int = EVAL_BATCH) -> 
     }
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
 def _check_memory(spec: ir.Spec, batch: int) -> None:
     est = estimate_memory(spec, batch)
     avail = fdata.available_memory()
     if avail is not None and est["total"] > avail:
-        parts = ", ".join(f"{k} {_human(v)}" for k, v in est.items() if k != "total")
+        parts = ", ".join(f"{k} {format_bytes(v)}" for k, v in est.items() if k != "total")
         raise TrainingError(
-            f"training {spec.name} needs about {_human(est['total'])} ({parts}) "
-            f"but only {_human(avail)} is available",
+            f"training {spec.name} needs about {format_bytes(est['total'])} ({parts}) "
+            f"but only {format_bytes(avail)} is available",
             hint="use a smaller batch or a smaller model",
         )
 

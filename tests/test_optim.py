@@ -1,4 +1,5 @@
-"""optim.py against torch.optim: every optimizer and option, state round trips, clipping."""
+"""optim.py's own behaviour: state round trips, refusals, no per-step allocation, clipping,
+the update rules explain prints.  The comparison with torch.optim is test_optim_torch.py."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ import pytest
 
 from fcspec import ir, optim
 from fcspec.errors import SpecError, TrainingError
-
-torch = pytest.importorskip("torch")
 
 # A flat vector split like a small model's parameters (weight, bias, weight),
 # so torch sees several tensors in one param group, as it would for a model.
@@ -31,7 +30,10 @@ CASES = [
     ("adam", {"lr": 1e-2, "weight_decay": 0.1}),
     ("adam", {"lr": 1e-2, "amsgrad": True}),
     ("adam", {"lr": 1e-2, "amsgrad": True, "weight_decay": 0.1}),
-    ("adam", {"lr": 1e-2, "betas": (0.3, 0.9)}),  # lerp weight >= 0.5 takes torch's other branch
+    (
+        "adam",
+        {"lr": 1e-2, "betas": (0.3, 0.9)},
+    ),  # lerp weight >= 0.5 takes torch's other branch
     ("adamw", {"lr": 1e-2}),
     ("adamw", {"lr": 1e-2, "weight_decay": 0.1, "amsgrad": True}),
     ("adamw", {"lr": 1e-2, "weight_decay": 0.0}),
@@ -39,18 +41,30 @@ CASES = [
     ("rmsprop", {"lr": 1e-2, "alpha": 0.9, "weight_decay": 0.01}),
     ("rmsprop", {"lr": 1e-2, "centered": True}),
     ("rmsprop", {"lr": 1e-2, "momentum": 0.9}),
-    ("rmsprop", {"lr": 1e-2, "centered": True, "momentum": 0.5, "weight_decay": 0.01, "eps": 1e-6}),
+    (
+        "rmsprop",
+        {
+            "lr": 1e-2,
+            "centered": True,
+            "momentum": 0.5,
+            "weight_decay": 0.01,
+            "eps": 1e-6,
+        },
+    ),
     ("adagrad", {"lr": 0.1}),
     ("adagrad", {"lr": 0.1, "lr_decay": 0.05}),
     ("adagrad", {"lr": 0.1, "initial_accumulator_value": 0.1, "eps": 1e-6}),
     (
         "adagrad",
-        {"lr": 0.1, "lr_decay": 0.01, "weight_decay": 0.01, "initial_accumulator_value": 0.5},
+        {
+            "lr": 0.1,
+            "lr_decay": 0.01,
+            "weight_decay": 0.01,
+            "initial_accumulator_value": 0.5,
+        },
     ),
 ]
 IDS = [k + "-" + "-".join(f"{n}={v}" for n, v in o.items()) for k, o in CASES]
-
-TORCH = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop", "adagrad": "Adagrad"}
 
 
 def problem(seed: int = 0):
@@ -76,32 +90,6 @@ def run_fcspec(kind, opts, theta, grads):
     for i, g in enumerate(grads):
         opt.step(th, g, lr_at(opts, i))
     return th
-
-
-def run_torch(kind, opts, theta, grads):
-    chunks = np.split(theta, np.cumsum(SIZES)[:-1])
-    params = [torch.nn.Parameter(torch.from_numpy(c.copy())) for c in chunks]
-    opt = getattr(torch.optim, TORCH[kind])(params, foreach=False, **opts)
-    for i, g in enumerate(grads):
-        for p, c in zip(params, np.split(g, np.cumsum(SIZES)[:-1])):
-            p.grad = torch.from_numpy(c.copy())
-        for group in opt.param_groups:
-            group["lr"] = lr_at(opts, i)
-        opt.step()
-    return torch.cat([p.detach() for p in params]).numpy()
-
-
-@pytest.mark.parametrize(("kind", "opts"), CASES, ids=IDS)
-def test_matches_torch_to_float32_roundoff(kind, opts):
-    """20 steps of random gradients with the rate dropping midway, as torch.optim (foreach=False)."""
-    theta, grads = problem()
-    ours, theirs = run_fcspec(kind, opts, theta, grads), run_torch(kind, opts, theta, grads)
-    assert not np.array_equal(ours, theta)  # the run moved the parameters
-    # Parameters are N(0, 1) (|theta| < 4), so atol 1e-6 is a few float32 ulps at
-    # their scale.  torch fuses its multiply-adds (one rounding) where fcspec rounds
-    # twice, and torch's vectorized sqrt is off by one ulp for about a sixth of its
-    # inputs: both stay at float32 round-off.
-    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize(("kind", "opts"), CASES, ids=IDS)
@@ -182,22 +170,19 @@ def test_wrong_vector_is_a_training_error():
         opt.step(np.zeros(3, np.float64), np.zeros(3, np.float32), 0.1)
 
 
-def test_defaults_are_torchs():
-    """An IR that leaves options out gets torch.optim's defaults (from the catalog)."""
-    for kind, cls in TORCH.items():
-        opt = optim.make_optimizer(ir.Optimizer(kind, {"lr": 0.01}), N)
-        torch_defaults = getattr(torch.optim, cls)(
-            [torch.zeros(1, requires_grad=True)], lr=0.01
-        ).defaults
-        for name, value in opt.options.items():
-            assert torch_defaults[name] == value, (kind, name)
-
-
 @pytest.mark.parametrize(
     ("kind", "opts", "message"),
     [
-        ("sgd", {"lr": 0.1, "nesterov": True}, "nesterov momentum needs `momentum` > 0"),
-        ("sgd", {"lr": 0.1, "momentum": 0.9, "dampening": 0.1, "nesterov": True}, "dampening` = 0"),
+        (
+            "sgd",
+            {"lr": 0.1, "nesterov": True},
+            "nesterov momentum needs `momentum` > 0",
+        ),
+        (
+            "sgd",
+            {"lr": 0.1, "momentum": 0.9, "dampening": 0.1, "nesterov": True},
+            "dampening` = 0",
+        ),
         ("sgd", {"lr": -0.1}, "sgd: lr must be > 0, got -0.1"),
         ("sgd", {"lr": 0.0}, "sgd: lr must be > 0, got 0.0"),
         ("adam", {"lr": 0.1, "betas": (0.9, 1.0)}, "betas must both be in"),
@@ -217,33 +202,23 @@ def test_bad_options_are_spec_errors(kind, opts, message):
 
 
 @pytest.mark.parametrize("max_norm", [0.5, 5.0, 1e6])
-def test_clip_grad_norm_matches_torch(max_norm):
+def test_clip_grad_norm_scales_to_the_limit(max_norm):
+    """The norm (float64 oracle) is returned; above the limit the gradient is scaled to it."""
     _, grads = problem(5)
     g = grads[0] * np.float32(0.01)
-    params = [torch.nn.Parameter(torch.zeros(s)) for s in SIZES]
-    for p, c in zip(params, np.split(g, np.cumsum(SIZES)[:-1])):
-        p.grad = torch.from_numpy(c.copy())
-    want = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
     ours = g.copy()
     got = optim.clip_grad_norm(ours, max_norm)
-    assert got == pytest.approx(want, rel=1e-6)
-    np.testing.assert_allclose(
-        ours, torch.cat([p.grad for p in params]).numpy(), rtol=1e-6, atol=1e-9
-    )
+    assert got == pytest.approx(float(np.linalg.norm(g.astype(np.float64))), rel=1e-6)
     if max_norm > got:
         np.testing.assert_array_equal(ours, g)  # below the limit nothing moves
     else:
+        np.testing.assert_allclose(ours, g * np.float32(max_norm / (got + 1e-6)), rtol=1e-6)
         assert np.linalg.norm(ours.astype(np.float64)) == pytest.approx(max_norm, rel=1e-5)
 
 
-def test_clip_grad_norm_non_finite_spreads_like_torch():
+def test_clip_grad_norm_spreads_a_nan_to_every_entry():
     g = np.array([1.0, np.nan, 2.0], np.float32)
-    t = torch.from_numpy(g.copy()).requires_grad_()
-    t.grad = torch.from_numpy(g.copy())
-    want = float(torch.nn.utils.clip_grad_norm_([t], 1.0))
-    got = optim.clip_grad_norm(g, 1.0)
-    assert np.isnan(got) and np.isnan(want)
-    assert np.isnan(g).all() and torch.isnan(t.grad).all()
+    assert np.isnan(optim.clip_grad_norm(g, 1.0)) and np.isnan(g).all()
 
 
 # ---------------------------------------------------------------------------
@@ -256,7 +231,12 @@ def test_clip_grad_norm_non_finite_spreads_like_torch():
         (
             "sgd",
             {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
-            ["g = g + 0.0005 * p", "b = 0.9 * b + g  (t > 1)", "g = g + 0.9 * b", "p = p - lr * g"],
+            [
+                "g = g + 0.0005 * p",
+                "b = 0.9 * b + g  (t > 1)",
+                "g = g + 0.9 * b",
+                "p = p - lr * g",
+            ],
         ),
         (
             "sgd",
@@ -267,7 +247,12 @@ def test_clip_grad_norm_non_finite_spreads_like_torch():
         (
             "adam",
             {"lr": 1e-3, "amsgrad": True},
-            ["m = 0.9 * m + 0.1 * g", "v_max = max(v_max, v)", "(1 - 0.999^t)", "+ 1e-08"],
+            [
+                "m = 0.9 * m + 0.1 * g",
+                "v_max = max(v_max, v)",
+                "(1 - 0.999^t)",
+                "+ 1e-08",
+            ],
         ),
         ("adamw", {"lr": 1e-3}, ["p = p * (1 - lr * 0.01)"]),
         (

@@ -350,7 +350,7 @@ def test_a_model_memory_cannot_hold_is_refused_before_allocating(folder):
     proc = _subprocess(folder, "run", "big.fc", "--out", "run", "-q", code=_PEAK_RSS)
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert "needs about" in proc.stderr and "GiB" in proc.stderr and "available" in proc.stderr, (
+    assert "needs about" in proc.stderr and " GB " in proc.stderr and "available" in proc.stderr, (
         proc.stderr
     )
     peak_kib = int(proc.stderr.rsplit("peak-rss-kib", 1)[1])
