@@ -53,6 +53,7 @@ MISSING = ("mean", "median", "most_frequent", "zero", "error")
 UNKNOWN = ("ignore", "error")
 SCHEMA_FORMAT = 1
 SNIFF_BYTES = 1 << 16
+SAMPLE_BYTES = 1 << 20  # the first rows, parsed to guess which integer columns fit a byte
 # Blocks of 4 MB: pyarrow parses these fastest here (larger ones fall out of the caches),
 # and a block's int64 arrays stay a fraction of the narrowed table.
 BLOCK_BYTES = 1 << 22
@@ -221,25 +222,35 @@ def read_csv(
             return io.BufferedReader(_Counted(open(path, "rb"), t), 1 << 20)
         return _open(path)
 
-    options = dict(
-        read_options=pcsv.ReadOptions(column_names=names, block_size=BLOCK_BYTES),
-        parse_options=pcsv.ParseOptions(delimiter=d),
-        convert_options=pcsv.ConvertOptions(
-            null_values=list(MISSING_TOKENS),
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=True,
-            column_types=types,
-        ),
-    )
+    def options(column_types: dict, threads: bool = True) -> dict:
+        return dict(
+            read_options=pcsv.ReadOptions(
+                column_names=names, block_size=BLOCK_BYTES, use_threads=threads
+            ),
+            parse_options=pcsv.ParseOptions(delimiter=d),
+            convert_options=pcsv.ConvertOptions(
+                null_values=list(MISSING_TOKENS),
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+                column_types=column_types,
+            ),
+        )
+
+    def parse(column_types: dict, bar: bool):
+        with source(bar) as src:
+            return pcsv.read_csv(src, **options(column_types))
+
     try:
-        try:
-            with source(show) as src:
-                table = _read_narrow(pcsv.open_csv(src, **options))
-        except pa.ArrowInvalid:
-            # The streaming reader takes its types from the first block; a column that
-            # changes type further down (ints, then a 2.5) is read whole instead.
-            with source(False) as src:
-                table = pcsv.read_csv(src, **options)
+        guess = _byte_columns(pcsv, _sample(path, spaced), options(types, threads=False), types)
+        table = None
+        if guess:
+            try:
+                table = parse({**guess, **types}, show)
+            except pa.ArrowInvalid:
+                pass  # a column guessed as bytes holds more (or a word) further down
+        if table is None:
+            table = parse(types, show)
+        table = _narrowed(table)
     except UnicodeDecodeError:
         raise DataError(f"{path}: not a UTF-8 text file, so not a CSV file") from None
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
@@ -270,9 +281,6 @@ def read_csv(
 
 # Integer columns are kept in the narrowest type that holds them (MNIST's pixels in
 # one byte instead of eight): the table then takes a fraction of the file's memory.
-_NARROW = ("uint8", "int16", "int32", "int64")
-
-
 def _narrowest(arr) -> str:
     import pyarrow.compute as pc
 
@@ -288,34 +296,43 @@ def _narrowest(arr) -> str:
     return "int64"
 
 
-def _read_narrow(reader):
-    """A streaming CSV reader's batches as one Table, integer columns narrowed.
+def _sample(path: Path, spaced: bytes | None) -> bytes:
+    """The file's first SAMPLE_BYTES, up to the end of its last whole line."""
+    if spaced is not None:
+        head = spaced[:SAMPLE_BYTES]
+    else:
+        with _open(path) as f:
+            head = f.read(SAMPLE_BYTES)
+    return head if len(head) < SAMPLE_BYTES else head[: head.rfind(b"\n") + 1]
 
-    Every block is cast in one call to the narrowest types seen so far (a safe cast:
-    a value that does not fit raises, and only then are that block's columns measured
-    and the types widened), so a file of small integers costs one cast per block."""
+
+def _byte_columns(pcsv, sample: bytes, options: dict, given: dict) -> dict:
+    """uint8 for the integer columns whose cells in the file's first rows (`sample`) are all
+    0..255: MNIST's pixels are then parsed straight into one byte per cell instead of eight.
+    A guess, checked by the parse itself: a later value that does not fit fails it, and the
+    file is read again with its types inferred (`read_csv`)."""
     pa, _ = _pa()
-    names = reader.schema.names
-    types = list(reader.schema.types)
-    ints = [j for j, t in enumerate(types) if pa.types.is_int64(t)]
-    for j in ints:
-        types[j] = pa.uint8()
-    batches = []
-    for batch in reader:
-        try:
-            batch = batch.cast(pa.schema(list(zip(names, types))))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            for j in ints:
-                need = _NARROW.index(_narrowest(batch.column(j)))
-                if need > _NARROW.index(str(types[j])):
-                    types[j] = pa.type_for_alias(_NARROW[need])
-            batch = batch.cast(pa.schema(list(zip(names, types))))
-        batches.append(batch)
-    cols = []
-    for j, t in enumerate(types):
-        parts = [b.column(j) for b in batches]
-        cols.append(pa.chunked_array([c if c.type == t else c.cast(t) for c in parts], t))
-    return pa.Table.from_arrays(cols, names=names)
+    try:
+        rows = pcsv.read_csv(io.BytesIO(sample), **options)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return {}  # a quoted line break cut, or a malformed row: the full read says so
+    return {
+        name: pa.uint8()
+        for name, col in zip(rows.column_names, rows.columns)
+        if name not in given and pa.types.is_int64(col.type) and _narrowest(col) == "uint8"
+    }
+
+
+def _narrowed(table):
+    """The table with its int64 columns in the narrowest type that holds them."""
+    pa, _ = _pa()
+    if not any(pa.types.is_int64(t) for t in table.schema.types):
+        return table
+    cols = [
+        c.cast(pa.type_for_alias(_narrowest(c))) if pa.types.is_int64(c.type) else c
+        for c in table.columns
+    ]
+    return pa.Table.from_arrays(cols, names=table.column_names)
 
 
 def _bare(name: str) -> str:
@@ -733,7 +750,7 @@ def fit(
             if missing in ("mean", "error"):  # arrow's mean (float64, nulls skipped): no copy
                 cols.append(ColumnSchema(name, "numeric", float(pc.mean(col).as_py())))
                 continue
-            values = col.to_numpy(zero_copy_only=False).astype(np.float64)
+            values = _numpy(col).astype(np.float64)
             fill = {
                 "mean": lambda v: float(np.nanmean(v)),
                 "median": lambda v: float(np.nanmedian(v)),
@@ -788,7 +805,7 @@ def _fit_target(
     numeric = _kind(target.type, False) == "numeric"
     if task in ("classification", "binary"):
         if numeric:
-            v = target.to_numpy(zero_copy_only=False).astype(np.float64)
+            v = _numpy(target).astype(np.float64)
             uniq = np.unique(v[~np.isnan(v)])
             if (
                 task == "binary"
@@ -834,7 +851,7 @@ def _fit_target(
             )
         mean = std = None
         if normalize_target == "standard":
-            v = target.to_numpy(zero_copy_only=False).astype(np.float64)
+            v = _numpy(target).astype(np.float64)
             if train_rows is not None:
                 v = v[train_rows]
             mean, std = float(np.mean(v)), float(np.std(v))
@@ -847,17 +864,52 @@ def _compact_dtype(schema: Schema, features):
     """uint8 / int16 when every encoded value is a small whole number held exactly (one-hot
     0/1, integer columns without missing cells), else float32."""
     pa, _ = _pa()
+    columns = dict(zip(features.column_names, features.columns))
     widest = np.dtype(np.uint8)
     for c in schema.columns:
-        if c.kind != "numeric" or c.name not in features.column_names:
+        col = columns.get(c.name)
+        if c.kind != "numeric" or col is None:
             continue
-        col = features.column(c.name)
         t = col.type
         if col.null_count or not (pa.types.is_uint8(t) or pa.types.is_int16(t)):
             return np.dtype(np.float32)
         if pa.types.is_int16(t):
             widest = np.dtype(np.int16)
     return widest
+
+
+def _copies_as_block(col) -> bool:
+    """A column of plain numbers without missing cells: `_copy_numbers` takes it."""
+    pa, _ = _pa()
+    t = col.type
+    return not col.null_count and (
+        pa.types.is_integer(t) or (pa.types.is_floating(t) and not pa.types.is_float16(t))
+    )
+
+
+def _copy_numbers(x: np.ndarray, features, group: list[tuple[int, str]]) -> None:
+    """Columns of one Arrow type into their places `j` of x, for [(j, name)]: one
+    row-major block per record batch (`RecordBatch.to_tensor`) rather than one strided
+    copy per column, which for MNIST's 784 columns is most of the encoding's time.
+    NumPy casts each block to x's dtype exactly as it would cast each column."""
+    pos = [j for j, _ in group]
+    lo, hi = pos[0], pos[-1] + 1
+    where = slice(lo, hi) if pos == list(range(lo, hi)) else np.asarray(pos)
+    r = 0
+    for batch in features.select([name for _, name in group]).to_batches():
+        k = batch.num_rows
+        if k:
+            x[r : r + k, where] = batch.to_tensor(row_major=True).to_numpy()
+        r += k
+
+
+def _numpy(col) -> np.ndarray:
+    """A column's values as NumPy.  Plain numbers go through DLPack: `to_numpy` passes
+    pyarrow's pandas shim, which imports pandas (a quarter of a second) when it is installed."""
+    if col.num_chunks and _copies_as_block(col):
+        parts = [np.from_dlpack(c) for c in col.chunks]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return col.to_numpy(zero_copy_only=False)
 
 
 def encode(
@@ -881,11 +933,13 @@ def encode(
     x = np.empty((n, schema.width), _compact_dtype(schema, features) if compact else np.float32)
     report: dict[str, dict[str, int]] = {"imputed": {}, "unseen": {}}
     names = features.column_names
+    columns = dict(zip(names, features.columns))
+    blocks: dict[Any, list[tuple[int, str]]] = {}  # Arrow type -> [(j, name)] for _copy_numbers
     j = 0
     for c in schema.columns:
-        if c.name not in names:
+        col = columns.get(c.name)
+        if col is None:
             _name(names, c.name, where, "feature")  # raises, with the columns and did-you-mean
-        col = features.column(c.name)
         if col.null_count:
             if schema.missing == "error":
                 _refuse_missing(col, c.name, where, line_offset)
@@ -903,9 +957,12 @@ def encode(
                 raise DataError(
                     f"{where}: column {c.name!r} was numbers in training but holds {bad!r} here"
                 )
-            if col.null_count:
-                col = pc.fill_null(col.cast(pa.float64()), c.fill)
-            x[:, j] = col.to_numpy(zero_copy_only=False)
+            if _copies_as_block(col):
+                blocks.setdefault(col.type, []).append((j, c.name))
+            else:
+                if col.null_count:
+                    col = pc.fill_null(col.cast(pa.float64()), c.fill)
+                x[:, j] = col.to_numpy(zero_copy_only=False)
             j += 1
         else:
             text = _as_text(col)
@@ -930,6 +987,8 @@ def encode(
             ok = ~unseen
             block[np.flatnonzero(ok), idx[ok].astype(np.int64)] = 1
             j += c.width
+    for group in blocks.values():
+        _copy_numbers(x, features, group)
     return x, report
 
 
@@ -946,14 +1005,14 @@ def encode_target(
             raise DataError(
                 f"{where}: the target column {t.name!r} holds text; the model predicts numbers"
             )
-        return target.to_numpy(zero_copy_only=False).astype(np.float64)
+        return _numpy(target).astype(np.float64)
     if all(isinstance(c, str) for c in t.classes):
         labels = _as_text(target)
         idx = pc.index_in(labels, value_set=pa.array(list(t.classes), pa.string())).to_numpy(
             zero_copy_only=False
         )
     else:
-        v = target.to_numpy(zero_copy_only=False).astype(np.float64)
+        v = _numpy(target).astype(np.float64)
         known = np.asarray(t.classes, np.float64)
         pos = np.searchsorted(known, v)
         pos = np.clip(pos, 0, len(known) - 1)
