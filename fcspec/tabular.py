@@ -254,7 +254,12 @@ def read_csv(
     except UnicodeDecodeError:
         raise DataError(f"{path}: not a UTF-8 text file, so not a CSV file") from None
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-        raise DataError(f"{path}: {_arrow_message(str(e), names or first)}") from None
+        msg = str(e)
+        if "Row #" not in msg:
+            msg = _serial_error(pcsv, source, options(types, threads=False)) or msg
+        row, text = _arrow_message(msg, names or first, header)
+        line = _line_of_row(path, d, row) if row else None
+        raise DataError(f"{path}:{line}: {text}" if line else f"{path}: {text}") from None
     except (OSError, EOFError, lzma.LZMAError) as e:
         raise DataError(f"{path}: cannot read it: {e}") from None
     except MemoryError:
@@ -354,8 +359,50 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _arrow_message(msg: str, names: Sequence[str]) -> str:
-    """pyarrow's message, with a column number turned into the column's name."""
+def _serial_error(pcsv, source, options: dict) -> str | None:
+    """The message of a failed read, read again on one thread: pyarrow's threaded reader
+    cannot count rows, so only the serial one says which row is malformed (the error
+    path alone pays for the second parse)."""
+    pa, _ = _pa()
+    try:
+        with source(False) as src:
+            pcsv.read_csv(src, **options)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        return str(e)
+    except Exception:  # noqa: BLE001 - the first read's error stands
+        return None
+    return None
+
+
+def _line_of_row(path: Path, delimiter: str, row: int) -> int:
+    """The file line where pyarrow's row number `row` starts.  pyarrow counts records
+    (the header is row 1) and skips empty lines; a quoted cell may span lines.  Python's
+    csv module, with pyarrow's quoting defaults, walks the records to the line; for a
+    whitespace-separated file records are its non-empty lines."""
+    import csv
+
+    try:
+        f = io.TextIOWrapper(_open(path), encoding="utf-8-sig", errors="replace", newline="")
+        with f:
+            if delimiter == WHITESPACE:
+                records = ((i, ln) for i, ln in enumerate(f, 1) if ln.strip())
+                return next((i for k, (i, _) in enumerate(records, 1) if k == row), row)
+            reader = csv.reader(f, delimiter=delimiter, quotechar='"', doublequote=True)
+            start, k = 1, 0
+            for record in reader:
+                if record:
+                    k += 1
+                    if k == row:
+                        return start
+                start = reader.line_num + 1
+    except (csv.Error, OSError, EOFError, lzma.LZMAError):
+        pass  # the row number is then the best there is
+    return row
+
+
+def _arrow_message(msg: str, names: Sequence[str], header: bool = True) -> tuple[int | None, str]:
+    """(pyarrow's row number when it gave one, its message with a column number turned
+    into the column's name)."""
     msg = msg.strip().splitlines()[0]
     m = re.match(
         r"In CSV column #(\d+): (?:Row #(\d+): )?CSV conversion error to (\w+): invalid value '(.*)'",
@@ -364,15 +411,19 @@ def _arrow_message(msg: str, names: Sequence[str]) -> str:
     if m:
         j, row, kind, value = int(m[1]), m[2], m[3], m[4]
         col = names[j] if j < len(names) else f"#{j}"
-        where = f"line {row}, " if row else ""
-        want = "a number" if kind in ("double", "float", "int64") else kind
-        return f"{where}column {col!r}: {value!r} is not {want}"
-    m = re.match(r"CSV parse error: Expected (\d+) columns, got (\d+): (.*)", msg)
+        want = (
+            "a number" if kind in ("double", "float") or kind.startswith(("int", "uint")) else kind
+        )
+        return (int(row) if row else None), f"column {col!r}: {value!r} is not {want}"
+    m = re.match(r"CSV parse error: (?:Row #(\d+): )?Expected (\d+) columns, got (\d+): (.*)", msg)
     if m:
-        return f"a row has {m[2]} cells but the header has {m[1]}: {m[3][:80]!r}"
+        first = "the header" if header else "the first row"
+        return (int(m[1]) if m[1] else None), (
+            f"a row has {m[3]} cells but {first} has {m[2]}: {m[4][:80]!r}"
+        )
     if msg == "Empty CSV file":
-        return "empty file (a header row naming the columns is expected)"
-    return f"malformed CSV: {msg}"
+        return None, "empty file (a header row naming the columns is expected)"
+    return None, f"malformed CSV: {msg}"
 
 
 def _check_header(path: Path, cols: Sequence[str]) -> None:

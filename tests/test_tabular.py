@@ -488,3 +488,70 @@ def test_regression_graph_outputs_target_units(files, tmp_path):
     with np.load(tmp_path / "pred.npz") as z:
         np.testing.assert_allclose(z["output"], ours, rtol=1e-4, atol=1e-2)
     assert r["mae"] > 50  # grams
+
+
+# ---------------------------------------------------------------------------
+# Malformed rows, located by their line in the file (through `fcspec run`)
+
+
+def run_cli(*args: str):
+    from click.testing import CliRunner
+
+    from fcspec.cli import main
+
+    return CliRunner().invoke(main, list(args))
+
+
+def bad_rows_spec(tmp_path, train: str, test: str | None = None):
+    rows = ["x1,x2,color,label"] + [
+        f"{i / 10},{i % 7},{'red' if i % 3 else 'blue'},{'ab'[i % 2]}" for i in range(40)
+    ]
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    extra = f'test = csv("{test}", target = "label")' if test else ""
+    path = tmp_path / "t.fc"
+    path.write_text(spec_text(f'csv("{train}", target = "label")', extra=extra))
+    return path, rows
+
+
+@pytest.mark.parametrize("cells", ["0.5,3,red,a,extra", "0.5,3"])
+def test_a_row_with_too_many_or_few_cells_names_its_line(tmp_path, monkeypatch, cells):
+    # small blocks, so the row is found by pyarrow's threaded reader in a later block;
+    # a blank line and a quoted line break before it: lines, not records, are counted
+    monkeypatch.setattr(tabular, "BLOCK_BYTES", 1 << 8)
+    serial, real = [], tabular._serial_error
+    monkeypatch.setattr(tabular, "_serial_error", lambda *a: serial.append(1) or real(*a))
+    _, rows = bad_rows_spec(tmp_path, "train.csv")
+    lines = rows[:30] + ["", '0.1,2,"dark\nred",a'] + rows[30:35] + [cells] + rows[35:]
+    (tmp_path / "ragged.csv").write_text("\n".join(lines) + "\n")
+    spec = tmp_path / "t.fc"
+    spec.write_text(spec_text('csv("ragged.csv", target = "label")'))
+    r = run_cli("run", str(spec), "--out", str(tmp_path / "run"), "-q")
+    line = 30 + 1 + 2 + 5 + 1  # the header is line 1
+    assert (tmp_path / "ragged.csv").read_text().splitlines()[line - 1] == cells
+    got = len(cells.split(","))
+    assert r.exit_code == 1 and serial == [1], r.output  # the threaded read counted no rows
+    assert r.output == (
+        f"{spec}:9:13: error: {tmp_path / 'ragged.csv'}:{line}: a row has {got} cells "
+        f"but the header has 4: {cells!r}\n"
+    )
+
+
+def test_a_word_in_a_numeric_column_of_the_test_file_names_its_line(tmp_path):
+    spec, rows = bad_rows_spec(tmp_path, "train.csv", "test.csv")
+    test = rows[:12] + ["0.5,oops,red,a"] + rows[12:20]
+    (tmp_path / "test.csv").write_text("\n".join(test) + "\n")
+    r = run_cli("run", str(spec), "--out", str(tmp_path / "run"), "-q")
+    assert r.exit_code == 1, r.output
+    assert r.output == (
+        f"{spec}:10:12: error: {tmp_path / 'test.csv'}:13: column 'x2': 'oops' is not a number\n"
+    )
+    assert not (tmp_path / "run" / "weights.npz").exists()
+
+
+def test_header_less_rows_are_counted_from_the_first_line(tmp_path):
+    (tmp_path / "h.csv").write_text("1,2,0\n3,4,1\n5,6\n7,8,1\n")
+    with pytest.raises(DataError) as e:
+        tabular.read_csv(tmp_path / "h.csv", header=False)
+    assert message(e) == (
+        f"error: {tmp_path / 'h.csv'}:3: a row has 2 cells but the first row has 3: '5,6'"
+    )
