@@ -19,8 +19,11 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_line(threads: int, libraries: dict[str, str], load_start: float | None = None) -> str:
-    """CPU, cores, load and versions for a section's Machine line.
+def machine_line(
+    threads: int | str, libraries: dict[str, str], load_start: float | None = None
+) -> str:
+    """CPU, cores, load and versions for a section's Machine line (`threads`: a count per
+    engine, or words when the engines differ).
 
     `libraries` maps a display name to an importable module ("scikit-learn":
     "sklearn"); the ones not installed are left out.  Other work on the machine
@@ -38,10 +41,8 @@ def machine_line(threads: int, libraries: dict[str, str], load_start: float | No
     if hasattr(os, "getloadavg"):
         start = "" if load_start is None else f" {load_start:.2f} at the start and"
         load = f", 1-minute load average{start} {os.getloadavg()[0]:.2f} at the end"
-    return (
-        f"{cpu_model()}, {os.cpu_count()} logical CPUs{load}, {threads} thread(s) per engine; "
-        + ", ".join(parts)
-    )
+    threads = threads if isinstance(threads, str) else f"{threads} thread(s) per engine"
+    return f"{cpu_model()}, {os.cpu_count()} logical CPUs{load}, {threads}; " + ", ".join(parts)
 
 
 def replace_section(path: Path, body: str, begin: str, end: str) -> None:

@@ -6,15 +6,22 @@ integers, about 110 MB.  It is written once into /tmp from the IDX files
 (`$FCSPEC_DATA/mnist` or /work/shared/data/mnist) and never committed.
 
 Each reader runs in its own fresh Python process (so one reader's allocations do
-not inflate another's), several times; the table gives the median wall time and
+not inflate another's), the readers alternating round by round (so a busy spell of
+a shared machine hits them all); the table gives the median wall time, CPU time and
 the process's peak resident memory (`ru_maxrss`, which includes the interpreter
 and the imported libraries, identical accounting for every reader):
 
-    fcspec   fcspec.data.load_source(csv(..., target = "label")): pyarrow's reader,
-             the schema fitted, the float32 feature matrix and the labels built:
-             everything a spec's `csv(...)` does before training
-    pandas   pandas.read_csv(path) (a DataFrame only)
-    polars   polars.read_csv(path) (a DataFrame only)
+    fcspec     fcspec.data.load_source(csv(..., target = "label")): pyarrow's reader,
+               the schema fitted, the feature matrix and the labels built:
+               everything a spec's `csv(...)` does before training
+    fcspec-1   the same on one thread (pyarrow.set_cpu_count(1))
+    pandas     pandas.read_csv(path) (a DataFrame only; its C parser has one thread)
+    polars     polars.read_csv(path) (a DataFrame only)
+    polars-1   the same on one thread (POLARS_MAX_THREADS=1)
+
+Threads: pyarrow's CSV reader and polars parse blocks of the file in parallel on
+their thread pools (one thread per CPU); pandas' C parser is single-threaded.  The
+`-1` rows give pyarrow and polars pandas' single thread, the like-for-like comparison.
 
     python benchmarks/load_speed.py                       # print the table
     python benchmarks/load_speed.py --write docs/performance.md
@@ -37,7 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, also when
 from common import machine_line, replace_section  # noqa: E402
 
 BEGIN, END = "<!-- load:begin -->", "<!-- load:end -->"
-READERS = ("fcspec", "pandas", "polars")
+READERS = ("fcspec", "fcspec-1", "pandas", "polars", "polars-1")
+THREADS = {"fcspec": "all", "fcspec-1": "1", "pandas": "1", "polars": "all", "polars-1": "1"}
 DEFAULT_CSV = Path("/tmp/fcspec-bench/mnist_train.csv")
 
 
@@ -82,8 +90,12 @@ def write_csv(path: Path, rows: int | None = None) -> Path:
 
 def child(reader: str, path: str) -> None:
     """One load in this process; prints seconds, peak RSS and what was read as JSON."""
+    if reader == "fcspec-1":
+        import pyarrow
+
+        pyarrow.set_cpu_count(1)
     t0 = time.perf_counter()
-    if reader == "fcspec":
+    if reader in ("fcspec", "fcspec-1"):
         from fcspec import data, ir
 
         x, y = data.load_source(ir.DataSource("csv", {"path": path, "target": "label"}), Path("."))
@@ -92,7 +104,7 @@ def child(reader: str, path: str) -> None:
         import pandas as pd
 
         shape = list(pd.read_csv(path).shape)
-    elif reader == "polars":
+    elif reader in ("polars", "polars-1"):
         import polars as pl
 
         shape = list(pl.read_csv(path).shape)
@@ -107,23 +119,35 @@ def child(reader: str, path: str) -> None:
     )
 
 
-def measure(reader: str, path: Path, rounds: int) -> dict:
-    runs = []
-    for _ in range(rounds):
-        out = subprocess.run(
-            [sys.executable, __file__, "--child", reader, str(path)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    return {
-        "reader": reader,
-        "seconds": statistics.median(r["seconds"] for r in runs),
-        "cpu": statistics.median(r["cpu"] for r in runs),
-        "peak": statistics.median(r["peak"] for r in runs),
-        "shape": runs[0]["shape"],
-    }
+def run_child(reader: str, path: Path) -> dict:
+    env = dict(os.environ)
+    if reader == "polars-1":
+        env["POLARS_MAX_THREADS"] = "1"  # read when polars is imported
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", reader, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(readers: list[str], path: Path, rounds: int) -> list[dict]:
+    runs: dict[str, list[dict]] = {r: [] for r in readers}
+    for _ in range(rounds):  # alternating, so a busy spell of the machine hits every reader
+        for reader in readers:
+            runs[reader].append(run_child(reader, path))
+    return [
+        {
+            "reader": reader,
+            "seconds": statistics.median(r["seconds"] for r in rs),
+            "cpu": statistics.median(r["cpu"] for r in rs),
+            "peak": statistics.median(r["peak"] for r in rs),
+            "shape": rs[0]["shape"],
+        }
+        for reader, rs in runs.items()
+    ]
 
 
 def versions() -> str:
@@ -136,15 +160,21 @@ def versions() -> str:
     )
 
 
-def table(results: list[dict], path: Path, rounds: int) -> str:
+def table(results: list[dict], path: Path, rounds: int, load_start: float | None) -> str:
     size = path.stat().st_size / 1e6
+    cpus = os.cpu_count()
     lines = [
         f"`python benchmarks/load_speed.py` on `{path.name}` ({size:.0f} MB, "
-        f"{results[0]['shape'][0]:,} rows; median of {rounds} fresh processes each). Machine: "
-        + machine_line(1, {"pyarrow": "pyarrow", "pandas": "pandas", "polars": "polars"}),
+        f"{results[0]['shape'][0]:,} rows; median of {rounds} fresh processes each, the readers "
+        "alternating). Machine: "
+        + machine_line(
+            "threads as in the table",
+            {"pyarrow": "pyarrow", "pandas": "pandas", "polars": "polars"},
+            load_start,
+        ),
         "",
-        "| reader | what it returns | wall seconds | CPU seconds | peak memory |",
-        "|---|---|---|---|---|",
+        "| reader | what it returns | threads | wall seconds | CPU seconds | peak memory |",
+        "|---|---|---|---|---|---|",
     ]
     what = {
         "fcspec": "the encoded features [N, 784] (uint8, compact) + labels, schema fitted",
@@ -152,9 +182,11 @@ def table(results: list[dict], path: Path, rounds: int) -> str:
         "polars": "`polars.read_csv`: a DataFrame",
     }
     for r in results:
+        name = r["reader"]
+        threads = cpus if THREADS[name] == "all" else 1
         lines.append(
-            f"| {r['reader']} | {what[r['reader']]} | {r['seconds']:.2f} | {r['cpu']:.2f} "
-            f"| {r['peak'] / 1e9:.2f} GB |"
+            f"| {name} | {what[name.removesuffix('-1')]} | {threads} | {r['seconds']:.2f} "
+            f"| {r['cpu']:.2f} | {r['peak'] / 1e9:.2f} GB |"
         )
     return "\n".join(lines) + "\n"
 
@@ -176,8 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         child(*args.child)
         return 0
     path = write_csv(args.csv, args.rows)
-    results = [measure(r, path, args.rounds) for r in args.readers.split(",")]
-    text = table(results, path, args.rounds)
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    results = measure(args.readers.split(","), path, args.rounds)
+    text = table(results, path, args.rounds, load_start)
     print(text, end="")
     if args.write:
         replace_section(args.write, text, BEGIN, END)
