@@ -18,9 +18,9 @@ from collections import OrderedDict
 
 import numpy as np
 
-from . import catalog, ir
+from . import catalog, ir, kernels
 from .errors import DataError, TrainingError
-from .ops import OPS, Buffers, Context
+from .ops import OPS, Buffers, Context, fused_plan
 
 # Batch sizes whose buffers are kept: training uses two (the batch and the last,
 # smaller one), evaluation and predict a few more.
@@ -119,6 +119,8 @@ class Network:
         if missing:
             raise TrainingError(f"the interpreter has no op {missing[0]!r}")
         self._ops = [OPS[l.op] for l in model.layers]
+        self._train_ops: list | None = None  # _ops, or the fused plan with the kernels
+        self._last_ops = self._ops
         # The input gradient of a layer is needed only if some layer below it has parameters.
         self._need_gx = []
         below = False
@@ -179,6 +181,8 @@ class Network:
                 Context(l, p, g)
                 for l, p, g in zip(self.model.layers, self._layer_params, self._layer_grads)
             ]
+            for lower, upper in zip(ctxs, ctxs[1:]):
+                upper.below = lower  # a fused activation reads the linear's bias below it
             self._contexts[n] = ctxs
             if len(self._contexts) > _MAX_CACHED_BATCH_SIZES:
                 self._contexts.popitem(last=False)
@@ -201,14 +205,24 @@ class Network:
         ctxs = self._contexts_for(x.shape[0])
         rng = rng if rng is not None else self.rng
         xs, ys = self._xs, self._ys
-        for i, (op, c) in enumerate(zip(self._ops, ctxs)):
+        ops = self._training_ops() if training else self._ops
+        for i, (op, c) in enumerate(zip(ops, ctxs)):
             c.training = training
             c.rng = rng
             xs[i] = x
             x = op.forward(c, x)
             ys[i] = x
         self._last = ctxs
+        self._last_ops = ops
         return x
+
+    def _training_ops(self) -> list:
+        """The ops training runs: the compiled fusions of ops.FUSIONS when numba is there
+        (imported here, on the first training step, never for inference), else `_ops`;
+        the same values either way."""
+        if self._train_ops is None:
+            self._train_ops = fused_plan(self.model.layers) if kernels.available() else self._ops
+        return self._train_ops
 
     def backward(self, grad_out: np.ndarray) -> None:
         """Fill `grad` (overwriting it) from the gradient of the last forward's output."""
@@ -224,7 +238,7 @@ class Network:
             )
         if g.dtype != np.float32:
             g = g.astype(np.float32)
-        ctxs, xs, ys, ops, need = self._last, self._xs, self._ys, self._ops, self._need_gx
+        ctxs, xs, ys, ops, need = self._last, self._xs, self._ys, self._last_ops, self._need_gx
         for i in range(n - 1, -1, -1):
             g = ops[i].backward(ctxs[i], xs[i], ys[i], g, need[i])
             if not need[i]:

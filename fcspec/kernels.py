@@ -1,4 +1,8 @@
-"""Fused optimizer updates: one pass over the parameters instead of one NumPy pass per operation.
+"""Fused kernels: one compiled pass where the NumPy path makes several.
+
+The optimizer updates (below), linear's bias add fused with the activation
+after it and the backward of that pair (ops.py's FUSIONS), softmax-cross-entropy
+(losses.CrossEntropy) and the batch gather with its preprocessing (data.Split.rows).
 
 optim.py writes each torch.optim rule as a sequence of `out=` ufuncs: Adam is a
 dozen passes over every parameter vector, each single-threaded and memory-bound
@@ -6,7 +10,12 @@ dozen passes over every parameter vector, each single-threaded and memory-bound
 These kernels do the same float32 operations, in the same order, on each entry
 in turn, so the result is bit for bit the NumPy path's (tests/test_kernels.py
 checks that), which keeps PyTorch parity and run-to-run reproducibility as they
-were: an entry's value never depends on how the work was split.
+were: an entry's value never depends on how the work was split.  What a kernel
+cannot reproduce stays with NumPy: exp, log and tanh (NumPy's own SIMD
+approximations, not libm's, so a compiled exp would differ in the last bit) and
+the BLAS products; the kernels fuse the passes around them.  Reductions across
+rows (bias gradients) run serially in row order, the order of the NumPy path's
+np.add.reduce(axis=0), so no thread count or split changes a bit.
 
 They are compiled by numba (the `fast` extra) when it is installed; without it,
 or with FCSPEC_KERNELS=numpy in the environment, `available()` is False and
@@ -115,4 +124,109 @@ def _compile() -> dict[str, Any]:
                     g = b
             theta[i] = g * neg_lr + p
 
-    return {"adam": adam, "sgd": sgd}
+    # -- linear's bias + activation (ops.FUSIONS) --------------------------------
+    # Forward: x is linear's x W^T, [N, M] (C order); the kernel adds the bias in
+    # place (x becomes the pre-activation z the activation's backward may read) and
+    # writes the activation into y.  Backward: gx = the activation's derivative times
+    # gy, and gb = the column sums of gx in the same pass, rows added in order
+    # (np.add.reduce(gx, axis=0): from 0, one row at a time).
+
+    @jit
+    def bias_relu(x, b, y):
+        zero = np.float32(0)
+        for i in range(x.shape[0]):
+            for j in range(x.shape[1]):
+                z = x[i, j] + b[j]
+                x[i, j] = z
+                # np.maximum(z, zeros): z when z > 0 or z is NaN, else +0 (also for z = -0)
+                y[i, j] = z if (z > zero or z != z) else zero
+
+    @jit
+    def bias_leaky_relu(x, b, slope, y):
+        zero = np.float32(0)
+        for i in range(x.shape[0]):
+            for j in range(x.shape[1]):
+                z = x[i, j] + b[j]
+                x[i, j] = z
+                y[i, j] = z if z > zero else z * slope
+
+    @jit
+    def bias_negate(x, b, y):
+        # sigmoid's first pass: z = x + b, y = -z (NumPy's exp follows, then reciprocal_1p)
+        for i in range(x.shape[0]):
+            for j in range(x.shape[1]):
+                z = x[i, j] + b[j]
+                x[i, j] = z
+                y[i, j] = -z
+
+    @jit
+    def reciprocal_1p(y):
+        one = np.float32(1)
+        for i in range(y.shape[0]):
+            for j in range(y.shape[1]):
+                y[i, j] = one / (y[i, j] + one)
+
+    @jit
+    def _colsum_row(gb, gxi):
+        for j in range(gb.shape[0]):
+            gb[j] = gb[j] + gxi[j]
+
+    @jit
+    def relu_backward_bias(y, gy, gx, gb):
+        one, zero = np.float32(1), np.float32(0)
+        gb[:] = zero  # np.add.reduce starts from 0: 0 + -0.0 is +0.0
+        for i in range(gy.shape[0]):
+            for j in range(gy.shape[1]):
+                gx[i, j] = gy[i, j] * (one if y[i, j] > zero else zero)  # gy * (y > 0)
+            _colsum_row(gb, gx[i])
+
+    @jit
+    def leaky_relu_backward_bias(z, gy, slope, gx, gb):
+        zero = np.float32(0)
+        gb[:] = zero  # np.add.reduce starts from 0: 0 + -0.0 is +0.0
+        for i in range(gy.shape[0]):
+            for j in range(gy.shape[1]):
+                g = gy[i, j]
+                gx[i, j] = g if z[i, j] > zero else g * slope
+            _colsum_row(gb, gx[i])
+
+    @jit
+    def sigmoid_backward_bias(y, gy, gx, gb):
+        one, zero = np.float32(1), np.float32(0)
+        gb[:] = zero  # np.add.reduce starts from 0: 0 + -0.0 is +0.0
+        for i in range(gy.shape[0]):
+            for j in range(gy.shape[1]):
+                s = y[i, j]
+                gx[i, j] = ((one - s) * s) * gy[i, j]
+            _colsum_row(gb, gx[i])
+
+    @jit
+    def tanh_backward_bias(y, gy, gx, gb):
+        one, zero = np.float32(1), np.float32(0)
+        gb[:] = zero  # np.add.reduce starts from 0: 0 + -0.0 is +0.0
+        for i in range(gy.shape[0]):
+            for j in range(gy.shape[1]):
+                t = y[i, j]
+                gx[i, j] = (one - t * t) * gy[i, j]
+            _colsum_row(gb, gx[i])
+
+    @jit
+    def colsum(g, gb):
+        # a bias gradient with no activation above (the output layer): np.add.reduce(axis=0)
+        gb[:] = np.float32(0)
+        for i in range(g.shape[0]):
+            _colsum_row(gb, g[i])
+
+    return {
+        "adam": adam,
+        "sgd": sgd,
+        "bias_relu": bias_relu,
+        "bias_leaky_relu": bias_leaky_relu,
+        "bias_negate": bias_negate,
+        "reciprocal_1p": reciprocal_1p,
+        "relu_backward_bias": relu_backward_bias,
+        "leaky_relu_backward_bias": leaky_relu_backward_bias,
+        "sigmoid_backward_bias": sigmoid_backward_bias,
+        "tanh_backward_bias": tanh_backward_bias,
+        "colsum": colsum,
+    }

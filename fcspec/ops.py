@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from . import ir
+from . import ir, kernels
 
 
 class Buffers:
@@ -71,7 +71,7 @@ class Context:
     changes, so a training loop at a fixed batch size allocates nothing.
     """
 
-    __slots__ = ("_bufs", "attrs", "g", "layer", "p", "rng", "training")
+    __slots__ = ("_bufs", "attrs", "below", "g", "layer", "p", "rng", "training")
 
     def __init__(
         self,
@@ -85,6 +85,9 @@ class Context:
         self.g = grads if grads is not None else {}  # same keys, same shapes
         self.training = False
         self.rng: np.random.Generator | None = None
+        # The context of the layer below (set by the interpreter): a fused activation
+        # adds that linear's bias and writes its gradient (FUSIONS).
+        self.below: Context | None = None
         self._bufs = Buffers()
 
     def buf(self, name: str, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
@@ -123,17 +126,24 @@ def _f32(value: float) -> np.ndarray:
 # linear: y = x W^T + b, W is [out, in] (PyTorch layout, ONNX Gemm transB=1)
 
 
-def _linear_forward(c: Context, x):
+def _linear_matmul(c: Context, x):
+    """x W^T into the layer's buffer, without the bias (a fused activation adds it)."""
     w = c.p["weight"]
     y = c.buf("y", (x.shape[0], w.shape[0]), x.dtype)
     np.matmul(x, w.T, out=y)
+    return y
+
+
+def _linear_forward(c: Context, x):
+    y = _linear_matmul(c, x)
     b = c.p.get("bias")
     if b is not None:
         np.add(y, b, out=y)
     return y
 
 
-def _linear_backward(c: Context, x, y, gy, need_gx):
+def _linear_weight_and_input_grads(c: Context, x, gy, need_gx):
+    """linear's backward without the bias gradient (a fused activation computes it)."""
     if x.shape[0] == 1:
         # Batch 1 (stochastic GD): the weight gradient is an outer product.  OpenBLAS
         # takes 112 us for that K = 1 matmul at 128 x 784 against 26 us for the
@@ -141,16 +151,29 @@ def _linear_backward(c: Context, x, y, gy, need_gx):
         np.multiply(gy.T, x, out=c.g["weight"])
     else:
         np.matmul(gy.T, x, out=c.g["weight"])
-    gb = c.g.get("bias")
-    if gb is not None:
-        # The column sums as a BLAS matrix-vector product with ones (as Caffe does): 4x
-        # faster than np.add.reduce(gy, axis=0) at batch 256, float32 round-off apart.
-        np.matmul(c.filled("ones", (gy.shape[0],), 1.0, gy.dtype), gy, out=gb)
     if not need_gx:
         return None
     gx = c.buf("gx", x.shape, x.dtype)
     np.matmul(gy, c.p["weight"], out=gx)
     return gx
+
+
+def bias_grad_into(gy, gb) -> None:
+    """The bias gradient, the column sums of gy, added row after row in order.
+
+    np.add.reduce(axis=0) adds one row at a time (no pairwise tree across rows), a
+    fixed order the compiled kernels repeat exactly (kernels.py), so a run is the
+    same bit for bit with or without them.  (A BLAS product with ones was 3x faster
+    here, 5 against 16 us at batch 256, but its order is BLAS's own.)
+    """
+    np.add.reduce(gy, axis=0, out=gb)
+
+
+def _linear_backward(c: Context, x, y, gy, need_gx):
+    gb = c.g.get("bias")
+    if gb is not None:
+        bias_grad_into(gy, gb)
+    return _linear_weight_and_input_grads(c, x, gy, need_gx)
 
 
 def _linear_onnx(g, layer: ir.Layer, x: str) -> str:
@@ -802,3 +825,126 @@ _row(
     formula="y = x - max x - log sum e^(x - max x) over the last axis",
     grads={"x": "g - e^y * sum(g)"},
 )
+
+
+# ---------------------------------------------------------------------------
+# Fusions: a linear with a bias followed by relu, leaky_relu, sigmoid or tanh.
+#
+# When the interpreter trains with the compiled kernels (kernels.available()),
+# `fused_plan` swaps such a pair for two rows of FUSIONS: the linear keeps only
+# its GEMMs, and the activation adds the bias in the same pass as itself and,
+# backward, computes its derivative times g together with the bias gradient (one
+# pass instead of three).  Every value is bit for bit that of the two rows above
+# (tests/test_kernels.py): the kernels repeat their float32 operations in order.
+# exp and tanh stay NumPy's (a compiled exp is libm's, not NumPy's SIMD one, and
+# differs in the last bit), so sigmoid's forward fuses the passes around exp and
+# tanh's forward is the two NumPy calls.  Any other dtype (the float64 gradient
+# checks) runs the rows as written.
+
+
+def _fusion(act: str, forward_kernel, backward_kernel) -> Op:
+    base = OPS[act]
+
+    def forward(c: Context, x):
+        b = c.below.p["bias"]
+        if x.dtype != np.float32:
+            np.add(x, b, out=x)
+            return base.forward(c, x)
+        y = c.buf("y", x.shape, x.dtype)
+        forward_kernel(c, x, b, y)
+        return y
+
+    def backward(c: Context, x, y, gy, need_gx):
+        gb = c.below.g["bias"]
+        if x.dtype != np.float32 or gy.dtype != np.float32:
+            gx = base.backward(c, x, y, gy, True)
+            bias_grad_into(gx, gb)
+            return gx
+        gx = c.buf("gx", x.shape, x.dtype)
+        backward_kernel(c, x, y, gy, gx, gb)
+        return gx
+
+    return Op(act, forward, backward, base.onnx, base.formula, base.grads)
+
+
+def _sigmoid_fused_forward(c: Context, x, b, y):
+    kernels.get("bias_negate")(x, b, y)  # x += b, y = -x
+    with np.errstate(over="ignore"):
+        np.exp(y, out=y)
+    kernels.get("reciprocal_1p")(y)  # y = 1 / (y + 1)
+
+
+def _tanh_fused_forward(c: Context, x, b, y):
+    np.add(x, b, out=x)
+    np.tanh(x, out=y)
+
+
+def _slope(c: Context):
+    return np.float32(c.attrs["negative_slope"])  # what np.multiply(x, slope) rounds it to
+
+
+#: activation op -> the row that also adds (and differentiates) the linear's bias below it
+FUSIONS: dict[str, Op] = {
+    "relu": _fusion(
+        "relu",
+        lambda c, x, b, y: kernels.get("bias_relu")(x, b, y),
+        lambda c, x, y, gy, gx, gb: kernels.get("relu_backward_bias")(y, gy, gx, gb),
+    ),
+    "leaky_relu": _fusion(
+        "leaky_relu",
+        lambda c, x, b, y: kernels.get("bias_leaky_relu")(x, b, _slope(c), y),
+        lambda c, x, y, gy, gx, gb: kernels.get("leaky_relu_backward_bias")(
+            x, gy, _slope(c), gx, gb
+        ),
+    ),
+    "sigmoid": _fusion(
+        "sigmoid",
+        _sigmoid_fused_forward,
+        lambda c, x, y, gy, gx, gb: kernels.get("sigmoid_backward_bias")(y, gy, gx, gb),
+    ),
+    "tanh": _fusion(
+        "tanh",
+        _tanh_fused_forward,
+        lambda c, x, y, gy, gx, gb: kernels.get("tanh_backward_bias")(y, gy, gx, gb),
+    ),
+}
+
+
+def _linear_backward_kernel(c: Context, x, y, gy, need_gx):
+    gb = c.g.get("bias")
+    if gb is not None:
+        if gy.dtype == np.float32:
+            kernels.get("colsum")(gy, gb)  # np.add.reduce(gy, axis=0)'s order
+        else:
+            bias_grad_into(gy, gb)
+    return _linear_weight_and_input_grads(c, x, gy, need_gx)
+
+
+_LINEAR = OPS["linear"]
+# linear whose bias the fused activation above adds and differentiates
+_LINEAR_WITHOUT_BIAS = Op(
+    "linear",
+    _linear_matmul,
+    lambda c, x, y, gy, need_gx: _linear_weight_and_input_grads(c, x, gy, need_gx),
+    _LINEAR.onnx,
+    _LINEAR.formula,
+    _LINEAR.grads,
+)
+# linear with no fusable activation above: its bias gradient as a compiled column sum
+_LINEAR_KERNEL_BIAS = Op(
+    "linear", _linear_forward, _linear_backward_kernel, _LINEAR.onnx, _LINEAR.formula, _LINEAR.grads
+)
+
+
+def fused_plan(layers) -> list[Op]:
+    """The op of each layer when training with the compiled kernels (see FUSIONS)."""
+    plan = [OPS[layer.op] for layer in layers]
+    for i, layer in enumerate(layers):
+        if layer.op != "linear" or "bias" not in layer.params:
+            continue
+        above = layers[i + 1].op if i + 1 < len(layers) else None
+        if above in FUSIONS:
+            plan[i], plan[i + 1] = _LINEAR_WITHOUT_BIAS, FUSIONS[above]
+        else:
+            plan[i] = _LINEAR_KERNEL_BIAS
+    return plan

@@ -13,7 +13,8 @@ import itertools
 import numpy as np
 import pytest
 
-from fcspec import kernels, optim
+from fcspec import ir, kernels, ops, optim
+from fcspec.interpreter import Network
 
 pytest.importorskip("numba", reason="the fused kernels need numba (pip install -e '.[fast]')")
 
@@ -120,3 +121,116 @@ def test_without_numba_the_numpy_path_runs(monkeypatch):
                      "weight_decay": 0.0}, 4)  # fmt: skip
     opt.step(theta, np.full(4, 2, np.float32), 0.5)
     assert theta.tolist() == [0.0, 0.0, 0.0, 0.0]
+
+
+# ---------------------------------------------------------------------------
+# linear's bias + activation (ops.FUSIONS), forward and backward
+
+
+def _bits_equal(a, b) -> bool:
+    """Bit for bit, NaN where NaN (its payload is the CPU's, not the code's)."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    nan_a, nan_b = np.isnan(a), np.isnan(b)
+    return np.array_equal(nan_a, nan_b) and a[~nan_a].tobytes() == b[~nan_b].tobytes()
+
+
+def _linear_layer(name, n_in, units, bias=True):
+    params = {"weight": (units, n_in), **({"bias": (units,)} if bias else {})}
+    attrs = {"units": units, "bias": bias, "init": "default"}
+    return ir.Layer(name, "linear", attrs, (n_in,), (units,), params)
+
+
+def _act_layer(op, n, i, **attrs):
+    return ir.Layer(f"{op}_{i}", op, attrs, (n,), (n,), {})
+
+
+ACTS = [("relu", {}), ("leaky_relu", {"negative_slope": 0.01}),
+        ("leaky_relu", {"negative_slope": -1.7}), ("sigmoid", {}), ("tanh", {})]  # fmt: skip
+SHAPES = [(1, 1), (1, 31), (7, 9), (32, 128), (257, 64)]
+
+
+def _special(a, rng):
+    """Random entries replaced by 0, -0, +-inf and NaN."""
+    a = a.copy()
+    for v in (0.0, -0.0, np.inf, -np.inf, np.nan):
+        a.flat[rng.integers(0, a.size, max(1, a.size // 50))] = v
+    return a
+
+
+@pytest.mark.parametrize("act,attrs", ACTS)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("special", [False, True])
+def test_fused_bias_activation_is_the_two_numpy_rows_bit_for_bit(act, attrs, shape, special):
+    n, m = shape
+    rng = np.random.default_rng(n * 1000 + m)
+    lin = ops.Context(_linear_layer("fc", 3, m), {"bias": None}, {"bias": np.zeros(m, np.float32)})
+    x = (rng.standard_normal(shape) * 4).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    gy = rng.standard_normal(shape).astype(np.float32)
+    if special:
+        x, b, gy = _special(x, rng), _special(b, rng), _special(gy, rng)
+    lin.p["bias"] = b
+    fused, plain = (
+        ops.Context(_act_layer(act, m, 1, **attrs)),
+        ops.Context(_act_layer(act, m, 1, **attrs)),
+    )
+    fused.below = lin
+    with np.errstate(all="ignore"):
+        xf = x.copy()
+        yf = ops.FUSIONS[act].forward(fused, xf)
+        xp = x.copy()
+        np.add(xp, b, out=xp)  # linear's bias add, then the activation's own row
+        yp = ops.OPS[act].forward(plain, xp)
+        assert _bits_equal(xf, xp) and _bits_equal(yf, yp)
+        gxf = ops.FUSIONS[act].backward(fused, xf, yf, gy, True).copy()
+        gbf = lin.g["bias"].copy()
+        gxp = ops.OPS[act].backward(plain, xp, yp, gy, True)
+        gbp = np.add.reduce(gxp, axis=0)
+    assert _bits_equal(gxf, gxp)
+    assert _bits_equal(gbf, gbp)
+
+
+def test_bias_gradient_is_numpys_column_sum_bit_for_bit():
+    """The output layer's bias gradient (no activation above): kernels.colsum."""
+    for n, m in SHAPES + [(0, 4)]:
+        rng = np.random.default_rng(n + m)
+        g = (
+            _special(rng.standard_normal((n, m)).astype(np.float32), rng)
+            if n
+            else np.zeros((0, m), np.float32)
+        )
+        gb = np.full(m, 7, np.float32)
+        with np.errstate(all="ignore"):
+            kernels.get("colsum")(g, gb)
+            assert _bits_equal(gb, np.add.reduce(g, axis=0))
+
+
+def _model(act, attrs, widths=(13, 31, 9, 5)):
+    layers, i = [], 0
+    for a, b in zip(widths, widths[1:]):
+        i += 1
+        layers.append(_linear_layer(f"fc{i}", a, b))
+        if i < len(widths) - 1:
+            layers.append(_act_layer(act, b, i, **attrs))
+    return ir.Model("M", (widths[0],), tuple(layers))
+
+
+@pytest.mark.parametrize("act,attrs", ACTS)
+@pytest.mark.parametrize("n", [1, 7, 64])
+def test_training_step_with_fusions_is_the_numpy_step_bit_for_bit(monkeypatch, act, attrs, n):
+    """The whole network's forward, layer outputs and gradient, kernels on and off."""
+    runs = []
+    for use in (True, False):
+        monkeypatch.setattr(kernels, "available", lambda use=use: use)
+        net = Network(_model(act, attrs), rng=np.random.default_rng(0))
+        rng = np.random.default_rng(1)
+        for _ in range(2):  # buffers reused by the second step
+            x = rng.standard_normal((n, 13)).astype(np.float32)
+            out = net.forward(x, training=True)
+            net.backward(rng.standard_normal(out.shape).astype(np.float32))
+        fused = [op in ops.FUSIONS.values() for op in net._last_ops]
+        runs.append((net.grad.tobytes(), [y.tobytes() for y in net.layer_outputs()], fused))
+    assert runs[0][0] == runs[1][0] and runs[0][1] == runs[1][1]
+    assert any(runs[0][2]) and not any(runs[1][2])  # the kernels did run, and only with them on
