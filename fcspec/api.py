@@ -27,7 +27,6 @@ from . import ir
 from .errors import DataError, FcspecError, SpecError
 
 SPEC_FILE = "spec.fc"  # the spec's text, saved in the run folder so it can be reloaded
-LABELS_FILE = "labels.json"  # the class labels the user gave, when they are not 0..C-1
 
 
 class FcspecWarning(UserWarning):
@@ -129,27 +128,13 @@ def _load_preprocess(spec: ir.Spec, folder: Path):
 def _save_labels(folder: Path, labels: np.ndarray | None) -> None:
     from . import io as fio
 
-    path = folder / LABELS_FILE
-    if labels is None:
-        if path.exists():
-            path.unlink()  # a stale file of an earlier fit in the same folder
-        return
-    kind = "str" if labels.dtype.kind in "UO" else labels.dtype.str
-    values = [str(v) for v in labels] if kind == "str" else labels.tolist()
-    fio.atomic_write_json(path, {"dtype": kind, "labels": values})
+    fio.save_labels(folder, labels)
 
 
 def _load_labels(folder: Path) -> np.ndarray | None:
-    path = folder / LABELS_FILE
-    if not path.exists():
-        return None
-    d = _read_json(path)
-    try:
-        if d["dtype"] == "str":
-            return np.array(d["labels"], dtype=object)
-        return np.array(d["labels"], dtype=np.dtype(d["dtype"]))
-    except (KeyError, TypeError, ValueError) as e:
-        raise DataError(f"{path} is damaged: {e}") from None
+    from . import io as fio
+
+    return fio.load_labels(folder)
 
 
 # ---------------------------------------------------------------------------
@@ -490,6 +475,7 @@ class Model:
             self._preprocess,
             probabilities=probabilities or labels,
             source=self.source,
+            class_names=None if self.labels is None else list(self.labels),
             **kwargs,
         )
         if labels:

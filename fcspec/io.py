@@ -659,3 +659,38 @@ def save_weights(
     if st is not None:
         blob = st.save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, {"format": "pt"})
         atomic_write_bytes(folder / "weights.safetensors", blob)
+
+
+# ---------------------------------------------------------------------------
+# labels.json: the class labels a user gave (strings, or numbers other than 0..C-1),
+# in the order of the model's outputs.  The Python API writes it into a run folder;
+# export bakes it into the graph's metadata, predict maps class ids back through it.
+
+LABELS_FILE = "labels.json"
+
+
+def save_labels(folder: PathLike, labels: np.ndarray | None) -> None:
+    path = Path(folder) / LABELS_FILE
+    if labels is None:
+        if path.exists():
+            path.unlink()  # a stale file of an earlier fit in the same folder
+        return
+    kind = "str" if labels.dtype.kind in "UO" else labels.dtype.str
+    values = [str(v) for v in labels] if kind == "str" else labels.tolist()
+    atomic_write_json(path, {"dtype": kind, "labels": values})
+
+
+def load_labels(folder: PathLike) -> np.ndarray | None:
+    """The labels of `folder`'s labels.json (object array for strings), or None."""
+    path = Path(folder) / LABELS_FILE
+    if not path.exists():
+        return None
+    try:
+        d = json.loads(read_bytes(path, "labels file", limit=64 << 20).decode("utf-8"))
+        if d["dtype"] == "str":
+            return np.array([str(v) for v in d["labels"]], dtype=object)
+        return np.array(d["labels"], dtype=np.dtype(d["dtype"]))
+    except DataError:
+        raise
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(f"{path} is damaged: {e}") from None

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from . import __version__, catalog, data, ir
 from .errors import DataError, FcspecError
-from .io import atomic_write_bytes, load_params, refuse_overwrite, weights_shapes
+from .io import atomic_write_bytes, load_labels, load_params, refuse_overwrite, weights_shapes
 
 # Opset 17 is the default because it is the newest opset that every runtime a user
 # is likely to meet still accepts (onnxruntime >= 1.13, TensorRT 8.6, OpenVINO
@@ -304,8 +304,13 @@ def export(
     source: str | None = None,
     schema=None,
     fixed_batch: int | None = None,
+    class_names: Sequence[Any] | None = None,
 ) -> onnx.ModelProto:
     """The inference graph of `spec` with `params` baked in, checked.
+
+    A classifier's metadata names its classes in output order (`class_names`, JSON):
+    the given ones (labels.json of a run the Python API trained on its own labels), the
+    schema's (a table's class column), else the class ids 0..C-1.
 
     `schema` (a `tabular.Schema`, saved as schema.json by training on a table) is
     baked in as well: imputation, one-hot encoding, the target's units and class
@@ -409,6 +414,7 @@ def export(
     }
     if spec.classes is not None:
         meta["classes"] = str(spec.classes)
+        meta["class_names"] = json.dumps(_class_names(spec, schema, class_names))
     if schema is not None:
         # the whole fitted schema: predict reads raw files by it, column by column
         meta["schema"] = json.dumps(schema.to_dict(), separators=(",", ":"))
@@ -428,6 +434,19 @@ def export(
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         raise FcspecError(f"the exported graph of {spec.name} is invalid: {e}") from None
     return model
+
+
+def _class_names(spec: ir.Spec, schema, given: Sequence[Any] | None) -> list:
+    """The classes of a classifier in output order, as JSON values (str, int or float)."""
+    from . import tabular
+
+    count = 2 if spec.task == "binary" else int(spec.classes or 0)
+    names = list(given) if given is not None else tabular.class_names(schema, np.arange(count))
+    if len(names) != count:
+        raise FcspecError(
+            f"{spec.name} has {count} classes but {len(names)} class names were given"
+        )
+    return [v.item() if isinstance(v, np.generic) else v for v in names]
 
 
 def save(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
@@ -518,6 +537,7 @@ def export_file(
     """Export `spec` with its trained weights to `out` (default runs/<name>/<name>.onnx)."""
     params, preprocess, wpath = load_weights(spec, weights)
     schema = load_schema(wpath)
+    labels = load_labels(wpath.parent)  # the Python API's own labels, when it trained there
     target = Path(out) if out is not None else wpath.parent / f"{spec.name}.onnx"
     refuse_overwrite(
         target,
@@ -531,6 +551,7 @@ def export_file(
         probabilities=probabilities,
         schema=schema,
         fixed_batch=fixed_batch,
+        class_names=None if labels is None else list(labels),
     )
     return save(model, target)
 
@@ -634,7 +655,9 @@ def with_labels(model: onnx.ModelProto, spec: ir.Spec, labels: np.ndarray) -> on
     )
     props = {p.key: p.value for p in m.metadata_props}
     props["output"] = "label, probabilities"
-    props["labels"] = json.dumps([str(v) if labels.dtype == object else v.item() for v in labels])
+    props["class_names"] = json.dumps(
+        [str(v) if labels.dtype == object else v.item() for v in labels]
+    )
     del m.metadata_props[:]
     helper.set_model_props(m, props)
     try:

@@ -293,9 +293,26 @@ def predict(
             "pass --task classification (or binary, regression) for a score"
         )
     if output is not None:
-        _write_predictions(Path(output), out, classes)
+        _write_predictions(Path(output), out, _named(classes, meta))
         result["output_path"] = str(output)
     return result
+
+
+def _named(ids: np.ndarray | None, meta: Mapping[str, str]) -> np.ndarray | None:
+    """Class ids as the classes the model's metadata names (`class_names`: the user's own
+    labels), or the ids themselves when it names none or names them 0..C-1."""
+    if ids is None:
+        return None
+    try:
+        names = json.loads(meta.get("class_names", "null"))
+    except ValueError:
+        return ids  # a damaged entry: the ids are still right
+    if not isinstance(names, list) or names == list(range(len(names))):
+        return ids
+    if len(ids) and int(ids.max()) >= len(names):
+        return ids
+    kind = object if any(isinstance(v, str) for v in names) else None
+    return np.asarray(names, dtype=kind)[ids]
 
 
 def read_raw(path: str | os.PathLike, schema, reader: dict | None = None):

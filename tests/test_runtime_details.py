@@ -137,3 +137,56 @@ def test_predict_never_imports_onnx(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "[]"
     assert (tmp_path / "p.npz").exists()
+
+
+def _meta(path) -> dict:
+    return {p.key: p.value for p in onnx.load(path).metadata_props}
+
+
+def test_a_classifiers_metadata_names_its_classes(tmp_path):
+    """Every classifier export says its classes in output order: ids for a spec's own labels,
+    the user's labels for a model the Python API fitted on them (predict then writes those)."""
+    import json
+
+    import fcspec
+
+    for path in FIXED:
+        spec, _, model = _random_export(path)
+        meta = {p.key: p.value for p in model.metadata_props}
+        if spec.task == "classification":
+            assert json.loads(meta["class_names"]) == list(range(spec.classes)), path.name
+        elif spec.task == "binary":
+            assert json.loads(meta["class_names"]) == [0, 1], path.name
+        else:
+            assert "class_names" not in meta, path.name
+    # the user's own labels: the Python API's run folder (labels.json), then `fcspec export`
+    from fcspec import data
+
+    with np.load(data.importlib.resources.files("fcspec.datasets") / "digits.npz") as f:
+        x, y = f["x"][:400], f["y"][:400]
+    names = np.array(list("jihgfedcba"))  # sorted: a..j, the model's output order
+    spec = tmp_path / "small.fc"
+    spec.write_text(
+        "model Small { input [64]  fc1 = linear(16) -> relu  fc2 = linear(10) }\n"
+        "loss cross_entropy\noptimizer adam(lr = 0.01)\n"
+        'data { train = dataset("digits")  normalize = standard }\n'
+        "train { epochs = 2  batch = 64  seed = 0 }\n"
+    )
+    m = fcspec.load(spec).fit(x, names[y], out=tmp_path / "r", verbose=False)
+    api_path = m.export_onnx(tmp_path / "api.onnx")
+    assert json.loads(_meta(api_path)["class_names"]) == list("abcdefghij")
+    r = CliRunner().invoke(
+        main,
+        ["export", str(spec), "--onnx", "--weights", str(tmp_path / "r" / "weights.npz"),
+         "-o", str(tmp_path / "cli.onnx")],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert json.loads(_meta(tmp_path / "cli.onnx")["class_names"]) == list("abcdefghij")
+    np.savez(tmp_path / "x.npz", x=x)
+    r = CliRunner().invoke(
+        main, ["predict", str(tmp_path / "cli.onnx"), str(tmp_path / "x.npz"),
+               "--output", str(tmp_path / "p.csv")]
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    written = [line.rsplit(",", 1)[1] for line in (tmp_path / "p.csv").read_text().splitlines()]
+    assert written[0] == "class" and written[1:] == list(m.predict(x))
