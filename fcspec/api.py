@@ -72,6 +72,8 @@ def load_run(folder: str | os.PathLike) -> Model:
     else:  # a run folder of an older fcspec: the spec it names, if unchanged
         model = _spec_of_summary(folder)
     weights = folder / "weights.npz"
+    if not weights.exists() and (folder / "weights.safetensors").exists():
+        weights = folder / "weights.safetensors"  # a folder holding PyTorch's weights only
     if not weights.exists():
         raise DataError(f"{folder}: no weights.npz (did the run finish an epoch?)")
     model.spec = ir.resolve_from_params(model.spec, fio.weights_shapes(weights, "weights"))
@@ -198,17 +200,24 @@ class Model:
     def from_weights(
         cls, spec: ir.Spec, weights: str | os.PathLike, source: str | None = None
     ) -> Model:
-        """A trained model from `spec` and a weights `.npz` (preprocess.npz beside it is used)."""
+        """A trained model from `spec` and a weights file (see `load_weights`)."""
+        return cls(spec, source).load_weights(weights)
+
+    def load_weights(self, weights: str | os.PathLike) -> Model:
+        """Take trained weights from `weights`: fcspec's `.npz`, or a `.safetensors` file
+        (PyTorch's `safetensors.torch.save_file(model.state_dict(), path)` with the spec's
+        layer names), judged by their headers before they are read; `preprocess.npz` and
+        `labels.json` beside the file are used.  Returns the model."""
         from . import io as fio
 
         shapes = fio.weights_shapes(weights, "weights")
-        model = cls(ir.resolve_from_params(spec, shapes), source)  # `input auto`: the run's widths
+        self.spec = ir.resolve_from_params(self.spec, shapes)  # `input auto`: the run's widths
         folder = Path(weights).parent
-        # judged by their headers first; weights stamped for another spec are refused
-        params = fio.load_params(weights, model.spec.model, "weights", spec=model.spec)
-        model._set_trained(params, _load_preprocess(model.spec, folder))
-        model.labels = _load_labels(folder)
-        return model
+        # weights stamped for another spec are refused
+        params = fio.load_params(weights, self.spec.model, "weights", spec=self.spec)
+        self._set_trained(params, _load_preprocess(self.spec, folder))
+        self.labels = _load_labels(folder)
+        return self
 
     @property
     def name(self) -> str:

@@ -100,3 +100,29 @@ def test_without_the_package_a_one_line_error_names_the_extra(tmp_path, monkeypa
     assert "[interop]" in str(e.value)
     fio.save_weights(tmp_path, {"a": np.zeros(2, np.float32)})  # npz only, no error
     assert (tmp_path / "weights.npz").exists() and not (tmp_path / "weights.safetensors").exists()
+
+
+def test_the_python_api_loads_safetensors_and_judges_them_first(tmp_path, spec_path):
+    import fcspec
+
+    out = tmp_path / "run"
+    train.run(load_spec(spec_path), out_dir=out, quiet=True)
+    npz = fcspec.load_run(out)
+    model = fcspec.load(spec_path).load_weights(out / "weights.safetensors")
+    x = np.random.default_rng(0).random((5, 64), dtype=np.float32) * 16
+    assert np.array_equal(model.output(x), npz.output(x))
+    # a folder with PyTorch's file only (e.g. copied from a torch project)
+    only = tmp_path / "only"
+    only.mkdir()
+    (only / "spec.fc").write_text(SPEC)
+    (only / "weights.safetensors").write_bytes((out / "weights.safetensors").read_bytes())
+    assert np.array_equal(fcspec.load_run(only).params["fc1.weight"], npz.params["fc1.weight"])
+    # shapes are judged from the header: a wrong one is refused before the data is read
+    arrays = load_file(out / "weights.safetensors")
+    arrays["fc1.weight"] = np.zeros((16, 65), np.float32)
+    save_file(arrays, tmp_path / "bad.safetensors")
+    with pytest.raises(DataError, match=r"fc1.weight has shape \[16, 65\]"):
+        fcspec.load(spec_path).load_weights(tmp_path / "bad.safetensors")
+    (tmp_path / "cut.safetensors").write_bytes((out / "weights.safetensors").read_bytes()[:100])
+    with pytest.raises(DataError, match="not a valid .safetensors file"):
+        fcspec.load(spec_path).load_weights(tmp_path / "cut.safetensors")
