@@ -217,7 +217,46 @@ def _compile() -> dict[str, Any]:
         for i in range(g.shape[0]):
             _colsum_row(gb, g[i])
 
+    # -- softmax-cross-entropy (losses.CrossEntropy, no class weights) ------------
+    # NumPy's exp, the BLAS row sums and NumPy's log run between the two kernels, and
+    # the loss value's float64 sums stay NumPy's (pairwise) too: the kernels fuse the
+    # passes around them.
+
+    @jit
+    def ce_shift(x, m, t):
+        # m = the row maxima as np.maximum.reduce takes them down a transposed copy: NaN
+        # propagates, and of two equal values the later wins (-0 against +0: SIMD max)
+        for i in range(x.shape[0]):
+            mx = x[i, 0]
+            for j in range(1, x.shape[1]):
+                v = x[i, j]
+                if mx == mx and not (v < mx):  # once NaN, the maximum stays NaN
+                    mx = v
+            m[i, 0] = mx
+            for j in range(x.shape[1]):
+                t[i, j] = x[i, j] - mx
+
+    @jit
+    def ce_grad(e, s, t, y, picked, target, smooth, has_smooth, denom, divide):
+        # picked = t[rows, y]; g = e / s in place, then g[rows, y] -= target, g -= smooth,
+        # g /= denom: per entry the NumPy path's operations in its order
+        for i in range(e.shape[0]):
+            k = y[i]
+            picked[i] = t[i, k]
+            si = s[i, 0]
+            for j in range(e.shape[1]):
+                g = e[i, j] / si
+                if j == k:
+                    g = g - target
+                if has_smooth:
+                    g = g - smooth
+                if divide:
+                    g = g / denom
+                e[i, j] = g
+
     return {
+        "ce_shift": ce_shift,
+        "ce_grad": ce_grad,
         "adam": adam,
         "sgd": sgd,
         "bias_relu": bias_relu,

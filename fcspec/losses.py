@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from . import catalog, ir
+from . import catalog, ir, kernels
 from .errors import DataError, TrainingError
 from .ops import Buffers
 
@@ -214,20 +214,35 @@ class CrossEntropy(_ClassLoss):
         e = self._buf("e", (n, c), x.dtype)  # exp(x - max), then softmax
         s = self._buf("s", (n, 1), x.dtype)
         lse = self._buf("lse", (n, 1), x.dtype)  # log sum exp(x - max), per row
-        # Row maxima and row sums over a few classes: NumPy reduces a short last axis one
-        # row at a time (12 us at 256 x 10), so the maxima are taken down the columns of
-        # a transposed copy and the sums are a matrix-vector product with ones (3 us each).
-        xt = self._buf("xt", (c, n), x.dtype)
-        np.copyto(xt, x.T)
-        np.maximum.reduce(xt, axis=0, out=m[:, 0])
-        np.subtract(x, m, out=t)
-        np.exp(t, out=e)
-        np.matmul(e, self._bufs.filled("ones", (c, 1), 1.0, x.dtype), out=s)
-        np.log(s, out=lse)
-        picked = t[rows, y]  # log_softmax(x)[n, y_n] = picked - lse
         w = None if self.weight is None else self.weight.astype(x.dtype)
         eps = self.eps
         denom = self._denominator(y)
+        # Training's value and gradient without class weights: the compiled kernels
+        # (kernels.ce_shift, ce_grad) around the same exp, BLAS sums and log, bit for
+        # bit this NumPy code; numba is imported by the first training step.
+        fused = want_grad and w is None and x.dtype == np.float32 and kernels.available()
+        if fused:
+            kernels.get("ce_shift")(x, m, t)
+        else:
+            # Row maxima and row sums over a few classes: NumPy reduces a short last axis
+            # one row at a time (12 us at 256 x 10), so the maxima are taken down the
+            # columns of a transposed copy and the sums are a matrix-vector product with
+            # ones (3 us each).
+            xt = self._buf("xt", (c, n), x.dtype)
+            np.copyto(xt, x.T)
+            np.maximum.reduce(xt, axis=0, out=m[:, 0])
+            np.subtract(x, m, out=t)
+        np.exp(t, out=e)
+        np.matmul(e, self._bufs.filled("ones", (c, 1), 1.0, x.dtype), out=s)
+        np.log(s, out=lse)
+        if fused:
+            picked = self._buf("picked", (n,), x.dtype)
+            kernels.get("ce_grad")(
+                e, s, t, y, picked, np.float32(1.0 - eps), np.float32(eps / c), eps != 0,
+                np.float32(denom), denom != 1.0,
+            )  # fmt: skip
+        else:
+            picked = t[rows, y]  # log_softmax(x)[n, y_n] = picked - lse
         if w is None:
             lse_sum = float(np.add.reduce(lse, axis=None, dtype=np.float64))
             nll = lse_sum - float(np.add.reduce(picked, dtype=np.float64))
@@ -245,6 +260,8 @@ class CrossEntropy(_ClassLoss):
         value = total / denom if denom else math.nan  # all-zero class weights: PyTorch's nan
         if not want_grad:
             return value, None
+        if fused:
+            return value, e  # the gradient, written by ce_grad
         g = e
         np.divide(e, s, out=g)  # softmax
         if w is None:

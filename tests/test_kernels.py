@@ -13,7 +13,7 @@ import itertools
 import numpy as np
 import pytest
 
-from fcspec import ir, kernels, ops, optim
+from fcspec import ir, kernels, losses, ops, optim
 from fcspec.interpreter import Network
 
 pytest.importorskip("numba", reason="the fused kernels need numba (pip install -e '.[fast]')")
@@ -234,3 +234,44 @@ def test_training_step_with_fusions_is_the_numpy_step_bit_for_bit(monkeypatch, a
         runs.append((net.grad.tobytes(), [y.tobytes() for y in net.layer_outputs()], fused))
     assert runs[0][0] == runs[1][0] and runs[0][1] == runs[1][1]
     assert any(runs[0][2]) and not any(runs[1][2])  # the kernels did run, and only with them on
+
+
+# ---------------------------------------------------------------------------
+# softmax-cross-entropy (losses.CrossEntropy with kernels.ce_shift / ce_grad)
+
+
+@pytest.mark.parametrize("n,c", [(1, 1), (1, 10), (7, 3), (32, 10), (257, 17)])
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1}, {"reduction": "sum"}])
+@pytest.mark.parametrize("special", [False, True])
+def test_cross_entropy_kernels_are_the_numpy_loss_bit_for_bit(monkeypatch, n, c, options, special):
+    rng = np.random.default_rng(n * 100 + c)
+    x = (rng.standard_normal((n, c)) * 5).astype(np.float32)
+    if special:  # ties and signed zeros in the row maxima, a row of one value
+        x[:, : c // 2] = np.round(x[:, : c // 2])
+        x[0, :] = -0.0
+        x.flat[rng.integers(0, x.size, max(1, x.size // 10))] = 0.0
+    y = rng.integers(0, c, n).astype(np.int64 if n % 2 else np.uint8)
+    calls, real_get = [], kernels.get
+    monkeypatch.setattr(kernels, "get", lambda name: calls.append(name) or real_get(name))
+    results = []
+    for use in (True, False):
+        monkeypatch.setattr(kernels, "available", lambda use=use: use)
+        loss = losses.make_loss(ir.Loss("cross_entropy", options))
+        value, g = loss.value_and_grad(x, y)
+        results.append((value, g.tobytes(), loss._buf("t", (n, c)).tobytes()))
+    assert results[0] == results[1]
+    assert calls == ["ce_shift", "ce_grad"]  # the kernels ran, and only with them on
+
+
+def test_cross_entropy_kernels_propagate_nan_as_numpy(monkeypatch):
+    x = np.array([[np.nan, 1, 2], [1, np.nan, 0], [np.inf, 0, 1], [3, 2, 1]], np.float32)
+    y = np.array([0, 2, 1, 0])
+    results = []
+    for use in (True, False):
+        monkeypatch.setattr(kernels, "available", lambda use=use: use)
+        loss = losses.make_loss(ir.Loss("cross_entropy", {}))
+        with np.errstate(all="ignore"):
+            value, g = loss.value_and_grad(x, y)
+        results.append((value, g.copy()))
+    assert np.isnan(results[0][0]) and np.isnan(results[1][0])
+    assert _bits_equal(results[0][1], results[1][1])
