@@ -1,0 +1,113 @@
+"""The ONNX export against PyTorch as a third oracle: the equivalent `nn.Sequential` agrees
+with onnxruntime on every op case, and `torch.onnx.export` of the same network builds the
+same graph.  The rest of the exporter's tests, which need no torch, are in test_onnx.py."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import onnx
+import pytest
+from test_onnx import (
+    CASES,
+    act,
+    case_id,
+    close,
+    make_spec,
+    mnist_like,
+    op_spec,
+    op_types,
+    ort_run,
+    random_params,
+)
+
+from fcspec import ir, onnx_export
+
+TORCH_MODULES = {
+    "flatten": lambda t, l: t.nn.Flatten(),
+    "dropout": lambda t, l: t.nn.Dropout(l.attrs["p"]),
+    "relu": lambda t, l: t.nn.ReLU(),
+    "leaky_relu": lambda t, l: t.nn.LeakyReLU(l.attrs["negative_slope"]),
+    "elu": lambda t, l: t.nn.ELU(l.attrs["alpha"]),
+    "selu": lambda t, l: t.nn.SELU(),
+    "sigmoid": lambda t, l: t.nn.Sigmoid(),
+    "tanh": lambda t, l: t.nn.Tanh(),
+    "silu": lambda t, l: t.nn.SiLU(),
+    "gelu": lambda t, l: t.nn.GELU(approximate=l.attrs["approximate"]),
+    "softplus": lambda t, l: t.nn.Softplus(l.attrs["beta"], l.attrs["threshold"]),
+    "softmax": lambda t, l: t.nn.Softmax(dim=-1),
+    "log_softmax": lambda t, l: t.nn.LogSoftmax(dim=-1),
+    "linear": lambda t, l: t.nn.Linear(l.in_shape[0], l.out_shape[0], bias=l.attrs["bias"]),
+}
+
+
+def torch_sequential(torch, spec: ir.Spec, params):
+    """The equivalent nn.Sequential, named after the layers: fcspec's weights load as its state_dict."""
+    from collections import OrderedDict
+
+    seq = torch.nn.Sequential(
+        OrderedDict((l.name, TORCH_MODULES[l.op](torch, l)) for l in spec.model.layers)
+    )
+    seq.load_state_dict({k: torch.from_numpy(v) for k, v in params.items()}, strict=True)
+    return seq.eval()
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_torch_sequential_agrees_with_onnxruntime(case):
+    torch = pytest.importorskip("torch")
+    spec = op_spec(*case)
+    params = random_params(spec)
+    x = np.random.default_rng(4).standard_normal((16, *spec.model.input_shape)).astype(np.float32)
+    with torch.no_grad():
+        want = torch_sequential(torch, spec, params)(torch.from_numpy(x)).numpy()
+    assert close(ort_run(onnx_export.export(spec, params), x), want)
+
+
+@pytest.mark.filterwarnings(
+    "ignore::DeprecationWarning"
+)  # torch's TorchScript exporter announces its end
+@pytest.mark.parametrize("act_op", ["relu", "gelu"])
+def test_torch_onnx_export_runs_like_ours(act_op, tmp_path):
+    torch = pytest.importorskip("torch")
+    spec = mnist_like()
+    layers = [
+        l
+        if l.op != "relu"
+        else act(
+            l.name, act_op, l.in_shape, **({"approximate": "none"} if act_op == "gelu" else {})
+        )
+        for l in spec.model.layers
+    ]
+    spec = make_spec(layers, (1, 4, 4), name="MnistLike")
+    params = random_params(spec, std=0.5)
+    seq = torch_sequential(torch, spec, params)
+    buf = io.BytesIO()
+    torch.onnx.export(
+        seq,
+        (torch.zeros(2, 1, 4, 4),),
+        buf,
+        dynamo=False,
+        opset_version=17,
+        input_names=["input"],
+        output_names=["output"],
+        dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+    )
+    theirs = onnx.load_from_string(buf.getvalue())
+    ours = onnx_export.export(spec, params, opset=17)
+    x = np.random.default_rng(6).standard_normal((11, 1, 4, 4)).astype(np.float32)
+    with torch.no_grad():
+        want = seq(torch.from_numpy(x)).numpy()
+    assert close(ort_run(theirs, x), want)
+    assert close(ort_run(ours, x), want)
+    if act_op == "relu":
+        # the same graph, node for node
+        assert (
+            op_types(ours)
+            == op_types(theirs)
+            == ["Flatten", "Gemm", "Relu", "Gemm", "Relu", "Gemm"]
+        )
+    else:
+        # both expand Gelu into Erf at opset 17 (torch with Div by sqrt 2, we Mul by 1/sqrt 2)
+        assert "Erf" in op_types(ours) and "Erf" in op_types(theirs)
+        assert op_types(ours).count("Gemm") == op_types(theirs).count("Gemm") == 3
