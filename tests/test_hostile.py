@@ -593,17 +593,12 @@ def test_predict_refuses_a_graph_fcspec_cannot_export(folder):
     assert result.exit_code == 0 and "40 rows" in result.output, result.output
 
 
-def test_every_op_fcspec_exports_is_trusted_by_predict():
-    """A scan of the emitters' op types, and the shipped specs exported with random weights."""
-    import re
-
-    from fcspec import data, ir, onnx_export, onnx_trust
+def _shipped_specs_with_random_weights():
+    """(path, spec, params, preprocess) of every shipped spec, with random weights and
+    preprocessing statistics of random samples (table specs get 7 inputs, 3 classes)."""
+    from fcspec import data, ir
     from fcspec.check import load_spec
 
-    emitted = set()
-    for path in (ROOT / "fcspec").rglob("*.py"):
-        emitted |= set(re.findall(r'\.node\(\s*"([A-Za-z]+)"', path.read_text("utf-8")))
-    assert emitted and emitted <= onnx_trust.EXPORTED_OPS, emitted - onnx_trust.EXPORTED_OPS
     rng = np.random.default_rng(0)
     for path in SPECS:
         spec = load_spec(path)
@@ -615,6 +610,20 @@ def test_every_op_fcspec_exports_is_trusted_by_predict():
         }
         sample = rng.standard_normal((8, *spec.model.input_shape))
         pre = data.Preprocess.fit(sample, scale=spec.data.scale, normalize=spec.data.normalize)
+        yield path, spec, params, pre
+
+
+def test_every_op_fcspec_exports_is_trusted_by_predict():
+    """A scan of the emitters' op types, and the shipped specs exported with random weights."""
+    import re
+
+    from fcspec import onnx_export, onnx_trust
+
+    emitted = set()
+    for path in (ROOT / "fcspec").rglob("*.py"):
+        emitted |= set(re.findall(r'\.node\(\s*"([A-Za-z]+)"', path.read_text("utf-8")))
+    assert emitted and emitted <= onnx_trust.EXPORTED_OPS, emitted - onnx_trust.EXPORTED_OPS
+    for path, spec, params, pre in _shipped_specs_with_random_weights():
         for probabilities in (False, True) if spec.classes or spec.task == "binary" else (False,):
             model = onnx_export.export(spec, params, pre, probabilities=probabilities)
             assert onnx_trust.untrusted_parts(model) == [], path.name
@@ -627,8 +636,7 @@ def test_the_trust_check_reads_the_wire_format_like_onnx(tmp_path):
     from skl2onnx import to_onnx
     from sklearn.neural_network import MLPClassifier
 
-    from fcspec import data, ir, onnx_export, onnx_trust
-    from fcspec.check import load_spec
+    from fcspec import onnx_export, onnx_trust
 
     def onnx_view(model):
         nodes = [
@@ -638,18 +646,9 @@ def test_the_trust_check_reads_the_wire_format_like_onnx(tmp_path):
         return nodes, len(model.functions)
 
     rng = np.random.default_rng(0)
-    models = []
-    for path in SPECS:
-        spec = load_spec(path)
-        if spec.model.pending:  # `input auto`, `linear(outputs)`: widths a table would give
-            spec = ir.resolve(spec, 7, 3)
-        params = {
-            k: rng.standard_normal(s).astype(np.float32)
-            for k, s in spec.model.param_shapes().items()
-        }
-        sample = rng.standard_normal((8, *spec.model.input_shape))
-        pre = data.Preprocess.fit(sample, scale=spec.data.scale, normalize=spec.data.normalize)
-        models.append(onnx_export.export(spec, params, pre))
+    models = [
+        onnx_export.export(s, p, pre) for _, s, p, pre in _shipped_specs_with_random_weights()
+    ]
     x = rng.standard_normal((40, 3)).astype(np.float32)
     est = MLPClassifier(hidden_layer_sizes=(4,), max_iter=20).fit(x, np.arange(40) % 3)
     models.append(to_onnx(est, x[:1]))  # ai.onnx.ml nodes, ZipMap, a float and a label output
