@@ -555,3 +555,62 @@ def test_header_less_rows_are_counted_from_the_first_line(tmp_path):
     assert message(e) == (
         f"error: {tmp_path / 'h.csv'}:3: a row has 2 cells but the first row has 3: '5,6'"
     )
+
+
+# ---------------------------------------------------------------------------
+# `unknown = error` on every path that encodes a table: run, eval, predict (CLI)
+
+ODD_PENGUIN = (
+    "species,island,bill_length_mm,bill_depth_mm,flipper_length_mm,body_mass_g,sex,year\n"
+    "Adelie,Biscoe,39.1,18.7,181,3750,male,2007\n"
+    "Adelie,Atlantis,39.1,18.7,181,3750,male,2007\n"
+)
+ATLANTIS = "line 3, column 'island': category 'Atlantis' was not in the training rows"
+
+
+def penguins_spec(files, unknown: bool, test: str = "test.csv"):
+    opt = ", unknown = error" if unknown else ""
+    spec = files / "u.fc"
+    spec.write_text(
+        spec_text(
+            f'csv("penguins.csv", target = "species", drop = ["year"]{opt})',
+            extra=f'test = csv("{test}", target = "species")',
+        )
+    )
+    return spec
+
+
+def test_unknown_error_stops_fcspec_run_at_the_test_file(files, tmp_path):
+    (files / "test.csv").write_text(ODD_PENGUIN)
+    r = run_cli("run", str(penguins_spec(files, True)), "--out", str(tmp_path / "a"), "-q")
+    assert r.exit_code == 1 and f"{files / 'test.csv'}: {ATLANTIS}" in r.output, r.output
+    assert "Traceback" not in r.output and not (tmp_path / "a" / "weights.npz").exists()
+    r = run_cli("run", str(penguins_spec(files, False)), "--out", str(tmp_path / "b"))
+    assert r.exit_code == 0, r.output  # without it: all zeros, and the run says so
+    assert "1 cells hold categories unseen in training, encoded as all zeros (island 1)" in r.output
+
+
+def test_unknown_error_stops_fcspec_eval(files, tmp_path):
+    (files / "test.csv").write_text(ODD_PENGUIN.rsplit("\n", 2)[0] + "\n")  # Biscoe only
+    spec = penguins_spec(files, True)
+    assert run_cli("run", str(spec), "--out", str(tmp_path / "a"), "-q").exit_code == 0
+    weights = str(tmp_path / "a" / "weights.npz")
+    assert run_cli("eval", str(spec), "--weights", weights).exit_code == 0
+    (files / "test.csv").write_text(ODD_PENGUIN)  # the test file gains an unseen island
+    r = run_cli("eval", str(spec), "--weights", weights)
+    assert r.exit_code == 1 and f"{files / 'test.csv'}: {ATLANTIS}" in r.output, r.output
+
+
+@pytest.mark.parametrize("unknown", [True, False])
+def test_unknown_error_stops_fcspec_predict_on_a_raw_csv(files, tmp_path, unknown):
+    opt = ", unknown = error" if unknown else ""
+    _, _, model = trained(files, tmp_path, f'csv("penguins.csv", target = "species"{opt})')
+    (files / "odd.csv").write_text(ODD_PENGUIN)
+    out = tmp_path / "pred.csv"
+    r = run_cli("predict", str(model), str(files / "odd.csv"), "--output", str(out))
+    if unknown:
+        assert r.exit_code == 1 and f"{files / 'odd.csv'}: {ATLANTIS}" in r.output, r.output
+        assert not out.exists()
+    else:
+        assert r.exit_code == 0 and "unseen categories (all zeros)" in r.output, r.output
+        assert out.exists()
