@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import bz2
 import lzma
+import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -614,3 +616,64 @@ def test_unknown_error_stops_fcspec_predict_on_a_raw_csv(files, tmp_path, unknow
     else:
         assert r.exit_code == 0 and "unseen categories (all zeros)" in r.output, r.output
         assert out.exists()
+
+
+# ---------------------------------------------------------------------------
+# Long loads show progress on a terminal, and only there
+
+
+def big_csv(tmp_path) -> tuple[str, int]:
+    rows = ["a,b,label"] + [f"{i % 97},{i % 13},{i % 2}" for i in range(20000)]
+    (tmp_path / "big.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "t.fc").write_text(
+        spec_text('csv("big.csv", target = "label")', model="input auto\n    out = linear(outputs)")
+    )
+    return str(tmp_path / "t.fc"), (tmp_path / "big.csv").stat().st_size
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pty behaviour differs")
+def test_a_terminal_gets_a_progress_bar_while_a_large_file_is_read(tmp_path):
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    spec, size = big_csv(tmp_path)
+    threshold = size // 2  # the file counts as large (PROGRESS_BYTES is 50 MB)
+    code = (
+        "import sys\nfrom fcspec import tabular\n"
+        f"tabular.PROGRESS_BYTES = {threshold}\n"
+        "from fcspec.cli import main\n"
+        f"sys.argv = ['fcspec', 'run', {spec!r}, '--epochs', '1', '--out', {str(tmp_path / 'run')!r}]\n"
+        "main()\n"
+    )
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: `fcspec run` on a 120-column terminal (tqdm draws nothing at 0)
+        try:
+            fcntl.ioctl(2, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+            os.execv(sys.executable, [sys.executable, "-c", code])
+        finally:
+            os._exit(127)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    text = out.decode("utf-8", "replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    # tqdm's bar over the file's bytes: its name, a percentage and the size in kB
+    assert "reading big.csv:" in text and "%|" in text, text
+    assert f"/{size / 1000:.0f}k" in text, text
+
+
+def test_no_progress_bar_without_a_terminal(tmp_path, monkeypatch):
+    spec, size = big_csv(tmp_path)
+    monkeypatch.setattr(tabular, "PROGRESS_BYTES", size // 2)
+    r = run_cli("run", spec, "--epochs", "1", "--out", str(tmp_path / "run"))
+    assert r.exit_code == 0, r.output
+    assert "reading big.csv" not in r.output and "epoch 1/1" in r.output
