@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import catalog, ir
+from . import catalog, ir, kernels
 from .catalog import TABULAR_DATASETS, TABULAR_SOURCES
 from .describe import format_bytes
 from .errors import DataError
@@ -940,9 +940,34 @@ class Split:
             # temporary the size of the data set first.
             return x[idx] if out is None else np.take(x, idx, axis=0, out=out, mode="clip")
         b = out.shape[0]
+        if self._gather_kernel(out):
+            pre = self.pre
+            kernels.get("gather_preprocess")(
+                x.reshape(x.shape[0], -1), idx, pre.scale, pre.shift.reshape(-1),
+                pre.divisor.reshape(-1), pre._shifts, pre._divides, out.reshape(b, -1),
+            )  # fmt: skip
+            return out
         if not self._raw or self._raw[0].shape[0] < b or self._raw[0].shape[1:] != out.shape[1:]:
             self._raw[:] = [np.empty(out.shape, x.dtype)]  # kept for the next batches
         return self.pre.apply_into(np.take(x, idx, axis=0, out=self._raw[0][:b], mode="clip"), out)
+
+    def _gather_kernel(self, out: np.ndarray) -> bool:
+        """Whether `rows` can gather and preprocess in one compiled pass (kernels.py;
+        the same float32 operations, so the same bits): float32 arithmetic on
+        C-ordered arrays, and numba there (imported here, by training's first batch)."""
+        pre, x = self.pre, self.samples
+        return (
+            x.dtype.kind in "iu"
+            and x.ndim >= 2
+            and x.flags.c_contiguous
+            and out.flags.c_contiguous
+            and out.dtype == np.float32
+            and isinstance(pre.scale, np.float32)
+            and pre.shift.dtype == np.float32 == pre.divisor.dtype
+            and pre.shift.flags.c_contiguous
+            and pre.divisor.flags.c_contiguous
+            and kernels.available()
+        )
 
     def dense(self) -> Split:
         """This split with float32 preprocessed samples (itself when it already has them)."""

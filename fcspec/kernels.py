@@ -254,9 +254,33 @@ def _compile() -> dict[str, Any]:
                     g = g / denom
                 e[i, j] = g
 
+    # -- the batch gather with its preprocessing (data.Split.rows) ----------------
+    # np.take(raw, idx, axis=0, mode="clip") into a byte buffer, then Preprocess.
+    # apply_into's float32 divide, subtract and divide, in one pass over the batch:
+    # small integers convert to float32 exactly, and x / 1 is x, so the one formula
+    # covers scale = 1 (NumPy's plain conversion) too.
+
+    @jit
+    def gather_preprocess(raw, idx, scale, shift, divisor, shifts, divides, out):
+        last = raw.shape[0] - 1
+        for r in range(idx.shape[0]):
+            k = idx[r]
+            if k < 0:
+                k = 0
+            elif k > last:
+                k = last
+            for j in range(raw.shape[1]):
+                v = np.float32(raw[k, j]) / scale
+                if shifts:
+                    v = v - shift[j]
+                if divides:
+                    v = v / divisor[j]
+                out[r, j] = v
+
     return {
         "ce_shift": ce_shift,
         "ce_grad": ce_grad,
+        "gather_preprocess": gather_preprocess,
         "adam": adam,
         "sgd": sgd,
         "bias_relu": bias_relu,

@@ -13,6 +13,7 @@ import itertools
 import numpy as np
 import pytest
 
+from fcspec import data as fdata
 from fcspec import ir, kernels, losses, ops, optim
 from fcspec.interpreter import Network
 
@@ -275,3 +276,100 @@ def test_cross_entropy_kernels_propagate_nan_as_numpy(monkeypatch):
         results.append((value, g.copy()))
     assert np.isnan(results[0][0]) and np.isnan(results[1][0])
     assert _bits_equal(results[0][1], results[1][1])
+
+
+# ---------------------------------------------------------------------------
+# the batch gather with its preprocessing (data.Split.rows with kernels.gather_preprocess)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.uint16, np.int16])
+@pytest.mark.parametrize("shape,batch", [((1,), 1), ((7,), 5), ((1, 28, 28), 32), ((3, 5), 257)])
+@pytest.mark.parametrize(
+    "scale,normalize", [(1.0, False), (255.0, False), (255.0, True), (3.0, True)]
+)
+def test_gather_kernel_is_the_numpy_gather_and_preprocessing_bit_for_bit(
+    monkeypatch, dtype, shape, batch, scale, normalize
+):
+    rng = np.random.default_rng(batch)
+    info = np.iinfo(dtype)
+    samples = rng.integers(info.min, int(info.max) + 1, (300,) + shape).astype(dtype)
+    if normalize:
+        pre = fdata.Preprocess.fit(samples, scale=scale, normalize="standard")
+        assert pre._shifts and pre._divides
+    else:
+        pre = fdata.Preprocess.identity(shape, scale)
+    idx = rng.permutation(300)[:batch]
+    calls, real_get = [], kernels.get
+    monkeypatch.setattr(kernels, "get", lambda name: calls.append(name) or real_get(name))
+    outs = []
+    for use in (True, False):
+        monkeypatch.setattr(kernels, "available", lambda use=use: use)
+        split = fdata.Split(samples, np.zeros(300, np.int64), pre)
+        out = np.full((batch,) + shape, np.nan, np.float32)
+        assert split.rows(idx, out) is out
+        outs.append(out.tobytes())
+    assert outs[0] == outs[1]
+    assert calls == ["gather_preprocess"]  # the kernel ran, and only with it on
+
+
+def test_gather_kernel_feeds_the_training_loop(monkeypatch):
+    """train.Batches over a compact split: the same batches with the kernel and without."""
+    from fcspec import train
+
+    rng = np.random.default_rng(3)
+    samples = rng.integers(0, 256, (103, 4, 5)).astype(np.uint8)
+    pre = fdata.Preprocess.fit(samples, scale=255.0, normalize="standard")
+    split = fdata.Split(samples, rng.integers(0, 10, 103), pre)
+    order = rng.permutation(103)
+    epochs = []
+    for use in (True, False):
+        monkeypatch.setattr(kernels, "available", lambda use=use: use)
+        batches = train.Batches(split, 16, shuffle=True)
+        epochs.append([(e, b, xb.tobytes(), yb.tobytes()) for e, b, xb, yb in batches.epoch(order)])
+    assert epochs[0] == epochs[1] and len(epochs[0]) == 7
+
+
+def _training_step_bytes(n=9):
+    """One MNIST-shaped step through every kernel's call site: gather, fused layers, loss."""
+    rng = np.random.default_rng(5)
+    samples = rng.integers(0, 256, (40, 12)).astype(np.uint8)
+    split = fdata.Split(samples, rng.integers(0, 5, 40), fdata.Preprocess.identity((12,), 255.0))
+    xb = split.rows(rng.permutation(40)[:n], np.empty((n, 12), np.float32))
+    layers = (_linear_layer("fc1", 12, 8), _act_layer("relu", 8, 1), _linear_layer("fc2", 8, 5))
+    net = Network(ir.Model("M", (12,), layers), rng=np.random.default_rng(0))
+    loss = losses.make_loss(ir.Loss("cross_entropy", {}))
+    value, g = loss.value_and_grad(net.forward(xb, training=True), split.y[:n])
+    net.backward(g)
+    fused = any(op in ops.FUSIONS.values() for op in net._last_ops)
+    return xb.tobytes(), value, net.grad.tobytes(), fused
+
+
+def test_without_numba_training_falls_back_to_the_same_numpy_values(monkeypatch):
+    import builtins
+
+    with_kernels = _training_step_bytes()
+    assert with_kernels[3]
+    real_import = builtins.__import__
+
+    def no_numba(name, *a, **kw):
+        if name == "numba" or name.startswith("numba."):
+            raise ImportError("No module named 'numba'")
+        return real_import(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_numba)
+    monkeypatch.setattr(kernels, "_TRIED", False)
+    monkeypatch.setattr(kernels, "_KERNELS", None)
+    without = _training_step_bytes()
+    assert not without[3] and not kernels.available()
+    assert without[:3] == with_kernels[:3]
+
+
+def test_fcspec_kernels_numpy_switches_every_kernel_off(monkeypatch):
+    with_kernels = _training_step_bytes()
+    monkeypatch.setenv("FCSPEC_KERNELS", "numpy")
+    monkeypatch.setattr(kernels, "_TRIED", False)
+    monkeypatch.setattr(kernels, "_KERNELS", None)
+    monkeypatch.setattr(kernels, "get", None)  # any kernel call would fail
+    without = _training_step_bytes()
+    assert not without[3]
+    assert without[:3] == with_kernels[:3]
