@@ -27,6 +27,7 @@ from . import ir
 from .errors import DataError, FcspecError, SpecError
 
 SPEC_FILE = "spec.fc"  # the spec's text, saved in the run folder so it can be reloaded
+SCHEMA_FILE = "schema.json"  # a table's fitted schema (fcspec.tabular), as fcspec run writes it
 
 
 class FcspecWarning(UserWarning):
@@ -85,7 +86,8 @@ def load_run(folder: str | os.PathLike) -> Model:
     summary = folder / "summary.json"
     if summary.exists():
         model.summary = _read_json(summary)
-    model.labels = _load_labels(folder)
+    model._set_schema(_load_schema(folder))
+    model.labels = _load_labels(folder) if model.labels is None else model.labels
     model.run_dir = folder
     return model
 
@@ -127,6 +129,20 @@ def _load_preprocess(spec: ir.Spec, folder: Path):
     return data.Preprocess.identity(spec.model.input_shape, spec.data.scale if spec.data else 1.0)
 
 
+def _load_schema(folder: Path):
+    """The table schema a run folder holds (schema.json), or None."""
+    path = folder / SCHEMA_FILE
+    if not path.exists():
+        return None
+    from .tabular import Schema
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read it: {e}") from None
+    return Schema.from_json(text, str(path))
+
+
 def _save_labels(folder: Path, labels: np.ndarray | None) -> None:
     from . import io as fio
 
@@ -146,6 +162,43 @@ def _load_labels(folder: Path) -> np.ndarray | None:
 def _is_frame(x: Any) -> bool:
     # Without importing pandas (an optional extra): its objects name their module.
     return type(x).__module__.startswith("pandas") and hasattr(x, "columns")
+
+
+def is_table(x: Any) -> bool:
+    """A pandas or polars DataFrame or a pyarrow Table: rows of named columns, which
+    `fit` reads with the rules of a spec's csv(...) source (fcspec.tabular).  Decided
+    by the object's module, so nothing is imported to ask."""
+    mod = type(x).__module__
+    if mod.startswith(("pandas", "polars")):
+        return hasattr(x, "columns")
+    return mod.startswith("pyarrow") and hasattr(x, "column_names")
+
+
+def _table(x: Any):
+    from . import tabular
+
+    return tabular.to_table(x)
+
+
+def _target_column(y: Any) -> tuple[Any, str | None]:
+    """(y as one pyarrow column, its name): a Series, a one-column frame, an array, a list."""
+    import pyarrow as pa
+
+    from . import tabular
+
+    mod = type(y).__module__
+    if mod.startswith("pyarrow") and not hasattr(y, "column_names"):
+        col = y if isinstance(y, pa.ChunkedArray) else pa.chunked_array([y])
+        return col, None
+    if mod.startswith("polars") and not hasattr(y, "columns"):  # a polars Series
+        return pa.chunked_array([y.to_arrow()]), y.name or None
+    t = tabular.to_table(y if mod.startswith(("pandas", "polars", "pyarrow")) else np.asarray(y))
+    if t.num_columns != 1:
+        raise DataError(f"y has {t.num_columns} columns; a table X takes one target column")
+    if is_table(y):
+        return t.column(0), t.column_names[0]
+    name = getattr(y, "name", None)
+    return t.column(0), (name if isinstance(name, str) else None)
 
 
 def _frame_array(x: Any, where: str) -> tuple[np.ndarray, list[str]]:
@@ -174,7 +227,11 @@ class Model:
     Attributes: `spec` (the IR), `source` (the spec's text), `history` (one dict
     per epoch, the rows of metrics.jsonl), `summary` (summary.json of the last
     fit), `run_dir` (where the last fit wrote), `labels` (the class labels
-    given to `fit`, when they were not 0..C-1).
+    given to `fit`, when they were not 0..C-1), `schema` (a `tabular.Schema`
+    when the model was trained on a table: a DataFrame, a pyarrow Table or a
+    spec's csv / parquet source) and `encoding` (what encoding the last table
+    given to `predict` / `evaluate` did: `{"imputed": {column: cells},
+    "unseen": {column: cells}}`).
     """
 
     def __init__(self, spec: ir.Spec, source: str | None = None):
@@ -185,6 +242,8 @@ class Model:
         self.run_dir: Path | None = None
         self.labels: np.ndarray | None = None
         self.feature_names: list[str] | None = None
+        self.schema = None
+        self.encoding: dict[str, dict[str, int]] | None = None
         self._params: dict[str, np.ndarray] | None = None
         self._preprocess = None
         self._net = None
@@ -216,7 +275,9 @@ class Model:
         # weights stamped for another spec are refused
         params = fio.load_params(weights, self.spec.model, "weights", spec=self.spec)
         self._set_trained(params, _load_preprocess(self.spec, folder))
-        self.labels = _load_labels(folder)
+        self.labels = None
+        self._set_schema(_load_schema(folder))
+        self.labels = _load_labels(folder) if self.labels is None else self.labels
         return self
 
     @property
@@ -268,7 +329,18 @@ class Model:
         prepared = None
         labels = None
         names = None
-        if X is not None:
+        if X is not None and is_table(X):
+            if y is None:
+                raise DataError("fit(X, y): y is missing (the targets for X)")
+            target, tname = _target_column(y)
+            validation = None
+            if validation_data is not None:
+                xv, yv = validation_data
+                validation = (_table(xv), _target_column(yv)[0])
+            prepared = fdata.prepare_table(
+                spec, _table(X), target, target_name=tname, validation=validation
+            )
+        elif X is not None:
             if y is None:
                 raise DataError("fit(X, y): y is missing (the targets for X)")
             x, names = self._inputs(X, "X", fitting=True)
@@ -305,8 +377,11 @@ class Model:
         self._set_trained(fio.load_params(weights, spec.model, "weights"), pre)
         metrics = folder / "metrics.jsonl"
         self.history = _read_jsonl(metrics) if metrics.exists() else []
-        self.labels = labels
         self.feature_names = names
+        # a table's schema (fitted here, or by the spec's own csv source: its schema.json)
+        self.labels = None
+        self._set_schema(prepared.schema if prepared is not None else _load_schema(folder))
+        self.labels = labels if self.labels is None else self.labels
         if self.source is not None:
             fio.atomic_write_text(folder / SPEC_FILE, self.source)
         _save_labels(folder, labels)
@@ -321,8 +396,52 @@ class Model:
         self._params = net.state_dict()
         self._preprocess = preprocess
 
+    def _set_schema(self, schema) -> None:
+        """Take a fitted table schema: its columns name the inputs, its classes the labels."""
+        self.schema = schema
+        if schema is None:
+            return
+        if schema.columns:
+            self.feature_names = [c.name for c in schema.columns]
+        t = schema.target
+        if t is not None and t.kind == "classes" and not t.identity:
+            self.labels = np.asarray(t.classes)
+
+    def _table_inputs(self, X: Any, where: str) -> np.ndarray:
+        """Raw rows for a model trained on a table, encoded by its schema: columns found by
+        name (extra ones ignored, a missing one an error naming it), imputed, one-hot,
+        unseen categories all zeros (counted in `self.encoding`)."""
+        from . import tabular
+
+        cols = self.schema.columns
+        if is_table(X):
+            table = _table(X)
+        else:  # an array: its columns are the schema's, in order (as the ONNX graph's input)
+            x = np.asarray(X.to_numpy() if hasattr(X, "to_numpy") else X)
+            if x.ndim == 1:
+                x = x[None, :]
+            if x.ndim != 2 or x.shape[1] != len(cols):
+                raise DataError(
+                    f"{where}: an array of shape {list(x.shape)} for a model trained on a "
+                    f"table of {len(cols)} columns",
+                    hint="pass a DataFrame with the columns " + ", ".join(repr(c.name) for c in cols),
+                )
+            table = tabular.to_table(x, [c.name for c in cols])
+        x, report = tabular.encode(self.schema, table, where=where, line_offset=0)
+        self.encoding = report
+        unseen = report["unseen"]
+        if unseen:
+            warnings.warn(
+                f"{where}: {tabular.summary({'unseen': unseen}, self.schema)[0]}",
+                FcspecWarning,
+                stacklevel=4,
+            )
+        return x
+
     def _inputs(self, X: Any, where: str, fitting: bool = False) -> tuple[np.ndarray, list | None]:
         names = None
+        if not fitting and self.schema is not None and self.schema.columns:
+            return self._table_inputs(X, where), self.feature_names
         if _is_frame(X):
             X, names = _frame_array(X, where)
             if not fitting and self.feature_names is not None and names != self.feature_names:
@@ -403,7 +522,9 @@ class Model:
         self._require_trained()
         x, _ = self._inputs(X, "X")
         x = fdata.as_inputs(self.spec, x, where="X")
-        return self._net.predict(self._preprocess.apply(x), 1 if rowwise else EVAL_BATCH)
+        out = self._net.predict(self._preprocess.apply(x), 1 if rowwise else EVAL_BATCH)
+        scaling = fdata.target_scaling(self.schema)  # normalize_target: back in y's units
+        return out if scaling is None else fdata.unscale_target(out, scaling)
 
     def predict(self, X: Any, *, rowwise: bool = False) -> np.ndarray:
         """Class labels (as given to `fit`) for a classifier, else the output values."""
@@ -445,7 +566,13 @@ class Model:
         from . import data as fdata
         from . import losses
 
-        yy = fdata.as_targets(self.spec, self._ids(y, self.labels), where="y")
+        if self.schema is not None and self.schema.target is not None:
+            from . import tabular
+
+            ids = tabular.encode_target(self.schema, _target_column(y)[0], where="y", line_offset=0)
+        else:
+            ids = self._ids(y, self.labels)
+        yy = fdata.as_targets(self.spec, ids, where="y")
         out = self.output(X)
         if len(out) != len(yy):
             raise DataError(f"X has {len(out)} rows but y has {len(yy)}; they must match")
@@ -485,6 +612,7 @@ class Model:
             probabilities=probabilities or labels,
             source=self.source,
             class_names=None if self.labels is None else list(self.labels),
+            schema=self.schema,
             **kwargs,
         )
         if labels:
@@ -513,7 +641,8 @@ class Model:
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write a run folder `load_run` reads back: spec.fc, weights.npz, preprocess.npz,
-        metrics.jsonl (the history) and, when the labels are not 0..C-1, labels.json."""
+        metrics.jsonl (the history), schema.json (a table's fitted schema) and, when the
+        labels are not 0..C-1, labels.json."""
         from . import io as fio
 
         self._require_trained()
@@ -527,6 +656,10 @@ class Model:
         fio.save_npz(folder / "weights.npz", self._params)
         self._preprocess.save(folder / "preprocess.npz")
         fio.atomic_write_jsonl(folder / "metrics.jsonl", self.history)
+        if self.schema is not None:
+            fio.atomic_write_text(folder / SCHEMA_FILE, self.schema.to_json())
+        elif (folder / SCHEMA_FILE).exists():
+            (folder / SCHEMA_FILE).unlink()  # an earlier model's schema must not describe this one
         if self.summary is not None:
             fio.atomic_write_json(folder / "summary.json", self.summary)
         _save_labels(folder, self.labels)

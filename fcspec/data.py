@@ -1225,6 +1225,78 @@ def prepare_arrays(
     return _assemble(spec, (x, y), val, None)
 
 
+def prepare_table(
+    spec: ir.Spec,
+    features,
+    target,
+    *,
+    target_name: str | None = None,
+    validation: tuple | None = None,
+) -> Prepared:
+    """`prepare_arrays` for a table given in Python (`Model.fit(df, y)`): `features` a
+    pyarrow Table, `target` a pyarrow array.  The rules of a spec's csv(...) source
+    (fcspec.tabular): the spec's `validate` fraction is held out first (unless
+    `validation` gives a (Table, array) pair), then the schema (kinds, one-hot
+    vocabularies, imputation, class labels) is fitted on the training rows and every
+    row is encoded by it; `input auto` / `linear(outputs)` take the widths it gives.
+    The training source's `missing`, `unknown` and `categorical` options apply."""
+    from . import tabular
+
+    n = features.num_rows
+    if n == 0:
+        raise DataError("X: empty data (no rows)")
+    if len(target) != n:
+        raise DataError(f"X has {n} rows but y has {len(target)}; they must match")
+    data = spec.data
+    rows, held = np.arange(n), None
+    if validation is None and data is not None and isinstance(data.validate, (int, float)):
+        rows, held = split_indices(n, float(data.validate), spec.train.seed, where="X")
+    src = data.train if data is not None and is_tabular(data.train) else None
+    args = src.args if src is not None else {}
+    categorical = [
+        tabular._name(features.column_names, c, "X", "categorical")
+        for c in (args.get("categorical") or ())
+        if not isinstance(c, str) or c in features.column_names
+    ]
+    schema = tabular.fit(
+        features,
+        target,
+        target_name=target_name,
+        task=spec.task,
+        train_rows=rows,
+        categorical=categorical,
+        missing=args.get("missing", "mean"),
+        unknown=args.get("unknown", "ignore"),
+        normalize_target=data.normalize_target if data is not None else "none",
+        outputs=_written_outputs(spec),
+        where="X",
+        line_offset=0,
+    )
+    x_all, report = tabular.encode(schema, features, where="X", line_offset=0)
+    y_all = tabular.encode_target(schema, target, where="y", line_offset=0)
+    spec = _resolved(spec, x_all.shape[1], _outputs_of(spec, y_all, schema), src)
+    x_all = as_inputs(spec, x_all, where="X")
+    y_all = as_targets(spec, y_all, where="y")
+    scaling = _target_scaling(spec, y_all, rows, schema)
+    if scaling is not None:
+        y_all = scale_target(y_all, scaling)
+    val = None
+    if validation is not None:
+        vx, vy = validation
+        xv, r = tabular.encode(schema, vx, where="validation X", line_offset=0)
+        report = tabular.merge_reports(report, r)
+        yv = tabular.encode_target(schema, vy, where="validation y", line_offset=0)
+        yv = as_targets(spec, yv, where="validation y")
+        if scaling is not None:
+            yv = scale_target(yv, scaling)
+        val = (as_inputs(spec, xv, where="validation X"), yv)
+    elif held is not None:
+        val = (x_all[held], y_all[held])
+    x, y = (x_all, y_all) if held is None else (x_all[rows], y_all[rows])
+    notes = tuple(f"X: {line}" for line in tabular.summary(report, schema))
+    return _assemble(spec, (x, y), val, None, schema, notes)
+
+
 def _assemble(
     spec: ir.Spec,
     train,

@@ -28,7 +28,12 @@ import numpy as np
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
     from sklearn.utils.multiclass import check_classification_targets
-    from sklearn.utils.validation import check_is_fitted, validate_data
+    from sklearn.utils.validation import (
+        check_consistent_length,
+        check_is_fitted,
+        column_or_1d,
+        validate_data,
+    )
 except ImportError:  # the optional extra: one clear line, no traceback of sklearn's absence
     raise ImportError("fcspec.sklearn needs scikit-learn: pip install -e '.[sklearn]'") from None
 
@@ -123,12 +128,43 @@ class _FcspecEstimator(BaseEstimator):
                 settings[key] = value
         return settings
 
-    def _build(self, inputs: int, outputs_for_task) -> api.Model:
+    def _build(self, inputs: int | None, outputs_for_task) -> api.Model:
+        """The spec with the data's widths; `inputs` None (a table): `input auto`, the
+        width the fitted schema's encoding gives."""
         text, path = self._source()
         settings = self._settings()
         task = api.loads(text, path=path, overrides=settings).spec.task
-        widths = {"model.input": [inputs], "model.outputs": outputs_for_task(task)}
+        widths = {
+            "model.input": "auto" if inputs is None else [inputs],
+            "model.outputs": outputs_for_task(task),
+        }
         return api.loads(text, path=path, overrides={**settings, **widths})
+
+    def _fit_inputs(self, X, y, **checks):
+        """(X, y, the input width or None): a DataFrame / pyarrow Table stays a table
+        (categories and missing cells are encoded by `fcspec.tabular`, fitted on the
+        training rows; the width is the encoding's), anything else is checked into a
+        numeric array as usual."""
+        if api.is_table(X):
+            validate_data(self, X, skip_check_array=True)  # n_features_in_, feature_names_in_
+            y = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
+            if not checks.get("multi_output"):
+                y = column_or_1d(y, warn=True)
+            check_consistent_length(X, y)
+            return X, y, None
+        X, y = validate_data(self, X, y, **checks)
+        return X, y, X.shape[1]
+
+    def _predict_inputs(self, X):
+        """X for the fitted model: a table stays one when the model was fitted on a table
+        (columns found by name), else the usual checked array."""
+        if self.model_.schema is None:
+            return validate_data(self, X, reset=False)
+        if api.is_table(X):
+            validate_data(self, X, reset=False, skip_check_array=True)
+            return X
+        # an array for a table model: its columns are the table's, in order (strings, NaN)
+        return validate_data(self, X, reset=False, dtype=None, ensure_all_finite=False)
 
     def _fit_model(self, model: api.Model, X: np.ndarray, y: np.ndarray) -> api.Model:
         if self.out is not None:
@@ -180,7 +216,7 @@ class FcspecClassifier(ClassifierMixin, _FcspecEstimator):
     _kind = "classifier"
 
     def fit(self, X, y):
-        X, y = validate_data(self, X, y)
+        X, y, inputs = self._fit_inputs(X, y)
         check_classification_targets(y)
         self.classes_ = np.unique(y)
         if len(self.classes_) < 2:
@@ -203,14 +239,14 @@ class FcspecClassifier(ClassifierMixin, _FcspecEstimator):
             return k
 
         ids = np.searchsorted(self.classes_, y)
-        model = self._build(X.shape[1], outputs)
+        model = self._build(inputs, outputs)
         self.model_ = self._fit_model(model, X, ids)
         self.model_.labels = self.classes_
         return self
 
     def predict_proba(self, X) -> np.ndarray:
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False)
+        X = self._predict_inputs(X)
         return self.model_.predict_proba(X, rowwise=True).astype(np.float64)
 
     def predict(self, X) -> np.ndarray:
@@ -230,7 +266,7 @@ class FcspecRegressor(RegressorMixin, _FcspecEstimator):
     _kind = "regressor"
 
     def fit(self, X, y):
-        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True)
+        X, y, inputs = self._fit_inputs(X, y, multi_output=True, y_numeric=True)
         self._y_ndim = y.ndim
         width = 1 if y.ndim == 1 else y.shape[1]
 
@@ -242,13 +278,13 @@ class FcspecRegressor(RegressorMixin, _FcspecEstimator):
                 )
             return width
 
-        model = self._build(X.shape[1], outputs)
+        model = self._build(inputs, outputs)
         self.model_ = self._fit_model(model, X, y.astype(np.float64))
         return self
 
     def predict(self, X) -> np.ndarray:
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False)
+        X = self._predict_inputs(X)
         out = self.model_.output(X, rowwise=True).astype(np.float64)
         return out.reshape(len(out)) if self._y_ndim == 1 else out
 

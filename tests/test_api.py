@@ -193,10 +193,13 @@ def test_dataframes_keep_their_column_names(tmp_path):
     m = fcspec.loads(spec).fit(df, y, out=tmp_path / "r", verbose=False)
     assert m.feature_names == ["a", "b"]
     assert np.mean(m.predict(df) == y.to_numpy()) > 0.9
-    with pytest.raises(DataError, match="columns"):
-        m.predict(df[["b", "a"]])
-    with pytest.raises(DataError, match="not numeric"):
-        m.fit(df.assign(a=df.a.astype(str)), y, verbose=False)
+    # columns are found by name (as the fitted schema has them), not by position
+    assert np.array_equal(m.predict_proba(df[["b", "a"]].assign(id=1)), m.predict_proba(df))
+    with pytest.raises(DataError, match="no feature column named 'a'"):
+        m.predict(df[["b"]])
+    # text cells make `a` a categorical column: one-hot, far wider than `input [2]`
+    with pytest.raises(DataError, match=r"model's input is \[2\]"):
+        m.fit(df.assign(a=df.a.round(1).astype(str)), y, verbose=False)
 
 
 # ---- callbacks -------------------------------------------------------------------------------
