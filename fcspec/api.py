@@ -424,7 +424,8 @@ class Model:
                 raise DataError(
                     f"{where}: an array of shape {list(x.shape)} for a model trained on a "
                     f"table of {len(cols)} columns",
-                    hint="pass a DataFrame with the columns " + ", ".join(repr(c.name) for c in cols),
+                    hint="pass a DataFrame with the columns "
+                    + ", ".join(repr(c.name) for c in cols),
                 )
             table = tabular.to_table(x, [c.name for c in cols])
         x, report = tabular.encode(self.schema, table, where=where, line_offset=0)
@@ -434,7 +435,7 @@ class Model:
             warnings.warn(
                 f"{where}: {tabular.summary({'unseen': unseen}, self.schema)[0]}",
                 FcspecWarning,
-                stacklevel=4,
+                stacklevel=5,  # the caller of predict / predict_proba / evaluate
             )
         return x
 
