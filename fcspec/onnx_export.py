@@ -653,6 +653,7 @@ def with_labels(model: onnx.ModelProto, spec: ir.Spec, labels: np.ndarray) -> on
             ),
         ]
     )
+    _drop_unused(g)  # a table model's `class` output: `label` takes its place
     props = {p.key: p.value for p in m.metadata_props}
     props["output"] = "label, probabilities"
     props["class_names"] = json.dumps(
@@ -665,3 +666,21 @@ def with_labels(model: onnx.ModelProto, spec: ir.Spec, labels: np.ndarray) -> on
     except onnx.checker.ValidationError as e:
         raise FcspecError(f"the labelled graph of {spec.name} is invalid: {e}") from None
     return m
+
+
+def _drop_unused(g) -> None:
+    """Remove the nodes and initializers no graph output depends on (nodes are in
+    topological order, so one backward pass finds them)."""
+    needed = {o.name for o in g.output}
+    keep = []
+    for n in reversed(g.node):
+        if any(o in needed for o in n.output):
+            keep.append(n)
+            needed.update(n.input)
+    if len(keep) != len(g.node):
+        del g.node[:]
+        g.node.extend(reversed(keep))
+    inits = [t for t in g.initializer if t.name in needed]
+    if len(inits) != len(g.initializer):
+        del g.initializer[:]
+        g.initializer.extend(inits)

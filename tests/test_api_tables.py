@@ -323,3 +323,29 @@ def test_the_regressor_takes_a_dataframe(penguins):
 def test_schema_json_is_plain_readable_json(fitted):
     d = json.loads((fitted.run_dir / "schema.json").read_text())
     assert [c["name"] for c in d["columns"]] == COLUMNS and d["width"] == 9
+
+
+def test_the_labelled_graph_keeps_only_what_its_outputs_need(fitted):
+    onnx = pytest.importorskip("onnx")
+    g = fitted.onnx(labels=True).graph
+    assert [o.name for o in g.output] == ["label", "probabilities"]
+    produced = {o for n in g.node for o in n.output}
+    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    assert produced <= used  # no dead node (the plain graph's `class` lookup is gone)
+    assert "class" not in produced and not any("class.names" in t.name for t in g.initializer)
+    onnx.checker.check_model(fitted.onnx(labels=True), full_check=True)
+
+
+def test_the_spec_sources_missing_and_unknown_options_apply_to_a_dataframe(penguins, tmp_path):
+    x, y = xy(penguins)
+    text = SPEC.read_text().replace(
+        'dataset("penguins", drop = ["year"])',
+        'dataset("penguins", drop = ["year"], missing = median, unknown = error)',
+    )
+    m = fcspec.loads(text, overrides={"train.epochs": 2}).fit(
+        x, y, out=tmp_path / "m", verbose=False
+    )
+    assert m.schema.missing == "median" and m.schema.unknown == "error"
+    assert m.schema.columns[1].fill == pytest.approx(x.bill_length_mm.median())
+    with pytest.raises(DataError, match="category 'Atlantis' was not in the training rows"):
+        m.predict(x.iloc[:3].assign(island="Atlantis"))
