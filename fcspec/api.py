@@ -131,16 +131,9 @@ def _load_preprocess(spec: ir.Spec, folder: Path):
 
 def _load_schema(folder: Path):
     """The table schema a run folder holds (schema.json), or None."""
-    path = folder / SCHEMA_FILE
-    if not path.exists():
-        return None
-    from .tabular import Schema
+    from .tabular import read_schema
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read it: {e}") from None
-    return Schema.from_json(text, str(path))
+    return read_schema(folder / SCHEMA_FILE)
 
 
 def _save_labels(folder: Path, labels: np.ndarray | None) -> None:

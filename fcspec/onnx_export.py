@@ -514,16 +514,9 @@ def check_schema_fits(spec: ir.Spec, schema) -> None:
 
 def load_schema(weights_path: str | os.PathLike):
     """The `tabular.Schema` saved beside the weights (schema.json), or None."""
-    from .tabular import Schema
+    from .tabular import read_schema
 
-    path = Path(weights_path).parent / "schema.json"
-    if not path.exists():
-        return None
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read it: {e}") from None
-    return Schema.from_json(text, str(path))
+    return read_schema(Path(weights_path).parent / "schema.json")
 
 
 def export_file(

@@ -1087,6 +1087,18 @@ def class_names(schema: Schema | None, ids: np.ndarray) -> list:
     return [classes[int(i)] for i in ids]
 
 
+def read_schema(path: str | os.PathLike) -> Schema | None:
+    """The schema saved at `path` (a run folder's schema.json), or None when there is none."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read it: {e}") from None
+    return Schema.from_json(text, str(path))
+
+
 def summary(report: dict, schema: Schema) -> list[str]:
     """Readable lines about what encoding did: imputation and unseen categories."""
     out = []
@@ -1133,6 +1145,7 @@ __all__ = [
     "fit",
     "read_csv",
     "read_parquet",
+    "read_schema",
     "select",
     "sniff_delimiter",
     "summary",
