@@ -257,6 +257,19 @@ def run_fcspec(cell: Cell, epochs: int, tmp: Path) -> list[float]:
     return [float(m["seconds"]) for m in history]
 
 
+def run_fcspec_numpy(cell: Cell, epochs: int, tmp: Path) -> list[float]:
+    """`fcspec` with the compiled kernels switched off (what FCSPEC_KERNELS=numpy or a
+    missing numba runs), in the same process, so its ratio to `fcspec` is paired."""
+    from fcspec import kernels
+
+    saved = kernels._KERNELS, kernels._TRIED
+    kernels._KERNELS, kernels._TRIED = None, True  # available() is False
+    try:
+        return run_fcspec(cell, epochs, tmp)
+    finally:
+        kernels._KERNELS, kernels._TRIED = saved
+
+
 def run_fcspec_loop(cell: Cell, epochs: int, tmp: Path) -> list[float]:
     """train.run's own batch stream and step (`train.Batches`, `train.Step`: forward, loss,
     backward, the finiteness checks, optimizer step) without the rest of its epoch."""
@@ -471,6 +484,13 @@ def run_floor_one_thread_factory(n: int):
 
 def engines(args) -> dict:
     out = {"fcspec": run_fcspec}
+    if not args.no_numpy_path:
+        from fcspec import kernels
+
+        if kernels.available():
+            out["fcspec NumPy path"] = run_fcspec_numpy
+        else:
+            print("numba is not installed: fcspec runs its NumPy path only", file=sys.stderr)
     if not args.no_loop:
         out["fcspec loop"] = run_fcspec_loop
     if not args.no_hand:
@@ -759,6 +779,8 @@ def speed_table(cells: list[Cell], results: dict, n: int) -> tuple[str, list[dic
     head = ["cell", "fcspec s/epoch"]
     if "fcspec loop" in have:
         head.append("fcspec loop s/epoch")
+    if "fcspec NumPy path" in have:
+        head += ["fcspec NumPy path s/epoch", "kernels/NumPy path (paired)"]
     head += ["torch s/epoch", "fcspec/torch (paired)", f"<= {GOAL_RATIO}?", "ratio of medians"]
     if "numpy by hand" in have:
         head += ["numpy by hand s/epoch", "hand/torch (paired)", "fcspec/hand (paired)"]
@@ -785,6 +807,8 @@ def speed_table(cells: list[Cell], results: dict, n: int) -> tuple[str, list[dic
             "batch": cell.batch,
             "fcspec": f,
             "fcspec_loop": med(flat(r.get("fcspec loop", []))),
+            "fcspec_numpy": med(flat(r.get("fcspec NumPy path", []))),
+            "kernels_ratio": paired_ratio(fr, r.get("fcspec NumPy path", [])),
             "torch": t,
             "ratio": ratio,
             "ratio_of_medians": f / t if f and t else None,
@@ -805,6 +829,8 @@ def speed_table(cells: list[Cell], results: dict, n: int) -> tuple[str, list[dic
         cells_out = [f"{cell.optimizer}, batch {cell.batch}", fmt_s(f)]
         if "fcspec loop" in have:
             cells_out.append(fmt_s(row["fcspec_loop"]))
+        if "fcspec NumPy path" in have:
+            cells_out += [fmt_s(row["fcspec_numpy"]), ratio_s(row["kernels_ratio"])]
         cells_out += [
             fmt_s(t),
             ratio_s(ratio),
@@ -1126,6 +1152,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-jax", action="store_true", help="skip the JAX column (jax_loop.py)")
     ap.add_argument("--no-loop", action="store_true", help="skip the 'fcspec loop' column")
     ap.add_argument(
+        "--no-numpy-path",
+        action="store_true",
+        help="skip the 'fcspec NumPy path' column (fcspec with its compiled kernels off)",
+    )
+    ap.add_argument(
         "--no-hand",
         action="store_true",
         help="skip the 'numpy by hand' column (numpy_loop.py, the issue's reference loop)",
@@ -1264,7 +1295,10 @@ def main(argv: list[str] | None = None) -> int:
             "SGD is lr 0.01 with momentum 0.9, Adam lr 1e-3. "
             f"Seconds per epoch are medians over {args.rounds} alternating round(s) of {args.epochs} epoch(s) "
             f"per engine ({date.today().isoformat()}). **fcspec** is `fcspec.train.run` (its own per-epoch "
-            "`seconds`: the batch loop, not data loading or checkpoints); **fcspec loop** is train.run's own "
+            "`seconds`: the batch loop, not data loading or checkpoints), with its compiled kernels "
+            "(fcspec/kernels.py, numba); **fcspec NumPy path** is the same run with the kernels switched "
+            "off (as FCSPEC_KERNELS=numpy), and **kernels/NumPy path** their paired ratio; "
+            "**fcspec loop** is train.run's own "
             "batch stream and step (`train.Batches`, `train.Step`: forward, loss, backward, finiteness "
             "checks, optimizer) alone, so the gap between the two is the rest of train.run's epoch "
             "(accuracy count, progress); **torch** is an eager loop over a float32 copy of the scaled "
