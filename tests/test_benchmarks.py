@@ -183,3 +183,27 @@ def test_jax_loop_trains_what_fcspec_trains(optimizer):
     for i, (w, b) in enumerate(loop.carry[0], start=1):
         np.testing.assert_allclose(np.asarray(w), net.params[f"fc{i}.weight"], rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(np.asarray(b), net.params[f"fc{i}.bias"], rtol=1e-4, atol=1e-5)
+
+
+def test_kernel_speed_smoke_run(capsys):
+    """benchmarks/kernel_speed.py: every kernel timed beside its NumPy calls (same bits checked)."""
+    pytest.importorskip("numba", reason="the kernels need numba")
+    spec = importlib.util.spec_from_file_location(
+        "kernel_speed", ROOT / "benchmarks" / "kernel_speed.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--number", "2", "--repeat", "1"]) == 0
+    table = [
+        line
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("| ") and "us" not in line.split("|")[2]
+    ]
+    assert len(table) == 12  # 4 relu rows, cross-entropy and the gather, at batch 32 and 256
+    for line in table:
+        kernel_us, numpy_us, ratio = (float(c) for c in line.strip("|").split("|")[1:])
+        assert (
+            kernel_us > 0
+            and numpy_us > 0
+            and ratio == pytest.approx(numpy_us / kernel_us, rel=0.25)
+        )
