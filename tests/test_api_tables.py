@@ -349,3 +349,18 @@ def test_the_spec_sources_missing_and_unknown_options_apply_to_a_dataframe(pengu
     assert m.schema.columns[1].fill == pytest.approx(x.bill_length_mm.median())
     with pytest.raises(DataError, match="category 'Atlantis' was not in the training rows"):
         m.predict(x.iloc[:3].assign(island="Atlantis"))
+
+
+def test_fcspec_predict_scores_the_raw_file_with_the_graph_of_a_dataframe_model(
+    fitted, penguins, tmp_path
+):
+    pytest.importorskip("onnxruntime")
+    path = fitted.export_onnx(tmp_path / "penguins.onnx")
+    out = tmp_path / "pred.csv"
+    r = CliRunner().invoke(main, ["predict", str(path), str(PENGUINS), "--output", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "sex 11" in r.output  # the raw file's NA cells, imputed by the graph
+    got = pd.read_csv(out)["class"]
+    assert list(got) == list(fitted.predict(penguins))
+    acc = float(r.output.split("accuracy")[1].split()[0])
+    assert acc == pytest.approx(np.mean(got == penguins.species))
