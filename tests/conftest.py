@@ -90,6 +90,34 @@ def golden(request):
     return check
 
 
+def run_on_terminal(argv: list[str], columns: int = 120) -> tuple[int, str]:
+    """(exit code, everything written) of `argv` run with stdin, stdout and stderr on a
+    pseudo-terminal `columns` wide (tqdm draws nothing on a terminal of width 0)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child
+        try:
+            fcntl.ioctl(2, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+            os.execv(argv[0], argv)
+        finally:
+            os._exit(127)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), out.decode("utf-8", "replace")
+
+
 @pytest.fixture
 def in_root(monkeypatch):
     """Run from the repository root, so paths in messages read `specs/x.fc`."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import bz2
 import lzma
-import os
 import shutil
 import sys
 
@@ -633,10 +632,7 @@ def big_csv(tmp_path) -> tuple[str, int]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pty behaviour differs")
 def test_a_terminal_gets_a_progress_bar_while_a_large_file_is_read(tmp_path):
-    import fcntl
-    import pty
-    import struct
-    import termios
+    from conftest import run_on_terminal
 
     spec, size = big_csv(tmp_path)
     threshold = size // 2  # the file counts as large (PROGRESS_BYTES is 50 MB)
@@ -647,25 +643,8 @@ def test_a_terminal_gets_a_progress_bar_while_a_large_file_is_read(tmp_path):
         f"sys.argv = ['fcspec', 'run', {spec!r}, '--epochs', '1', '--out', {str(tmp_path / 'run')!r}]\n"
         "main()\n"
     )
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: `fcspec run` on a 120-column terminal (tqdm draws nothing at 0)
-        try:
-            fcntl.ioctl(2, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-            os.execv(sys.executable, [sys.executable, "-c", code])
-        finally:
-            os._exit(127)
-    out = b""
-    while True:
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        out += chunk
-    _, status = os.waitpid(pid, 0)
-    text = out.decode("utf-8", "replace")
-    assert os.waitstatus_to_exitcode(status) == 0, text
+    status, text = run_on_terminal([sys.executable, "-c", code])
+    assert status == 0, text
     # tqdm's bar over the file's bytes: its name, a percentage and the size in kB
     assert "reading big.csv:" in text and "%|" in text, text
     assert f"/{size / 1000:.0f}k" in text, text

@@ -496,42 +496,13 @@ def test_plain_progress_line_per_epoch(tmp_path):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pty behaviour differs")
 def test_a_terminal_gets_a_progress_bar(tmp_path):
-    import fcntl
-    import pty
-    import struct
-    import termios
+    from conftest import run_on_terminal
 
     spec_path = write_spec(tmp_path, epochs=2)
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: `fcspec run` on a 120-column terminal
-        try:
-            fcntl.ioctl(2, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-            os.execv(
-                sys.executable,
-                [
-                    sys.executable,
-                    "-m",
-                    "fcspec.cli",
-                    "run",
-                    str(spec_path),
-                    "--out",
-                    str(tmp_path / "run"),
-                ],
-            )
-        finally:
-            os._exit(127)
-    out = b""
-    while True:
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        out += chunk
-    _, status = os.waitpid(pid, 0)
-    text = out.decode("utf-8", "replace")
-    assert os.waitstatus_to_exitcode(status) == 0, text
+    code, text = run_on_terminal(  # `fcspec run` on a 120-column terminal
+        [sys.executable, "-m", "fcspec.cli", "run", str(spec_path), "--out", str(tmp_path / "run")]
+    )
+    assert code == 0, text
     assert "100%" in text and "step/s" in text and "acc=" in text and "lr=" in text
     assert "epoch 1/2  train_loss" in text and "epoch 2/2  train_loss" in text
 
