@@ -656,3 +656,35 @@ def test_no_progress_bar_without_a_terminal(tmp_path, monkeypatch):
     r = run_cli("run", spec, "--epochs", "1", "--out", str(tmp_path / "run"))
     assert r.exit_code == 0, r.output
     assert "reading big.csv" not in r.output and "epoch 1/1" in r.output
+
+
+def test_unknown_error_stops_the_python_api_predict_of_a_cli_run(files, tmp_path):
+    # fit(DataFrame) in the API is tested in test_api_tables.py; here the run folder of
+    # `fcspec run` (its schema.json) loaded with fcspec.load_run
+    pd = pytest.importorskip("pandas")
+    import warnings
+
+    import fcspec
+    from fcspec.api import FcspecWarning
+
+    (files / "test.csv").write_text(ODD_PENGUIN.rsplit("\n", 2)[0] + "\n")  # Biscoe only
+    (files / "odd.csv").write_text(ODD_PENGUIN)
+    odd = pd.read_csv(files / "odd.csv").drop(columns=["species", "year"])
+    for unknown, run in ((True, tmp_path / "a"), (False, tmp_path / "b")):
+        spec = penguins_spec(files, unknown)
+        assert run_cli("run", str(spec), "--out", str(run), "-q").exit_code == 0
+        model = fcspec.load_run(run)
+        if unknown:
+            with pytest.raises(DataError, match="column 'island': category 'Atlantis' was not"):
+                model.predict(odd)
+        else:
+            with warnings.catch_warnings(record=True) as seen:
+                warnings.simplefilter("always")
+                labels = model.predict(odd)
+            assert len(labels) == 2 and set(labels) <= {"Adelie", "Chinstrap", "Gentoo"}
+            assert any(
+                issubclass(w.category, FcspecWarning)
+                and "categories unseen in training, encoded as all zeros (island 1)"
+                in str(w.message)
+                for w in seen
+            ), [str(w.message) for w in seen]
