@@ -511,6 +511,9 @@ def verify(
 
     if schema is not None and schema.columns:
         return _verify_table(spec, weights, pre, schema, model, n, rng, opset, probabilities)
+    t = schema.target if schema is not None else None
+    if t is not None and t.mean is not None:  # normalize_target: the graph answers in units
+        want = data.unscale_target(want, (t.mean, t.std))
     sess = session(model)
     ref = ReferenceEvaluator(model)
     runs = {

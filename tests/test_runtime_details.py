@@ -190,3 +190,21 @@ def test_a_classifiers_metadata_names_its_classes(tmp_path):
     assert r.exit_code == 0, r.output
     written = [line.rsplit(",", 1)[1] for line in (tmp_path / "p.csv").read_text().splitlines()]
     assert written[0] == "class" and written[1:] == list(m.predict(x))
+
+
+def test_verify_a_regression_trained_on_a_scaled_target(tmp_path):
+    """normalize_target on an array source: the graph answers in the target's units, and
+    verify compares it with the interpreter's output mapped back the same way."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 3)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=(x @ [1.0, 2.0, 3.0] * 100 + 500).astype(np.float32))
+    (tmp_path / "n.fc").write_text(
+        "model N { input [3]  h = linear(8) -> relu  out = linear(1) }\nloss mse\n"
+        'optimizer adam(lr = 0.01)\ndata { train = npz("d.npz")  normalize_target = standard }\n'
+        "train { epochs = 2  batch = 32  seed = 0 }\n"
+    )
+    cli = CliRunner()
+    spec, out = str(tmp_path / "n.fc"), str(tmp_path / "run")
+    assert cli.invoke(main, ["run", spec, "--out", out, "-q"]).exit_code == 0
+    r = cli.invoke(main, ["verify", spec, "--weights", str(tmp_path / "run" / "weights.npz")])
+    assert r.exit_code == 0 and "ok:" in r.output, r.output
