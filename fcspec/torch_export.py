@@ -224,33 +224,40 @@ def module_source(spec: ir.Spec, module: str | None = None) -> str:
 # The training script.
 
 
+def _cross_entropy(o: dict, reduction: str) -> str:
+    args = [f"reduction={reduction!r}"]
+    if o.get("label_smoothing"):
+        args.append(f"label_smoothing={o['label_smoothing']!r}")
+    if o.get("weight") is not None:
+        args.append(f"weight=torch.tensor({list(o['weight'])!r})")
+    return f"nn.CrossEntropyLoss({', '.join(args)})"
+
+
+def _nll(o: dict, reduction: str) -> str:
+    w = f", weight=torch.tensor({list(o['weight'])!r})" if o.get("weight") is not None else ""
+    return f"nn.NLLLoss(reduction={reduction!r}{w})"
+
+
+# fcspec loss -> its torch.nn loss, from the spec's options and reduction.  Every loss of
+# the catalog has an entry (tests/test_tables.py checks it).
+_LOSSES = {
+    "cross_entropy": _cross_entropy,
+    "nll": _nll,
+    "kl_div": lambda o, r: f"nn.KLDivLoss(reduction={'batchmean' if r == 'mean' else 'sum'!r})",
+    "huber": lambda o, r: f"nn.HuberLoss(delta={o.get('delta', 1.0)!r}, reduction={r!r})",
+    "mse": lambda o, r: f"nn.MSELoss(reduction={r!r})",
+    "mae": lambda o, r: f"nn.L1Loss(reduction={r!r})",
+    "bce": lambda o, r: f"nn.BCELoss(reduction={r!r})",
+    "bce_with_logits": lambda o, r: f"nn.BCEWithLogitsLoss(reduction={r!r})",
+}
+
+
 def _loss_code(spec: ir.Spec) -> str:
     o = {k: v for k, v in spec.loss.options.items() if v is not None}
-    reduction = o.get("reduction", "mean")
-    k = spec.loss.kind
-    if k == "cross_entropy":
-        args = [f"reduction={reduction!r}"]
-        if o.get("label_smoothing"):
-            args.append(f"label_smoothing={o['label_smoothing']!r}")
-        if o.get("weight") is not None:
-            args.append(f"weight=torch.tensor({list(o['weight'])!r})")
-        return f"nn.CrossEntropyLoss({', '.join(args)})"
-    if k == "nll":
-        w = f", weight=torch.tensor({list(o['weight'])!r})" if o.get("weight") is not None else ""
-        return f"nn.NLLLoss(reduction={reduction!r}{w})"
-    if k == "kl_div":
-        return f"nn.KLDivLoss(reduction={'batchmean' if reduction == 'mean' else 'sum'!r})"
-    if k == "huber":
-        return f"nn.HuberLoss(delta={o.get('delta', 1.0)!r}, reduction={reduction!r})"
-    simple = {
-        "mse": "MSELoss",
-        "mae": "L1Loss",
-        "bce": "BCELoss",
-        "bce_with_logits": "BCEWithLogitsLoss",
-    }
-    if k not in simple:
-        raise FcspecError(f"loss {k!r} has no PyTorch equivalent here")
-    return f"nn.{simple[k]}(reduction={reduction!r})"
+    code = _LOSSES.get(spec.loss.kind)
+    if code is None:
+        raise FcspecError(f"loss {spec.loss.kind!r} has no PyTorch equivalent here")
+    return code(o, o.get("reduction", "mean"))
 
 
 _OPTIMIZERS = {
@@ -267,44 +274,48 @@ def _kwargs(options: dict) -> str:
 
 
 def _optimizer_code(spec: ir.Spec) -> str:
-    cls = _OPTIMIZERS[spec.optimizer.kind]
+    cls = _OPTIMIZERS.get(spec.optimizer.kind)
+    if cls is None:
+        raise FcspecError(f"optimizer {spec.optimizer.kind!r} has no PyTorch equivalent here")
     return f"torch.optim.{cls}(model.parameters(), {_kwargs(dict(spec.optimizer.options))})"
+
+
+_LR = "torch.optim.lr_scheduler"
+_PLATEAU_KEYS = (
+    "mode", "factor", "patience", "threshold", "threshold_mode", "cooldown", "min_lr", "eps",
+)  # fmt: skip
+
+# fcspec schedule -> its torch.optim.lr_scheduler line, from the resolved options and the
+# spec (None: no scheduler).  Every schedule of the catalog has an entry (test_tables.py).
+_SCHEDULES = {
+    "constant": lambda o, spec: None,
+    "step": lambda o, spec: (
+        f"{_LR}.StepLR(optimizer, step_size={o['step_size']!r}, gamma={o['gamma']!r})"
+    ),
+    "multistep": lambda o, spec: (
+        f"{_LR}.MultiStepLR(optimizer, milestones={list(o['milestones'])!r}, gamma={o['gamma']!r})"
+    ),
+    "exponential": lambda o, spec: f"{_LR}.ExponentialLR(optimizer, gamma={o['gamma']!r})",
+    "cosine": lambda o, spec: (
+        f"{_LR}.CosineAnnealingLR(optimizer, T_max={o.get('t_max') or spec.train.epochs!r}, "
+        f"eta_min={o['eta_min']!r})"
+    ),
+    "polynomial": lambda o, spec: (
+        f"{_LR}.PolynomialLR(optimizer, total_iters={o['total_iters']!r}, power={o['power']!r})"
+    ),
+    "plateau": lambda o, spec: (
+        f"{_LR}.ReduceLROnPlateau(optimizer, {_kwargs({k: o[k] for k in _PLATEAU_KEYS})})"
+    ),
+}
 
 
 def _schedule_code(spec: ir.Spec) -> str | None:
     from . import schedules
 
-    kind = spec.schedule.kind
-    if kind == "constant":
-        return None
-    o = dict(schedules.resolved_options(spec.schedule))
-    lr = "torch.optim.lr_scheduler"
-    if kind == "step":
-        return f"{lr}.StepLR(optimizer, step_size={o['step_size']!r}, gamma={o['gamma']!r})"
-    if kind == "multistep":
-        return f"{lr}.MultiStepLR(optimizer, milestones={list(o['milestones'])!r}, gamma={o['gamma']!r})"
-    if kind == "exponential":
-        return f"{lr}.ExponentialLR(optimizer, gamma={o['gamma']!r})"
-    if kind == "cosine":
-        t_max = o.get("t_max") or spec.train.epochs
-        return f"{lr}.CosineAnnealingLR(optimizer, T_max={t_max!r}, eta_min={o['eta_min']!r})"
-    if kind == "polynomial":
-        return (
-            f"{lr}.PolynomialLR(optimizer, total_iters={o['total_iters']!r}, power={o['power']!r})"
-        )
-    if kind == "plateau":
-        keys = (
-            "mode",
-            "factor",
-            "patience",
-            "threshold",
-            "threshold_mode",
-            "cooldown",
-            "min_lr",
-            "eps",
-        )
-        return f"{lr}.ReduceLROnPlateau(optimizer, {_kwargs({k: o[k] for k in keys})})"
-    raise FcspecError(f"schedule {kind!r} has no PyTorch equivalent here")
+    code = _SCHEDULES.get(spec.schedule.kind)
+    if code is None:
+        raise FcspecError(f"schedule {spec.schedule.kind!r} has no PyTorch equivalent here")
+    return code(dict(schedules.resolved_options(spec.schedule)), spec)
 
 
 def training_source(spec: ir.Spec, spec_path: str | None = None, script: str = "train.py") -> str:

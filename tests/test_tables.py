@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from fcspec import catalog, data, ir, losses, ops, optim, playground, schedules
+from fcspec import catalog, data, ir, losses, ops, optim, playground, schedules, torch_export
 
 
 def _both(what: str, rows, impls) -> list[str]:
@@ -40,6 +40,16 @@ def disagreements() -> list[str]:
     out += _both("data source", catalog.SOURCES, data.READERS)
     out += _both("embedded data set", catalog.EMBEDDED, _embedded_datasets())
     out += _both("playground data set", catalog.PLAYGROUND, playground.LAYOUTS)
+    # `fcspec export --torch [--train]`: each name's PyTorch equivalent
+    layers = {n for n in catalog.LAYERS if n != "linear"}  # linear is the module's own code
+    out += _both("layer (export --torch)", layers, torch_export._MODULES)
+    out += _both("loss (export --torch --train)", catalog.LOSSES, torch_export._LOSSES)
+    out += _both("optimizer (export --torch --train)", catalog.OPTIMIZERS, torch_export._OPTIMIZERS)
+    out += _both("schedule (export --torch --train)", catalog.SCHEDULES, torch_export._SCHEDULES)
+    for table in (catalog.LAYERS, catalog.LOSSES, catalog.OPTIMIZERS, catalog.SCHEDULES):
+        out += [
+            f"{n!r} has no PyTorch name (catalog.TORCH)" for n in table if n not in catalog.TORCH
+        ]
     for name, op in ops.OPS.items():
         for part in ("forward", "backward", "onnx"):
             if not callable(getattr(op, part, None)):
