@@ -178,6 +178,10 @@ def _recover(optuna, study) -> int:
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
         study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+        if "values" not in t.user_attrs:
+            # killed between `ask` and the last suggestion: it never ran, and its values
+            # are incomplete, so there is nothing to run again (a new trial takes its place)
+            continue
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
         n += 1
     return n
