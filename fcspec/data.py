@@ -77,10 +77,12 @@ def size_before_reading(path: Path, bytes_per_byte: float, what: str) -> None:
 
 
 # What reading a CSV costs per byte of the file: pyarrow's columns, then the encoded
-# matrix.  Measured on MNIST's 110 MB training CSV (benchmarks/load_speed.py: 0.37 GB
-# peak, about 0.08 GB of it the interpreter and libraries): 2.6; rounded up.  For a
-# compressed file it applies to the compressed size, so it underestimates there.
-CSV_BYTES_PER_BYTE = 3
+# matrix.  Measured on MNIST's 110 MB training CSV (benchmarks/load_speed.py): about 1.5
+# when its byte-sized columns parse straight to uint8, 3.4 on the fallback that re-reads
+# a file whose sample misjudged a column (int64 columns, then narrowed); the worse one,
+# rounded up.  For a compressed file it applies to the compressed size, so it
+# underestimates there.
+CSV_BYTES_PER_BYTE = 4
 
 
 def _estimate(shape: tuple[int, ...], itemsize: int) -> int:

@@ -543,7 +543,7 @@ def test_a_csv_is_sized_before_it_is_read(folder, monkeypatch):
     (folder / "d.csv").write_text("a,b,c,d,label\n" + rows + "\n")
     write_spec(folder, 'csv("d.csv", target = "label")', name="csv.fc")
     size = (folder / "d.csv").stat().st_size
-    # reading costs about 3x the file (data.CSV_BYTES_PER_BYTE): it does not fit in 2x
+    # reading costs up to 4x the file (data.CSV_BYTES_PER_BYTE): it does not fit in 2x
     monkeypatch.setattr(data, "available_memory", lambda: 2 * size)
     result = cli(folder, "run", "csv.fc", "--out", "r", "-q")
     assert_one_clean_error(result, "d.csv", "needs about", "available")
