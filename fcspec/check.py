@@ -50,7 +50,7 @@ def read_source(path: str | Path) -> str:
     def fail(message: str, hint: str | None = None) -> SpecError:
         return SpecError([Diagnostic("error", message, Span(name, 1, 1, 1, 1), hint)])
 
-    from .io import file_problem, read_limited
+    from .files import file_problem, read_limited  # no NumPy: check stays light
 
     problem = file_problem(p)
     if problem == "is a folder, not a file":
