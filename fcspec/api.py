@@ -87,7 +87,7 @@ def load_run(folder: str | os.PathLike) -> Model:
     if summary.exists():
         model.summary = _read_json(summary)
     model._set_schema(_load_schema(folder))
-    model.labels = _load_labels(folder) if model.labels is None else model.labels
+    model.labels = fio.load_labels(folder) if model.labels is None else model.labels
     model.run_dir = folder
     return model
 
@@ -134,18 +134,6 @@ def _load_schema(folder: Path):
     from .tabular import read_schema
 
     return read_schema(folder / SCHEMA_FILE)
-
-
-def _save_labels(folder: Path, labels: np.ndarray | None) -> None:
-    from . import io as fio
-
-    fio.save_labels(folder, labels)
-
-
-def _load_labels(folder: Path) -> np.ndarray | None:
-    from . import io as fio
-
-    return fio.load_labels(folder)
 
 
 # ---------------------------------------------------------------------------
@@ -270,7 +258,7 @@ class Model:
         self._set_trained(params, _load_preprocess(self.spec, folder))
         self.labels = None
         self._set_schema(_load_schema(folder))
-        self.labels = _load_labels(folder) if self.labels is None else self.labels
+        self.labels = fio.load_labels(folder) if self.labels is None else self.labels
         return self
 
     @property
@@ -377,7 +365,7 @@ class Model:
         self.labels = labels if self.labels is None else self.labels
         if self.source is not None:
             fio.atomic_write_text(folder / SPEC_FILE, self.source)
-        _save_labels(folder, labels)
+        fio.save_labels(folder, labels)
         return self
 
     def _set_trained(self, params: Mapping[str, np.ndarray], preprocess) -> None:
@@ -656,5 +644,5 @@ class Model:
             (folder / SCHEMA_FILE).unlink()  # an earlier model's schema must not describe this one
         if self.summary is not None:
             fio.atomic_write_json(folder / "summary.json", self.summary)
-        _save_labels(folder, self.labels)
+        fio.save_labels(folder, self.labels)
         return folder

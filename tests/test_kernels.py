@@ -103,7 +103,8 @@ def test_switched_off_by_the_environment(monkeypatch):
     assert kernels.available()
 
 
-def test_without_numba_the_numpy_path_runs(monkeypatch):
+def _block_numba(monkeypatch) -> None:
+    """Make `import numba` fail, as where it is not installed, and forget the kernels."""
     import builtins
 
     real_import = builtins.__import__
@@ -116,6 +117,10 @@ def test_without_numba_the_numpy_path_runs(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_numba)
     monkeypatch.setattr(kernels, "_TRIED", False)
     monkeypatch.setattr(kernels, "_KERNELS", None)
+
+
+def test_without_numba_the_numpy_path_runs(monkeypatch):
+    _block_numba(monkeypatch)
     assert not kernels.available()
     theta = np.ones(4, np.float32)
     opt = optim.SGD({"momentum": 0.9, "dampening": 0.0, "nesterov": False,
@@ -345,20 +350,9 @@ def _training_step_bytes(n=9):
 
 
 def test_without_numba_training_falls_back_to_the_same_numpy_values(monkeypatch):
-    import builtins
-
     with_kernels = _training_step_bytes()
     assert with_kernels[3]
-    real_import = builtins.__import__
-
-    def no_numba(name, *a, **kw):
-        if name == "numba" or name.startswith("numba."):
-            raise ImportError("No module named 'numba'")
-        return real_import(name, *a, **kw)
-
-    monkeypatch.setattr(builtins, "__import__", no_numba)
-    monkeypatch.setattr(kernels, "_TRIED", False)
-    monkeypatch.setattr(kernels, "_KERNELS", None)
+    _block_numba(monkeypatch)
     without = _training_step_bytes()
     assert not without[3] and not kernels.available()
     assert without[:3] == with_kernels[:3]
