@@ -172,13 +172,14 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
     return {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
 
 
-def _recover(optuna, study) -> int:
-    """Trials left RUNNING by a driver that died: mark them interrupted and queue them again."""
+def _recover(optuna, study, names: list[str]) -> int:
+    """Trials left RUNNING by a driver that died: mark them interrupted and queue their
+    values again (`names`: the sweep's parameters, each a suggestion of every trial)."""
     n = 0
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
         study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-        if "values" not in t.user_attrs:
+        if not all(n in t.params for n in names):
             # killed between `ask` and the last suggestion: it never ran, and its values
             # are incomplete, so there is nothing to run again (a new trial takes its place)
             continue
@@ -270,7 +271,7 @@ def sweep(
         raise FcspecError(f"cannot create the sweep folder {folder}: {e.strerror or e}") from None
     with _Lock(folder):
         study = _open_study(optuna, name, url, spec, sw, folder, create=True)
-        requeued = _recover(optuna, study)
+        requeued = _recover(optuna, study, [p.path for p in sw.params])
         if requeued:
             say(f"{requeued} trial{'s' if requeued > 1 else ''} interrupted earlier will run again")
         done = _done(optuna, study)
