@@ -422,7 +422,11 @@ def _np_probabilities(spec: ir.Spec, y: np.ndarray) -> np.ndarray:
     return (z / z.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
-def _compare(got: np.ndarray, want: np.ndarray) -> dict[str, float]:
+def _compare(got: np.ndarray, want: np.ndarray, scaling=None) -> dict[str, float]:
+    """Largest differences; `error` is |got - want| / max(1, |want|). With `scaling` (the
+    target's (mean, std), normalize_target) the graph computes z * std + mean in float32, so a
+    small output can be the difference of two large terms; the error is then relative to
+    those terms, std * max(1, |z|) + |mean|, not to their small difference."""
     got = np.asarray(got, np.float64)
     want = np.asarray(want, np.float64)
     if got.shape != want.shape:
@@ -434,7 +438,12 @@ def _compare(got: np.ndarray, want: np.ndarray) -> dict[str, float]:
     d = np.where(np.isnan(got) & np.isnan(want), 0.0, d)
     d = np.where(bad_nan, np.inf, d)
     rel = d / np.maximum(np.abs(want), np.finfo(np.float32).tiny)
-    err = d / np.maximum(1.0, np.abs(want))
+    size = np.maximum(1.0, np.abs(want))
+    if scaling is not None:
+        mean, std = (float(v) for v in scaling)
+        z = np.abs(want - mean) / std
+        size = np.maximum(size, std * np.maximum(1.0, z) + abs(mean))
+    err = d / size
     return {
         "max_abs": float(d.max(initial=0.0)),
         "max_rel": float(rel.max(initial=0.0)),
@@ -511,9 +520,9 @@ def verify(
 
     if schema is not None and schema.columns:
         return _verify_table(spec, weights, pre, schema, model, n, rng, opset, probabilities)
-    t = schema.target if schema is not None else None
-    if t is not None and t.mean is not None:  # normalize_target: the graph answers in units
-        want = data.unscale_target(want, (t.mean, t.std))
+    scaling = data.target_scaling(schema)
+    if scaling is not None:  # normalize_target: the graph answers in the target's units
+        want = data.unscale_target(want, scaling)
     sess = session(model)
     ref = ReferenceEvaluator(model)
     runs = {
@@ -521,6 +530,7 @@ def verify(
         "reference": lambda xb: ref.run(None, {INPUT_NAME: xb})[0],
     }
     result: dict[str, Any] = {"n": n, "opset": opset, "tolerance": TOLERANCE, "runs": {}}
+    result["scaled_target"] = scaling is not None
     worst = {"max_abs": 0.0, "max_rel": 0.0, "error": 0.0}
     for name, run in runs.items():
         for label, xb, wb in (("batch_1", raw[:1], want[:1]), (f"batch_{n}", raw, want)):
@@ -530,7 +540,7 @@ def verify(
                 raise
             except Exception as e:
                 raise FcspecError(f"verify: {name} failed on the exported model: {e}") from None
-            c = _compare(got, wb)
+            c = _compare(got, wb, scaling)
             result["runs"][f"{name}/{label}"] = c
             worst = {k: max(worst[k], c[k]) for k in worst}
     result.update(worst)
@@ -576,14 +586,15 @@ def _verify_table(spec, weights, pre, schema, model, n, rng, opset, probabilitie
     want = np.asarray(interpreter.Network(spec.model, weights).predict(x), np.float32)
     if probabilities:
         want = _np_probabilities(spec, want)
-    t = schema.target
-    if t is not None and t.mean is not None:
-        want = data.unscale_target(want, (t.mean, t.std))
+    scaling = data.target_scaling(schema)
+    if scaling is not None:
+        want = data.unscale_target(want, scaling)
     feeds = onnx_tabular.feeds(schema, table, INPUT_NAME)
     names = [o.name for o in model.graph.output]
     sess = session(model)
     ref = ReferenceEvaluator(model)
     result: dict[str, Any] = {"n": n, "opset": opset, "tolerance": TOLERANCE, "runs": {}}
+    result["scaled_target"] = scaling is not None
     worst = {"max_abs": 0.0, "max_rel": 0.0, "error": 0.0}
     class_ok = True
     for name, run in (("onnxruntime", sess.run), ("reference", ref.run)):
@@ -592,7 +603,7 @@ def _verify_table(spec, weights, pre, schema, model, n, rng, opset, probabilitie
                 got = run(None, {k: v[rows] for k, v in feeds.items()})
             except Exception as e:  # noqa: BLE001 - the runtimes' own error types
                 raise FcspecError(f"verify: {name} failed on the exported model: {e}") from None
-            c = _compare(got[0], want[rows])
+            c = _compare(got[0], want[rows], scaling)
             result["runs"][f"{name}/{label}"] = c
             worst = {k: max(worst[k], c[k]) for k in worst}
             if onnx_tabular.CLASS_NAME in names:
@@ -614,8 +625,13 @@ def format_verify(result: dict[str, Any]) -> str:
     if "classes_agree" in result:
         lines.append(f"class names agree: {'yes' if result['classes_agree'] else 'NO'}")
     verdict = "ok" if result["ok"] else "FAILED"
+    size = (
+        "(std * max(1, |z|) + |mean|)"  # normalize_target: relative to the terms summed
+        if result.get("scaled_target")
+        else "max(1, |numpy|)"
+    )
     lines.append(
-        f"{verdict}: largest |onnx - numpy| / max(1, |numpy|) = {result['error']:.3g} "
+        f"{verdict}: largest |onnx - numpy| / {size} = {result['error']:.3g} "
         f"(tolerance {result['tolerance']:g}, opset {result['opset']}, {result['n']} samples)"
     )
     return "\n".join(lines)

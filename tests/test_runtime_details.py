@@ -208,3 +208,17 @@ def test_verify_a_regression_trained_on_a_scaled_target(tmp_path):
     assert cli.invoke(main, ["run", spec, "--out", out, "-q"]).exit_code == 0
     r = cli.invoke(main, ["verify", spec, "--weights", str(tmp_path / "run" / "weights.npz")])
     assert r.exit_code == 0 and "ok:" in r.output, r.output
+    assert "(std * max(1, |z|) + |mean|)" in r.output
+
+    # the looser bound still sees a graph whose mean or std is off by 0.1%
+    import dataclasses
+
+    fspec = check.load_spec(spec)
+    params, pre, wpath = onnx_export.load_weights(fspec, str(tmp_path / "run" / "weights.npz"))
+    schema = onnx_export.load_schema(wpath)
+    t = schema.target
+    assert runtime.verify(fspec, params, pre, schema=schema)["ok"]
+    for nudge in ({"mean": t.mean * 1.001}, {"std": t.std * 1.001}):
+        wrong = dataclasses.replace(schema, target=dataclasses.replace(t, **nudge))
+        model = onnx_export.export(fspec, params, pre, schema=wrong)
+        assert not runtime.verify(fspec, params, pre, schema=schema, model=model)["ok"], nudge
