@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,7 @@ class Opt:
     # A None default the checker fills in from elsewhere in the spec (a schedule's t_max from
     # the epochs, a monitor from the data); a backend must be handed a value.
     derived: bool = False
+    torch: str = ""  # a `data` or `train` setting's PyTorch counterpart (editor hovers)
 
     @property
     def required(self) -> bool:
@@ -63,6 +65,13 @@ class Sig:
     positional: tuple[str, ...] = ()
     doc: str = ""
     rules: Callable[[dict[str, Any]], Iterable[Problem]] | None = None
+    # The PyTorch equivalent.  For a layer, loss, optimizer or schedule, the call that
+    # `fcspec export --torch [--train]` writes (see `torch_call`): `{option}` is the
+    # option's value, `[...]` is left out when an option inside it is unset, `{options}`
+    # are all options as keywords; a function of the options where a template cannot say
+    # it; text without a call (a schedule that needs no scheduler) writes nothing.  For
+    # the rest, what a PyTorch user would write instead (editor hovers).
+    torch: str | Callable[[Mapping[str, Any]], str] = ""
 
 
 # What a model's output means.  A layer's row names what it outputs; "same" passes its
@@ -177,39 +186,59 @@ LAYERS: dict[str, Layer] = {
         },
         ("units",),
         "fully connected: y = x W^T + b, W of shape [units, in]",
+        torch="nn.Linear",
     ),
-    "flatten": Layer(doc="reshape one sample to one dimension, like x.view(x.size(0), -1)"),
+    "flatten": Layer(
+        doc="reshape one sample to one dimension, like x.view(x.size(0), -1)", torch="nn.Flatten()"
+    ),
     "dropout": Layer(
         {"p": Opt("float", 0.5, in_closed_open(0, 1), doc="probability of zeroing")},
         ("p",),
         "inverted dropout while training, identity at inference",
         output="same",
+        torch="nn.Dropout(p={p})",
     ),
-    "relu": Layer(doc="max(x, 0)"),
+    "relu": Layer(doc="max(x, 0)", torch="nn.ReLU()"),
     "leaky_relu": Layer(
         {"negative_slope": Opt("float", 0.01, ge(0))},
         ("negative_slope",),
         "x if x > 0 else negative_slope * x",
+        torch="nn.LeakyReLU(negative_slope={negative_slope})",
     ),
     "elu": Layer(
-        {"alpha": Opt("float", 1.0, gt(0))}, ("alpha",), "x if x > 0 else alpha (e^x - 1)"
+        {"alpha": Opt("float", 1.0, gt(0))},
+        ("alpha",),
+        "x if x > 0 else alpha (e^x - 1)",
+        torch="nn.ELU(alpha={alpha})",
     ),
-    "selu": Layer(doc="scale (x if x > 0 else alpha (e^x - 1)), PyTorch's constants"),
-    "sigmoid": Layer(doc="1 / (1 + e^-x)", output="probabilities"),
-    "tanh": Layer(doc="hyperbolic tangent"),
+    "selu": Layer(
+        doc="scale (x if x > 0 else alpha (e^x - 1)), PyTorch's constants", torch="nn.SELU()"
+    ),
+    "sigmoid": Layer(doc="1 / (1 + e^-x)", output="probabilities", torch="nn.Sigmoid()"),
+    "tanh": Layer(doc="hyperbolic tangent", torch="nn.Tanh()"),
     "gelu": Layer(
         {"approximate": Opt("choice", "none", choices=("none", "tanh"))},
         ("approximate",),
         "x Phi(x); `tanh` uses the tanh approximation",
+        torch="nn.GELU(approximate={approximate})",
     ),
-    "silu": Layer(doc="x sigmoid(x) (swish)"),
+    "silu": Layer(doc="x sigmoid(x) (swish)", torch="nn.SiLU()"),
     "softplus": Layer(
         {"beta": Opt("float", 1.0, gt(0)), "threshold": Opt("float", 20.0, gt(0))},
         ("beta",),
         "log(1 + e^(beta x)) / beta, linear above threshold",
+        torch="nn.Softplus(beta={beta}, threshold={threshold})",
     ),
-    "softmax": Layer(doc="probabilities over the last axis", output="class_probabilities"),
-    "log_softmax": Layer(doc="log-probabilities over the last axis", output="log_probabilities"),
+    "softmax": Layer(
+        doc="probabilities over the last axis",
+        output="class_probabilities",
+        torch="nn.Softmax(dim=-1)",
+    ),
+    "log_softmax": Layer(
+        doc="log-probabilities over the last axis",
+        output="log_probabilities",
+        torch="nn.LogSoftmax(dim=-1)",
+    ),
 }
 
 ACTIVATIONS = tuple(k for k in LAYERS if k not in ("linear", "flatten", "dropout"))
@@ -236,6 +265,12 @@ _REGRESSION_AFTER = (
 )
 _NOT_CLASSES = {"class_probabilities": _REGRESSION_AFTER, "log_probabilities": _REGRESSION_AFTER}
 
+
+def _kl_div_torch(o: Mapping[str, Any]) -> str:
+    """fcspec's kl_div mean is PyTorch's `batchmean` (sum over classes, mean over samples)."""
+    return f"nn.KLDivLoss(reduction={'batchmean' if o['reduction'] == 'mean' else 'sum'!r})"
+
+
 LOSSES: dict[str, Loss] = {
     "cross_entropy": Loss(
         {
@@ -256,6 +291,7 @@ LOSSES: dict[str, Loss] = {
                 "remove the final `{last}`",
             ),
         },
+        torch="nn.CrossEntropyLoss(reduction={reduction}[, label_smoothing={label_smoothing}][, weight=torch.tensor({weight})])",
     ),
     "nll": Loss(
         {"weight": Opt("floats", None, _weights), "reduction": _REDUCTION},
@@ -264,6 +300,7 @@ LOSSES: dict[str, Loss] = {
         takes="log_probabilities",
         formula="l_n = -w[y_n] x_n[y_n] (x = log-probabilities); mean = sum(l_n) / sum(w[y_n])",
         hint=", or use `cross_entropy` on logits",
+        torch="nn.NLLLoss(reduction={reduction}[, weight=torch.tensor({weight})])",
     ),
     "mse": Loss(
         {"reduction": _REDUCTION},
@@ -272,6 +309,7 @@ LOSSES: dict[str, Loss] = {
         takes="values",
         formula="mean((x - y)^2)",
         after=_NOT_CLASSES,
+        torch="nn.MSELoss(reduction={reduction})",
     ),
     "mae": Loss(
         {"reduction": _REDUCTION},
@@ -280,6 +318,7 @@ LOSSES: dict[str, Loss] = {
         takes="values",
         formula="mean(|x - y|)",
         after=_NOT_CLASSES,
+        torch="nn.L1Loss(reduction={reduction})",
     ),
     "huber": Loss(
         {"delta": Opt("float", 1.0, gt(0)), "reduction": _REDUCTION},
@@ -289,6 +328,7 @@ LOSSES: dict[str, Loss] = {
         takes="values",
         formula="0.5 d^2 if |d| < delta else delta (|d| - 0.5 delta), d = x - y; mean",
         after=_NOT_CLASSES,
+        torch="nn.HuberLoss(delta={delta}, reduction={reduction})",
     ),
     "bce": Loss(
         {"reduction": _REDUCTION},
@@ -297,6 +337,7 @@ LOSSES: dict[str, Loss] = {
         takes="probabilities",
         formula="-[y log x + (1 - y) log(1 - x)], each log clamped to >= -100; mean",
         hint=", or use `bce_with_logits` on logits (more stable)",
+        torch="nn.BCELoss(reduction={reduction})",
     ),
     "bce_with_logits": Loss(
         {"reduction": _REDUCTION},
@@ -311,6 +352,7 @@ LOSSES: dict[str, Loss] = {
                 "remove the final `{last}`, or use `bce`",
             )
         },
+        torch="nn.BCEWithLogitsLoss(reduction={reduction})",
     ),
     "kl_div": Loss(
         {"reduction": _REDUCTION},
@@ -318,6 +360,7 @@ LOSSES: dict[str, Loss] = {
         task="distribution",
         takes="log_probabilities",
         formula="sum(y (log y - x)) / N  (x = log-probabilities; PyTorch's batchmean)",
+        torch=_kl_div_torch,
     ),
 }
 LOSS_ALIASES = {
@@ -397,6 +440,7 @@ OPTIMIZERS: dict[str, Optimizer] = {
         rules=_nesterov,
         # torch keeps no buffer without momentum; with it, the first step copies the gradient
         state=lambda o: ("momentum_buffer",) if o["momentum"] != 0 else (),
+        torch="torch.optim.SGD(model.parameters(), {options})",
     ),
     "adam": Optimizer(
         {
@@ -409,6 +453,7 @@ OPTIMIZERS: dict[str, Optimizer] = {
         ("lr",),
         "Adam (Kingma and Ba, 2014)",
         state=_adam_state,
+        torch="torch.optim.Adam(model.parameters(), {options})",
     ),
     "adamw": Optimizer(
         {
@@ -421,6 +466,7 @@ OPTIMIZERS: dict[str, Optimizer] = {
         ("lr",),
         "Adam with decoupled weight decay (Loshchilov and Hutter)",
         state=_adam_state,
+        torch="torch.optim.AdamW(model.parameters(), {options})",
     ),
     "rmsprop": Optimizer(
         {
@@ -438,6 +484,7 @@ OPTIMIZERS: dict[str, Optimizer] = {
             + (("momentum_buffer",) if o["momentum"] > 0 else ())
             + (("grad_avg",) if o["centered"] else ())
         ),
+        torch="torch.optim.RMSprop(model.parameters(), {options})",
     ),
     "adagrad": Optimizer(
         {
@@ -450,6 +497,7 @@ OPTIMIZERS: dict[str, Optimizer] = {
         ("lr",),
         "Adagrad (Duchi et al.)",
         state=lambda o: ("sum",),
+        torch="torch.optim.Adagrad(model.parameters(), {options})",
     ),
 }
 
@@ -472,18 +520,27 @@ def _mode_follows_monitor(o: dict[str, Any]) -> Iterable[Problem]:
 _GAMMA = Opt("float", 0.1, gt(0), doc="multiplicative factor")
 
 SCHEDULES: dict[str, Sig] = {
-    "constant": Sig(doc="the optimizer's lr throughout"),
+    "constant": Sig(
+        doc="the optimizer's lr throughout", torch="no scheduler: the optimizer's lr throughout"
+    ),
     "step": Sig(
         {"step_size": Opt("int", check=ge(1)), "gamma": _GAMMA},
         ("step_size",),
         "lr * gamma^floor(epoch / step_size)",
+        torch="torch.optim.lr_scheduler.StepLR(optimizer, step_size={step_size}, gamma={gamma})",
     ),
     "multistep": Sig(
         {"milestones": Opt("ints", check=_milestones), "gamma": _GAMMA},
         ("milestones",),
         "lr * gamma^(milestones passed)",
+        torch="torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones={milestones}, gamma={gamma})",
     ),
-    "exponential": Sig({"gamma": Opt("float", check=gt(0))}, ("gamma",), "lr * gamma^epoch"),
+    "exponential": Sig(
+        {"gamma": Opt("float", check=gt(0))},
+        ("gamma",),
+        "lr * gamma^epoch",
+        torch="torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma={gamma})",
+    ),
     "cosine": Sig(
         {
             "t_max": Opt("int", None, ge(1), doc="defaults to the training epochs", derived=True),
@@ -491,11 +548,13 @@ SCHEDULES: dict[str, Sig] = {
         },
         ("t_max",),
         "eta_min + (lr - eta_min)(1 + cos(pi epoch / t_max)) / 2",
+        torch="torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max={t_max}, eta_min={eta_min})",
     ),
     "polynomial": Sig(
         {"total_iters": Opt("int", 5, ge(1)), "power": Opt("float", 1.0, gt(0))},
         ("total_iters",),
         "lr (1 - min(epoch, total_iters) / total_iters)^power",
+        torch="torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters={total_iters}, power={power})",
     ),
     "plateau": Sig(
         {
@@ -524,6 +583,7 @@ SCHEDULES: dict[str, Sig] = {
         (),
         "ReduceLROnPlateau: lr * factor when the monitored metric stops improving",
         rules=_mode_follows_monitor,
+        torch="torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode={mode}, factor={factor}, patience={patience}, threshold={threshold}, threshold_mode={threshold_mode}, cooldown={cooldown}, min_lr={min_lr}, eps={eps})",
     ),
 }
 SCHEDULE_ALIASES = {"steplr": "step", "cosine_annealing": "cosine", "reduce_on_plateau": "plateau"}
@@ -533,11 +593,13 @@ REGULARIZERS: dict[str, Sig] = {
         {"strength": Opt("float", check=ge(0))},
         ("strength",),
         "adds strength * sum(abs(W)) over linear weights",
+        torch="loss = loss + strength * sum(l.weight.abs().sum() for l in linears)",
     ),
     "l2": Sig(
         {"strength": Opt("float", check=ge(0))},
         ("strength",),
         "adds strength * sum(W^2) over linear weights",
+        torch="loss = loss + strength * sum((l.weight ** 2).sum() for l in linears)",
     ),
 }
 
@@ -583,6 +645,7 @@ SOURCES: dict[str, Source] = {
         ("path",),
         "NumPy .npz with arrays x and y",
         files=("path",),
+        torch="numpy.load(path)[x], numpy.load(path)[y]",
     ),
     "csv": Source(
         {
@@ -599,6 +662,7 @@ SOURCES: dict[str, Source] = {
         ("path",),
         "a text table read by pyarrow; numeric columns, categories one-hot, missing cells imputed",
         files=("path",),
+        torch="pandas.read_csv(path); y = df.pop(target); a ColumnTransformer of SimpleImputer, OneHotEncoder(handle_unknown='ignore') and a LabelEncoder for the classes",
     ),
     "parquet": Source(
         {
@@ -609,17 +673,20 @@ SOURCES: dict[str, Source] = {
         ("path",),
         "an Apache Parquet file, read by pyarrow; the same encoding as csv",
         files=("path",),
+        torch="pandas.read_parquet(path), then as csv",
     ),
     "idx": Source(
         {"images": Opt("str"), "labels": Opt("str")},
         ("images", "labels"),
         "the MNIST IDX format, gzipped or not",
         files=("images", "labels"),
+        torch="torchvision's MNIST IDX reader",
     ),
     "mnist": Source(
         {"split": Opt("choice", "train", choices=("train", "test"))},
         ("split",),
         "MNIST, from $FCSPEC_DATA/mnist, the cache, or downloaded once",
+        torch="torchvision.datasets.MNIST(root, train=(split == 'train'))",
     ),
     "dataset": Source(
         {
@@ -642,6 +709,7 @@ SOURCES: dict[str, Source] = {
         ("name",),
         "a small embedded data set (`penguins` is a raw table: strings, missing cells), or a "
         "generated 2-D playground set (moons, circles, spirals, xor)",
+        torch="sklearn.datasets.load_<name>()",
     ),
 }
 TABULAR_SOURCES = ("csv", "parquet")
@@ -652,20 +720,28 @@ DATA_KEYS: dict[str, Opt] = {
         "source",
         None,
         doc="training data; leave it out when the data comes from Python (`Model.fit(X, y)`)",
+        torch="the training Dataset",
     ),
     "test": Opt(
         "number_or_source",
         None,
         doc="test data, evaluated after training: a source, or a "
         "fraction of train held out before validation",
+        torch="a Dataset, or torch.utils.data.random_split(train, ...) with a seeded generator",
     ),
-    "validate": Opt("number_or_source", None, doc="a fraction of train (0 < f < 1) or a source"),
-    "scale": Opt("float", 1.0, gt(0), doc="inputs are divided by this"),
+    "validate": Opt(
+        "number_or_source",
+        None,
+        doc="a fraction of train (0 < f < 1) or a source",
+        torch="a Dataset, or torch.utils.data.random_split(train, ...) with a seeded generator",
+    ),
+    "scale": Opt("float", 1.0, gt(0), doc="inputs are divided by this", torch="x = x / scale"),
     "normalize": Opt(
         "choice",
         "none",
         choices=("none", "standard", "minmax"),
         doc="per feature, statistics from the training split (one-hot columns stay 0/1)",
+        torch="sklearn.preprocessing.StandardScaler / MinMaxScaler fitted on train",
     ),
     "normalize_target": Opt(
         "choice",
@@ -673,25 +749,48 @@ DATA_KEYS: dict[str, Opt] = {
         choices=("none", "standard"),
         doc="regression: train on the standardized target; every figure, eval, predict and "
         "the ONNX output stay in the target's units",
+        torch="sklearn.compose.TransformedTargetRegressor(transformer=StandardScaler())",
     ),
     "statistics": Opt(
         "str",
         None,
         doc="a saved preprocess.npz (scale, shift, divisor) used as it is instead of "
         "`scale`/`normalize`: the preprocessing of an imported model",
+        torch="torchvision.transforms.Normalize(mean, std) with fixed, saved values",
     ),
 }
 
 TRAIN_KEYS: dict[str, Opt] = {
-    "epochs": Opt("int", 10, ge(1)),
+    "epochs": Opt("int", 10, ge(1), torch="for epoch in range(epochs): ..."),
     "batch": Opt(
-        "int_or_full", 32, ge(1), doc="1 = stochastic GD, N = mini-batch, full = batch GD"
+        "int_or_full",
+        32,
+        ge(1),
+        doc="1 = stochastic GD, N = mini-batch, full = batch GD",
+        torch="torch.utils.data.DataLoader(batch_size=batch)",
     ),
-    "shuffle": Opt("bool", True, doc="a new seeded order every epoch"),
-    "seed": Opt("int", 0, ge(0), doc="same seed, same result, bit for bit"),
-    "clip_grad_norm": Opt("float", None, gt(0), doc="clip the global gradient norm"),
+    "shuffle": Opt(
+        "bool",
+        True,
+        doc="a new seeded order every epoch",
+        torch="torch.utils.data.DataLoader(shuffle=shuffle)",
+    ),
+    "seed": Opt(
+        "int", 0, ge(0), doc="same seed, same result, bit for bit", torch="torch.manual_seed(seed)"
+    ),
+    "clip_grad_norm": Opt(
+        "float",
+        None,
+        gt(0),
+        doc="clip the global gradient norm",
+        torch="torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=...)",
+    ),
     "metrics": Opt(
-        "names", None, doc="accuracy (classifiers), mae and rmse (regression)", derived=True
+        "names",
+        None,
+        doc="accuracy (classifiers), mae and rmse (regression)",
+        derived=True,
+        torch="Keras' metrics=[...], computed every epoch",
     ),
 }
 
@@ -712,6 +811,7 @@ EARLY_STOP = Sig(
     (),
     "stop when the monitored metric has not improved for `patience` epochs",
     rules=_mode_follows_monitor,
+    torch="keras.callbacks.EarlyStopping",  # PyTorch has none; Keras' keywords match
 )
 
 METRICS = {
@@ -726,72 +826,55 @@ METRICS = {
 # A callable whose keywords are the options (renamed in TORCH_KEYWORDS where PyTorch's
 # keyword differs), or the few lines a PyTorch program writes when no one callable does it.
 
+
+# Every name's PyTorch spelling for the editor's hovers, read off the rows: a call
+# template shows its callable (`torch.nn.LeakyReLU`), or the whole call when it holds no
+# option (`torch.nn.Softmax(dim=-1)`); the other rows' text as it is.
+def _torch_name(row: Sig) -> str:
+    call = row.torch(_defaults(row)) if callable(row.torch) else row.torch
+    call = "torch." + call if call.startswith("nn.") else call
+    head, paren, args = call.partition("(")
+    return head if not paren or "{" in args or args == ")" else call
+
+
+def _defaults(row: Sig) -> dict[str, Any]:
+    return {k: o.default for k, o in row.opts.items() if not o.required}
+
+
+_CALLS = {**LAYERS, **LOSSES, **OPTIMIZERS, **SCHEDULES}
 TORCH: dict[str, str] = {
-    # layers
-    "linear": "torch.nn.Linear",
-    "flatten": "torch.nn.Flatten",
-    "dropout": "torch.nn.Dropout",
-    "relu": "torch.nn.ReLU",
-    "leaky_relu": "torch.nn.LeakyReLU",
-    "elu": "torch.nn.ELU",
-    "selu": "torch.nn.SELU",
-    "sigmoid": "torch.nn.Sigmoid",
-    "tanh": "torch.nn.Tanh",
-    "gelu": "torch.nn.GELU",
-    "silu": "torch.nn.SiLU",
-    "softplus": "torch.nn.Softplus",
-    "softmax": "torch.nn.Softmax(dim=-1)",
-    "log_softmax": "torch.nn.LogSoftmax(dim=-1)",
-    # losses
-    "cross_entropy": "torch.nn.CrossEntropyLoss",
-    "nll": "torch.nn.NLLLoss",
-    "mse": "torch.nn.MSELoss",
-    "mae": "torch.nn.L1Loss",
-    "huber": "torch.nn.HuberLoss",
-    "bce": "torch.nn.BCELoss",
-    "bce_with_logits": "torch.nn.BCEWithLogitsLoss",
-    "kl_div": "torch.nn.KLDivLoss(reduction='batchmean')",
-    # optimizers
-    "sgd": "torch.optim.SGD",
-    "adam": "torch.optim.Adam",
-    "adamw": "torch.optim.AdamW",
-    "rmsprop": "torch.optim.RMSprop",
-    "adagrad": "torch.optim.Adagrad",
-    # schedules, stepped once per epoch
-    "constant": "no scheduler: the optimizer's lr throughout",
-    "step": "torch.optim.lr_scheduler.StepLR",
-    "multistep": "torch.optim.lr_scheduler.MultiStepLR",
-    "exponential": "torch.optim.lr_scheduler.ExponentialLR",
-    "cosine": "torch.optim.lr_scheduler.CosineAnnealingLR",
-    "polynomial": "torch.optim.lr_scheduler.PolynomialLR",
-    "plateau": "torch.optim.lr_scheduler.ReduceLROnPlateau",
-    # regularizers: PyTorch has none built in, the program adds the term to the loss
-    "l1": "loss = loss + strength * sum(l.weight.abs().sum() for l in linears)",
-    "l2": "loss = loss + strength * sum((l.weight ** 2).sum() for l in linears)",
-    # data sources
-    "npz": "numpy.load(path)[x], numpy.load(path)[y]",
-    "csv": "pandas.read_csv(path); y = df.pop(target); a ColumnTransformer of SimpleImputer, "
-    "OneHotEncoder(handle_unknown='ignore') and a LabelEncoder for the classes",
-    "parquet": "pandas.read_parquet(path), then as csv",
-    "idx": "torchvision's MNIST IDX reader",
-    "mnist": "torchvision.datasets.MNIST(root, train=(split == 'train'))",
-    "dataset": "sklearn.datasets.load_<name>()",
-    "early_stop": "keras.callbacks.EarlyStopping",  # PyTorch has none; Keras' keywords match
-    # the data and train blocks
-    "data.train": "the training Dataset",
-    "data.test": "a Dataset, or torch.utils.data.random_split(train, ...) with a seeded generator",
-    "data.validate": "a Dataset, or torch.utils.data.random_split(train, ...) with a seeded generator",
-    "data.scale": "x = x / scale",
-    "data.normalize": "sklearn.preprocessing.StandardScaler / MinMaxScaler fitted on train",
-    "data.normalize_target": "sklearn.compose.TransformedTargetRegressor(transformer=StandardScaler())",
-    "data.statistics": "torchvision.transforms.Normalize(mean, std) with fixed, saved values",
-    "train.epochs": "for epoch in range(epochs): ...",
-    "train.batch": "torch.utils.data.DataLoader(batch_size=batch)",
-    "train.shuffle": "torch.utils.data.DataLoader(shuffle=shuffle)",
-    "train.seed": "torch.manual_seed(seed)",
-    "train.clip_grad_norm": "torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=...)",
-    "train.metrics": "Keras' metrics=[...], computed every epoch",
+    **{n: _torch_name(r) for n, r in _CALLS.items() if r.torch},
+    **{n: str(r.torch) for n, r in {**REGULARIZERS, **SOURCES}.items() if r.torch},
+    "early_stop": str(EARLY_STOP.torch),
+    **{f"data.{k}": o.torch for k, o in DATA_KEYS.items() if o.torch},
+    **{f"train.{k}": o.torch for k, o in TRAIN_KEYS.items() if o.torch},
 }
+
+
+def _torch_value(v: Any) -> str:
+    return repr(list(v) if isinstance(v, tuple) else v)
+
+
+def torch_call(row: Sig, options: Mapping[str, Any]) -> str | None:
+    """The PyTorch call a layer's, loss's, optimizer's or schedule's row writes for these
+    options (over the row's defaults), or None when it writes none.  `{options}` keeps
+    each value's own repr (betas as a tuple), `{name}` writes a sequence as a list."""
+    o = {**_defaults(row), **options}
+    if callable(row.torch):
+        return row.torch(o)
+    if "(" not in row.torch:
+        return None
+
+    def fill(text: str) -> str:
+        return re.sub(r"\{(\w+)\}", lambda m: _torch_value(o[m.group(1)]), text)
+
+    def optional(m: re.Match) -> str:
+        names = re.findall(r"\{(\w+)\}", m.group(1))
+        return fill(m.group(1)) if all(o.get(n) not in (None, 0, False) for n in names) else ""
+
+    text = row.torch.replace("{options}", ", ".join(f"{k}={v!r}" for k, v in options.items()))
+    return fill(re.sub(r"\[([^\]]*)\]", optional, text))
+
 
 TORCH_KEYWORDS: dict[tuple[str, str], str] = {
     ("linear", "units"): "out_features",

@@ -84,6 +84,15 @@ def _lerp(
 # The optimizers
 
 
+def _n(x: Any) -> str:
+    """A number as `fcspec explain` prints it in an update rule."""
+    if isinstance(x, bool):
+        return "true" if x else "false"
+    if isinstance(x, (tuple, list)):
+        return "(" + ", ".join(_n(v) for v in x) + ")"
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
 # The implementation of each catalog row (catalog.OPTIMIZERS), by the row's name.
 _KINDS: dict[str, type[Optimizer]] = {}
 
@@ -136,6 +145,16 @@ class Optimizer:
     def _update(self, theta: np.ndarray, grad: np.ndarray, lr: float) -> None:
         raise NotImplementedError
 
+    # True where weight_decay is not the L2 term `g = g + wd * p` (AdamW decays p itself)
+    decoupled_decay = False
+
+    @classmethod
+    def rule(cls, o: Mapping[str, Any]) -> list[str]:
+        """`_update` as `fcspec explain` prints it, with the resolved options `o` filled in:
+        one statement a line, after the L2 term (which `describe` adds).  Every subclass
+        writes its own (tests/test_tables.py checks)."""
+        return [f"    p = p - lr * <{(cls.__doc__ or cls.kind).splitlines()[0]}>"]
+
     def _with_decay(self, theta: np.ndarray, grad: np.ndarray, weight_decay: float) -> np.ndarray:
         """torch's `grad = grad.add(param, alpha=weight_decay)`, into scratch; `grad` itself without decay."""
         if weight_decay == 0:
@@ -175,6 +194,15 @@ class SGD(Optimizer):
     """torch.optim.SGD: momentum, dampening, nesterov, weight_decay."""
 
     kind = "sgd"
+
+    @classmethod
+    def rule(cls, o):
+        mu, tau, lines = o["momentum"], o["dampening"], []
+        if mu != 0:
+            damped = "g" if tau == 0 else f"{_n(1 - tau)} * g"
+            lines.append(f"    b = g  (t = 1);  b = {_n(mu)} * b + {damped}  (t > 1)")
+            lines.append(f"    g = g + {_n(mu)} * b" if o["nesterov"] else "    g = b")
+        return lines + ["    p = p - lr * g"]
 
     def __init__(self, options: Mapping[str, Any], size: int):
         self.momentum = float(options["momentum"])
@@ -221,6 +249,25 @@ class Adam(Optimizer):
     """torch.optim.Adam and, with `decoupled`, torch.optim.AdamW; amsgrad either way."""
 
     kind = "adam"
+
+    @classmethod
+    def rule(cls, o):
+        b1, b2 = (float(b) for b in o["betas"])
+        lines = []
+        if cls.decoupled_decay and o["weight_decay"] != 0:
+            lines.append(
+                f"    p = p * (1 - lr * {_n(o['weight_decay'])})   (decoupled weight decay)"
+            )
+        lines.append(f"    m = {_n(b1)} * m + {_n(1 - b1)} * g")
+        lines.append(f"    v = {_n(b2)} * v + {_n(1 - b2)} * g^2")
+        v = "v"
+        if o["amsgrad"]:
+            lines.append("    v_max = max(v_max, v)   (amsgrad)")
+            v = "v_max"
+        lines.append(
+            f"    p = p - lr / (1 - {_n(b1)}^t) * m / (sqrt({v} / (1 - {_n(b2)}^t)) + {_n(o['eps'])})"
+        )
+        return lines
 
     def __init__(self, options: Mapping[str, Any], size: int, decoupled: bool = False):
         self.kind = "adamw" if decoupled else "adam"
@@ -298,6 +345,7 @@ class AdamW(Adam):
     """torch.optim.AdamW: Adam with decoupled weight decay."""
 
     kind = "adamw"
+    decoupled_decay = True
 
     def __init__(self, options: Mapping[str, Any], size: int):
         super().__init__(options, size, decoupled=True)
@@ -308,6 +356,19 @@ class RMSprop(Optimizer):
     """torch.optim.RMSprop: alpha, eps (outside the square root), weight_decay, momentum, centered."""
 
     kind = "rmsprop"
+
+    @classmethod
+    def rule(cls, o):
+        a, mom = o["alpha"], o["momentum"]
+        lines = [f"    v = {_n(a)} * v + {_n(1 - a)} * g^2"]
+        den = "sqrt(v)"
+        if o["centered"]:
+            lines.append(f"    gm = {_n(a)} * gm + {_n(1 - a)} * g   (centered)")
+            den = "sqrt(v - gm^2)"
+        if mom > 0:
+            lines.append(f"    b = {_n(mom)} * b + g / ({den} + {_n(o['eps'])})")
+            return lines + ["    p = p - lr * b"]
+        return lines + [f"    p = p - lr * g / ({den} + {_n(o['eps'])})"]
 
     def __init__(self, options: Mapping[str, Any], size: int):
         self.alpha = float(options["alpha"])
@@ -354,6 +415,14 @@ class Adagrad(Optimizer):
     """torch.optim.Adagrad: lr_decay, weight_decay, initial_accumulator_value, eps."""
 
     kind = "adagrad"
+
+    @classmethod
+    def rule(cls, o):
+        clr = f"lr / (1 + (t - 1) * {_n(o['lr_decay'])})" if o["lr_decay"] != 0 else "lr"
+        return [
+            f"    s = s + g^2   (s starts at {_n(o['initial_accumulator_value'])})",
+            f"    p = p - {clr} * g / (sqrt(s) + {_n(o['eps'])})",
+        ]
 
     def __init__(self, options: Mapping[str, Any], size: int):
         self.lr_decay = float(options["lr_decay"])
@@ -433,14 +502,6 @@ def clip_grad_norm(grad: np.ndarray, max_norm: float) -> float:
 # Readable update rules for `fcspec explain`
 
 
-def _n(x: Any) -> str:
-    if isinstance(x, bool):
-        return "true" if x else "false"
-    if isinstance(x, (tuple, list)):
-        return "(" + ", ".join(_n(v) for v in x) + ")"
-    return f"{x:g}" if isinstance(x, float) else str(x)
-
-
 def describe(opt: ir.Optimizer) -> str:
     """The update rule with the resolved numbers filled in, one statement a line."""
     o = resolved_options(opt)
@@ -452,47 +513,7 @@ def describe(opt: ir.Optimizer) -> str:
             f"lr = {_n(o['lr'])} unless the schedule changes it:"
         ),
     ]
-    add = lines.append
-    wd = o["weight_decay"]
-    if opt.kind != "adamw" and wd != 0:
-        add(f"    g = g + {_n(wd)} * p")
-    if opt.kind == "sgd":
-        mu, tau = o["momentum"], o["dampening"]
-        if mu != 0:
-            damped = "g" if tau == 0 else f"{_n(1 - tau)} * g"
-            add(f"    b = g  (t = 1);  b = {_n(mu)} * b + {damped}  (t > 1)")
-            add(f"    g = g + {_n(mu)} * b" if o["nesterov"] else "    g = b")
-        add("    p = p - lr * g")
-    elif opt.kind in ("adam", "adamw"):
-        b1, b2 = (float(b) for b in o["betas"])
-        if opt.kind == "adamw" and wd != 0:
-            add(f"    p = p * (1 - lr * {_n(wd)})   (decoupled weight decay)")
-        add(f"    m = {_n(b1)} * m + {_n(1 - b1)} * g")
-        add(f"    v = {_n(b2)} * v + {_n(1 - b2)} * g^2")
-        if o["amsgrad"]:
-            add("    v_max = max(v_max, v)   (amsgrad)")
-            add(
-                f"    p = p - lr / (1 - {_n(b1)}^t) * m / (sqrt(v_max / (1 - {_n(b2)}^t)) + {_n(o['eps'])})"
-            )
-        else:
-            add(
-                f"    p = p - lr / (1 - {_n(b1)}^t) * m / (sqrt(v / (1 - {_n(b2)}^t)) + {_n(o['eps'])})"
-            )
-    elif opt.kind == "rmsprop":
-        a, mom = o["alpha"], o["momentum"]
-        add(f"    v = {_n(a)} * v + {_n(1 - a)} * g^2")
-        den = "sqrt(v)"
-        if o["centered"]:
-            add(f"    gm = {_n(a)} * gm + {_n(1 - a)} * g   (centered)")
-            den = "sqrt(v - gm^2)"
-        if mom > 0:
-            add(f"    b = {_n(mom)} * b + g / ({den} + {_n(o['eps'])})")
-            add("    p = p - lr * b")
-        else:
-            add(f"    p = p - lr * g / ({den} + {_n(o['eps'])})")
-    elif opt.kind == "adagrad":
-        s0 = o["initial_accumulator_value"]
-        add(f"    s = s + g^2   (s starts at {_n(s0)})")
-        clr = f"lr / (1 + (t - 1) * {_n(o['lr_decay'])})" if o["lr_decay"] != 0 else "lr"
-        add(f"    p = p - {clr} * g / (sqrt(s) + {_n(o['eps'])})")
-    return "\n".join(lines)
+    cls = _KINDS[opt.kind]
+    if not getattr(cls, "decoupled_decay", False) and o["weight_decay"] != 0:
+        lines.append(f"    g = g + {_n(o['weight_decay'])} * p")
+    return "\n".join(lines + cls.rule(o))

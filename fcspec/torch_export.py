@@ -19,27 +19,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import __version__, ir
+from . import __version__, catalog, ir
 from .errors import FcspecError
-
-# fcspec op -> the torch.nn module that computes it (attrs mapped to torch's keywords).
-_MODULES = {
-    "flatten": lambda l: "nn.Flatten()",
-    "dropout": lambda l: f"nn.Dropout(p={l.attrs['p']!r})",
-    "relu": lambda l: "nn.ReLU()",
-    "sigmoid": lambda l: "nn.Sigmoid()",
-    "tanh": lambda l: "nn.Tanh()",
-    "selu": lambda l: "nn.SELU()",
-    "silu": lambda l: "nn.SiLU()",
-    "leaky_relu": lambda l: f"nn.LeakyReLU(negative_slope={l.attrs['negative_slope']!r})",
-    "elu": lambda l: f"nn.ELU(alpha={l.attrs['alpha']!r})",
-    "gelu": lambda l: f"nn.GELU(approximate={l.attrs['approximate']!r})",
-    "softplus": lambda l: (
-        f"nn.Softplus(beta={l.attrs['beta']!r}, threshold={l.attrs['threshold']!r})"
-    ),
-    "softmax": lambda l: "nn.Softmax(dim=-1)",
-    "log_softmax": lambda l: "nn.LogSoftmax(dim=-1)",
-}
 
 # linear's `init` as torch.nn.init calls (fcspec's formulas: xavier with gain 1, kaiming
 # with fan_in and the ReLU gain); `default` is nn.Linear's own reset_parameters.
@@ -60,10 +41,11 @@ def _layer_module(layer: ir.Layer) -> str:
     if layer.op == "linear":
         bias = "" if layer.attrs.get("bias", True) else ", bias=False"
         return f"nn.Linear({layer.in_shape[0]}, {layer.attrs['units']}{bias})"
-    make = _MODULES.get(layer.op)
-    if make is None:
+    row = catalog.LAYERS.get(layer.op)
+    code = catalog.torch_call(row, layer.attrs) if row is not None else None
+    if code is None:
         raise FcspecError(f"layer {layer.name}: op {layer.op!r} has no PyTorch equivalent here")
-    return make(layer)
+    return code
 
 
 # Names a layer attribute must not take: nn.Module's own and the generated class's.
@@ -224,98 +206,38 @@ def module_source(spec: ir.Spec, module: str | None = None) -> str:
 # The training script.
 
 
-def _cross_entropy(o: dict, reduction: str) -> str:
-    args = [f"reduction={reduction!r}"]
-    if o.get("label_smoothing"):
-        args.append(f"label_smoothing={o['label_smoothing']!r}")
-    if o.get("weight") is not None:
-        args.append(f"weight=torch.tensor({list(o['weight'])!r})")
-    return f"nn.CrossEntropyLoss({', '.join(args)})"
-
-
-def _nll(o: dict, reduction: str) -> str:
-    w = f", weight=torch.tensor({list(o['weight'])!r})" if o.get("weight") is not None else ""
-    return f"nn.NLLLoss(reduction={reduction!r}{w})"
-
-
-# fcspec loss -> its torch.nn loss, from the spec's options and reduction.  Every loss of
-# the catalog has an entry (tests/test_tables.py checks it).
-_LOSSES = {
-    "cross_entropy": _cross_entropy,
-    "nll": _nll,
-    "kl_div": lambda o, r: f"nn.KLDivLoss(reduction={'batchmean' if r == 'mean' else 'sum'!r})",
-    "huber": lambda o, r: f"nn.HuberLoss(delta={o.get('delta', 1.0)!r}, reduction={r!r})",
-    "mse": lambda o, r: f"nn.MSELoss(reduction={r!r})",
-    "mae": lambda o, r: f"nn.L1Loss(reduction={r!r})",
-    "bce": lambda o, r: f"nn.BCELoss(reduction={r!r})",
-    "bce_with_logits": lambda o, r: f"nn.BCEWithLogitsLoss(reduction={r!r})",
-}
+# The loss, optimizer and schedule lines are their catalog rows' `torch` calls.
 
 
 def _loss_code(spec: ir.Spec) -> str:
     o = {k: v for k, v in spec.loss.options.items() if v is not None}
-    code = _LOSSES.get(spec.loss.kind)
+    code = _torch_call(catalog.LOSSES, spec.loss.kind, o)
     if code is None:
         raise FcspecError(f"loss {spec.loss.kind!r} has no PyTorch equivalent here")
-    return code(o, o.get("reduction", "mean"))
-
-
-_OPTIMIZERS = {
-    "sgd": "SGD",
-    "adam": "Adam",
-    "adamw": "AdamW",
-    "rmsprop": "RMSprop",
-    "adagrad": "Adagrad",
-}
-
-
-def _kwargs(options: dict) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in options.items())
+    return code
 
 
 def _optimizer_code(spec: ir.Spec) -> str:
-    cls = _OPTIMIZERS.get(spec.optimizer.kind)
-    if cls is None:
+    code = _torch_call(catalog.OPTIMIZERS, spec.optimizer.kind, dict(spec.optimizer.options))
+    if code is None:
         raise FcspecError(f"optimizer {spec.optimizer.kind!r} has no PyTorch equivalent here")
-    return f"torch.optim.{cls}(model.parameters(), {_kwargs(dict(spec.optimizer.options))})"
-
-
-_LR = "torch.optim.lr_scheduler"
-_PLATEAU_KEYS = (
-    "mode", "factor", "patience", "threshold", "threshold_mode", "cooldown", "min_lr", "eps",
-)  # fmt: skip
-
-# fcspec schedule -> its torch.optim.lr_scheduler line, from the resolved options and the
-# spec (None: no scheduler).  Every schedule of the catalog has an entry (test_tables.py).
-_SCHEDULES = {
-    "constant": lambda o, spec: None,
-    "step": lambda o, spec: (
-        f"{_LR}.StepLR(optimizer, step_size={o['step_size']!r}, gamma={o['gamma']!r})"
-    ),
-    "multistep": lambda o, spec: (
-        f"{_LR}.MultiStepLR(optimizer, milestones={list(o['milestones'])!r}, gamma={o['gamma']!r})"
-    ),
-    "exponential": lambda o, spec: f"{_LR}.ExponentialLR(optimizer, gamma={o['gamma']!r})",
-    "cosine": lambda o, spec: (
-        f"{_LR}.CosineAnnealingLR(optimizer, T_max={o.get('t_max') or spec.train.epochs!r}, "
-        f"eta_min={o['eta_min']!r})"
-    ),
-    "polynomial": lambda o, spec: (
-        f"{_LR}.PolynomialLR(optimizer, total_iters={o['total_iters']!r}, power={o['power']!r})"
-    ),
-    "plateau": lambda o, spec: (
-        f"{_LR}.ReduceLROnPlateau(optimizer, {_kwargs({k: o[k] for k in _PLATEAU_KEYS})})"
-    ),
-}
+    return code
 
 
 def _schedule_code(spec: ir.Spec) -> str | None:
+    """The scheduler line, or None (constant: no scheduler)."""
     from . import schedules
 
-    code = _SCHEDULES.get(spec.schedule.kind)
-    if code is None:
+    if spec.schedule.kind not in catalog.SCHEDULES:
         raise FcspecError(f"schedule {spec.schedule.kind!r} has no PyTorch equivalent here")
-    return code(dict(schedules.resolved_options(spec.schedule)), spec)
+    return _torch_call(
+        catalog.SCHEDULES, spec.schedule.kind, schedules.resolved_options(spec.schedule)
+    )
+
+
+def _torch_call(table, kind: str, options) -> str | None:
+    row = table.get(kind)
+    return catalog.torch_call(row, options) if row is not None else None
 
 
 def training_source(spec: ir.Spec, spec_path: str | None = None, script: str = "train.py") -> str:

@@ -7,17 +7,12 @@ import numpy as np
 import pytest
 from test_optim import CASES, IDS, SIZES, N, lr_at, problem, run_fcspec
 
-from fcspec import ir, optim
+from fcspec import catalog, ir, optim
 
 torch = pytest.importorskip("torch")
 
-TORCH = {
-    "sgd": "SGD",
-    "adam": "Adam",
-    "adamw": "AdamW",
-    "rmsprop": "RMSprop",
-    "adagrad": "Adagrad",
-}
+# each optimizer's torch.optim class, from its catalog row (`torch.optim.Adam`)
+TORCH = {kind: catalog.TORCH[kind].rsplit(".", 1)[1] for kind in catalog.OPTIMIZERS}
 
 
 def run_torch(kind, opts, theta, grads):

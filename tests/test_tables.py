@@ -11,12 +11,13 @@ never in a user's run.
 from __future__ import annotations
 
 import importlib.resources
+import re
 
 import numpy as np
 import pytest
 
 from conftest import ROOT
-from fcspec import catalog, data, ir, losses, ops, optim, playground, schedules, torch_export
+from fcspec import catalog, data, ir, losses, ops, optim, playground, schedules
 
 
 def _both(what: str, rows, impls) -> list[str]:
@@ -32,6 +33,29 @@ def _embedded_datasets() -> set[str]:
     return arrays | tables
 
 
+def _torch_calls() -> list[str]:
+    """Every layer, loss, optimizer and schedule row writes a PyTorch call for its defaults,
+    and each `{option}` in its template is one of its options."""
+    out = []
+    tables = {
+        "layer": catalog.LAYERS,
+        "loss": catalog.LOSSES,
+        "optimizer": catalog.OPTIMIZERS,
+        "schedule": catalog.SCHEDULES,
+    }
+    for what, table in tables.items():
+        for name, row in table.items():
+            if not row.torch:
+                out.append(f"{what} {name!r} has no PyTorch equivalent (its row's `torch`)")
+                continue
+            if callable(row.torch):
+                continue
+            unknown = set(re.findall(r"\{(\w+)\}", row.torch)) - set(row.opts) - {"options"}
+            if unknown:
+                out.append(f"{what} {name!r}: `torch` names {sorted(unknown)}, not options")
+    return out
+
+
 def disagreements() -> list[str]:
     out = _both("layer", catalog.LAYERS, ops.OPS)
     out += _both("loss", catalog.LOSSES, losses.LOSSES)
@@ -40,16 +64,11 @@ def disagreements() -> list[str]:
     out += _both("data source", catalog.SOURCES, data.READERS)
     out += _both("embedded data set", catalog.EMBEDDED, _embedded_datasets())
     out += _both("playground data set", catalog.PLAYGROUND, playground.LAYOUTS)
-    # `fcspec export --torch [--train]`: each name's PyTorch equivalent
-    layers = {n for n in catalog.LAYERS if n != "linear"}  # linear is the module's own code
-    out += _both("layer (export --torch)", layers, torch_export._MODULES)
-    out += _both("loss (export --torch --train)", catalog.LOSSES, torch_export._LOSSES)
-    out += _both("optimizer (export --torch --train)", catalog.OPTIMIZERS, torch_export._OPTIMIZERS)
-    out += _both("schedule (export --torch --train)", catalog.SCHEDULES, torch_export._SCHEDULES)
-    for table in (catalog.LAYERS, catalog.LOSSES, catalog.OPTIMIZERS, catalog.SCHEDULES):
-        out += [
-            f"{n!r} has no PyTorch name (catalog.TORCH)" for n in table if n not in catalog.TORCH
-        ]
+    # `fcspec export --torch [--train]` writes each row's `torch` call
+    out += _torch_calls()
+    for name, cls in optim._KINDS.items():
+        if cls.rule.__func__ is optim.Optimizer.rule.__func__:
+            out.append(f"optimizer {name!r}: its class has no `rule` (fcspec explain prints it)")
     for name, op in ops.OPS.items():
         for part in ("forward", "backward", "onnx"):
             if not callable(getattr(op, part, None)):

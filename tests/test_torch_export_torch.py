@@ -184,3 +184,69 @@ def test_from_run_loads_a_run_folder_and_torch_safetensors_go_back_in(tmp_path):
     assert a["loss"] != train.evaluate(spec, tmp_path / "run" / "weights.npz")["loss"]
     train.run(spec, out_dir=tmp_path / "tuned", init=tmp_path / "torch.safetensors", quiet=True)
     assert (tmp_path / "tuned" / "weights.safetensors").exists()
+
+
+# options beyond the defaults, so every `[...]` part and required option of a row is written
+_SAMPLES = {
+    "cross_entropy": [{"label_smoothing": 0.1, "weight": (1.0, 2.0, 0.5)}],
+    "nll": [{"weight": (1.0, 2.0, 0.5)}],
+    "huber": [{"delta": 2.0}],
+    "step": [{"step_size": 3}],
+    "multistep": [{"milestones": (2, 5)}],
+    "exponential": [{"gamma": 0.9}],
+    "cosine": [{"t_max": 7}],
+    "plateau": [{"monitor": "val_accuracy"}],
+}
+
+
+def _calls():
+    from fcspec import catalog
+
+    for what, table in (
+        ("loss", catalog.LOSSES),
+        ("optimizer", catalog.OPTIMIZERS),
+        ("schedule", catalog.SCHEDULES),
+    ):
+        for name, row in table.items():
+            for given in _SAMPLES.get(name, [{}]) + (
+                [{"reduction": "sum"}] if what == "loss" else []
+            ):
+                options, problems = catalog.resolve(row, given, name)
+                assert problems == [], (name, problems)
+                yield what, name, options, catalog.torch_call(row, options)
+
+
+@pytest.mark.parametrize("case", list(_calls()), ids=lambda c: f"{c[1]}-{sorted(c[2].items())}")
+def test_each_rows_torch_call_builds_its_torch_object(case):
+    """The catalog rows' `torch` calls (what `export --torch --train` writes) are real torch
+    constructors, with each option landing on torch's attribute of that name."""
+    what, name, options, code = case
+    model = torch.nn.Linear(3, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    if code is None:  # constant: no scheduler
+        assert (what, name) == ("schedule", "constant")
+        return
+    made = eval(code, {"torch": torch, "nn": torch.nn, "model": model, "optimizer": optimizer})
+    if what == "optimizer":
+        for k, v in options.items():
+            got = made.defaults[k]
+            assert (tuple(got) if isinstance(v, tuple) else got) == v, (name, k)
+    elif what == "loss":
+        torch_reduction = {"kl_div": {"mean": "batchmean"}}.get(name, {})
+        want = torch_reduction.get(options["reduction"], options["reduction"])
+        assert made.reduction == want
+        for k in ("label_smoothing", "delta"):
+            if k in options:
+                assert getattr(made, k) == options[k]
+        if options.get("weight") is not None:
+            assert made.weight.tolist() == list(options["weight"])
+    else:
+        assert isinstance(
+            made, (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        )
+        if name == "plateau":
+            assert made.mode == options["mode"] == "max" and made.patience == options["patience"]
+        if name == "cosine":
+            assert made.T_max == 7
+        if name == "multistep":
+            assert sorted(made.milestones) == [2, 5]
