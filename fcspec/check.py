@@ -8,7 +8,6 @@ at the source it is about; `compile_source` raises them together as one
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 from . import ast, catalog, ir
 from .catalog import Opt, Sig
-from .errors import Diagnostic, Span, SpecError
+from .errors import Diagnostic, Span, SpecError, closest
 from .syntax import parse
 
 _GENERATED = ("n", "noise", "seed")  # the options of the generated playground data sets
@@ -176,8 +175,8 @@ def load_spec(path: str | Path) -> ir.Spec:
 
 
 def _did_you_mean(name: str, options) -> str | None:
-    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
-    return f"did you mean `{close[0]}`?" if close else None
+    close = closest(name, options)
+    return f"did you mean `{close}`?" if close else None
 
 
 def _describe(value: ast.Value) -> str:

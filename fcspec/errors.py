@@ -89,3 +89,26 @@ class DataError(FcspecError):
 
 class TrainingError(FcspecError):
     """A run that cannot go on: divergence, a checkpoint of another spec, ..."""
+
+
+def closest(name: str, choices) -> str | None:
+    """The choice a misspelt `name` most likely means, or None: among difflib's close
+    matches, the fewest edits, counting a swap of neighbours as one (`adma` is `adam`,
+    not `adamax`, which difflib's similarity ratio alone prefers)."""
+    import difflib
+
+    near = difflib.get_close_matches(name, list(choices), n=5, cutoff=0.6)
+    return min(near, key=lambda c: _edits(name, c)) if near else None
+
+
+def _edits(a: str, b: str) -> int:
+    """Optimal string alignment distance: insertions, deletions, substitutions and
+    transpositions of adjacent characters."""
+    d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            cost = a[i - 1] != b[j - 1]
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+    return d[len(a)][len(b)]

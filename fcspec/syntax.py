@@ -7,7 +7,6 @@ Syntax errors become one located `SpecError` with a human sentence ("expected
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -16,7 +15,7 @@ from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from . import ast
-from .errors import Diagnostic, Span, SpecError
+from .errors import Diagnostic, Span, SpecError, closest
 
 SECTIONS = ("model", "loss", "optimizer", "schedule", "regularize", "data", "train", "sweep")
 
@@ -430,9 +429,9 @@ def _syntax_diagnostic(e: UnexpectedInput, text: str, file: str) -> Diagnostic:
     if expected and expected <= section_keywords | {"$END"}:
         message = f"expected a section ({', '.join(SECTIONS)}), found {found}"
         if tok.type == "NAME":
-            close = difflib.get_close_matches(str(tok), SECTIONS, n=1)
+            close = closest(str(tok), SECTIONS)
             if close:
-                hint = f"did you mean `{close[0]}`?"
+                hint = f"did you mean `{close}`?"
         if tok.type == "RBRACE":
             hint = "this `}` closes no block"
         return Diagnostic("error", message, tok_span, hint)

@@ -28,7 +28,6 @@ Everything wrong with a table is a `DataError` naming the file and the column.
 
 from __future__ import annotations
 
-import difflib
 import io
 import json
 import lzma
@@ -42,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, closest
 
 # Cells read as missing.  pyarrow's own default list also holds "-NaN", "#N/A" and
 # friends; this one is the list, in the spellings seen in real files.
@@ -571,9 +570,8 @@ def _name(cols: Sequence[str], ref: Column, where: str, what: str) -> str:
     if ref in cols:
         return ref
     listed = ", ".join(repr(c) for c in cols[:30]) + (", ..." if len(cols) > 30 else "")
-    close = difflib.get_close_matches(ref, list(cols), n=1, cutoff=0.6)
-    lower = [c for c in cols if c.lower() == str(ref).lower()]
-    hint = f"did you mean {(lower or close)[0]!r}?" if (lower or close) else None
+    close = [c for c in cols if c.lower() == str(ref).lower()] or [closest(str(ref), cols)]
+    hint = f"did you mean {close[0]!r}?" if close[0] is not None else None
     raise DataError(f"{where}: no {what} column named {ref!r}; the columns are {listed}", hint=hint)
 
 

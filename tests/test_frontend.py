@@ -597,3 +597,17 @@ def test_fmt_is_idempotent_and_keeps_the_ir(text):
     assert format_source(once) == once
     assert ir.to_json(compile_source(once)) == ir.to_json(result.spec)
     assert once.count("#") == text.count("#")
+
+
+def test_did_you_mean_prefers_the_fewest_edits():
+    """A swapped pair of letters is one edit: `adma` means `adam`, though difflib's ratio
+    alone ranks `adamax` first; with no name near enough there is no guess."""
+    from fcspec.errors import closest
+
+    assert closest("adma", ["adamax", "adam", "adamw", "sgd"]) == "adam"
+    assert closest("adamx", ["adamax", "adam", "adamw"]) in ("adamax", "adamw")
+    assert closest("rmsporp", list(catalog.OPTIMIZERS)) == "rmsprop"
+    assert closest("zzz", list(catalog.OPTIMIZERS)) is None
+    text = "model M { input [2]  out = linear(2) }\nloss cross_entropy\noptimizer adma(lr = 0.1)\n"
+    hints = [d.hint for d in check_source(text).errors]
+    assert "did you mean `adam`?" in hints, hints
