@@ -22,24 +22,13 @@ from test_onnx import (
     random_params,
 )
 
-from fcspec import ir, onnx_export
+from fcspec import ir, onnx_export, torch_export
 
-TORCH_MODULES = {
-    "flatten": lambda t, l: t.nn.Flatten(),
-    "dropout": lambda t, l: t.nn.Dropout(l.attrs["p"]),
-    "relu": lambda t, l: t.nn.ReLU(),
-    "leaky_relu": lambda t, l: t.nn.LeakyReLU(l.attrs["negative_slope"]),
-    "elu": lambda t, l: t.nn.ELU(l.attrs["alpha"]),
-    "selu": lambda t, l: t.nn.SELU(),
-    "sigmoid": lambda t, l: t.nn.Sigmoid(),
-    "tanh": lambda t, l: t.nn.Tanh(),
-    "silu": lambda t, l: t.nn.SiLU(),
-    "gelu": lambda t, l: t.nn.GELU(approximate=l.attrs["approximate"]),
-    "softplus": lambda t, l: t.nn.Softplus(l.attrs["beta"], l.attrs["threshold"]),
-    "softmax": lambda t, l: t.nn.Softmax(dim=-1),
-    "log_softmax": lambda t, l: t.nn.LogSoftmax(dim=-1),
-    "linear": lambda t, l: t.nn.Linear(l.in_shape[0], l.out_shape[0], bias=l.attrs["bias"]),
-}
+
+def torch_module(torch, layer: ir.Layer):
+    """The layer as torch.nn builds it from its catalog row's `torch` call (what
+    `fcspec export --torch` writes): torch then computes it, independently of fcspec."""
+    return eval(torch_export._layer_module(layer), {"nn": torch.nn, "torch": torch})
 
 
 def torch_sequential(torch, spec: ir.Spec, params):
@@ -47,7 +36,7 @@ def torch_sequential(torch, spec: ir.Spec, params):
     from collections import OrderedDict
 
     seq = torch.nn.Sequential(
-        OrderedDict((l.name, TORCH_MODULES[l.op](torch, l)) for l in spec.model.layers)
+        OrderedDict((l.name, torch_module(torch, l)) for l in spec.model.layers)
     )
     seq.load_state_dict({k: torch.from_numpy(v) for k, v in params.items()}, strict=True)
     return seq.eval()
