@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import numerical_gradient
-from fcspec import ir
+from fcspec import catalog, ir
 from fcspec.errors import DataError
 from fcspec.interpreter import Network
 from fcspec.losses import make_loss, regularization
@@ -269,3 +269,8 @@ def test_regularization_on_a_network_touches_weights_only():
     np.testing.assert_allclose(net.grads["fc1.weight"], 0.2 * w1, rtol=1e-6)
     assert (net.grads["fc1.bias"] == 0).all() and (net.grads["fc2.bias"] == 0).all()
     assert regularization(net, ir.Regularize()) == 0.0
+
+
+def test_every_loss_of_the_catalog_has_cases():
+    """A new loss row is tested here (and against torch) only through CASES: name it there."""
+    assert {c[0] for c in CASES} == set(catalog.LOSSES)

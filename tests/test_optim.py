@@ -8,7 +8,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from fcspec import ir, optim
+from fcspec import catalog, ir, optim
 from fcspec.errors import SpecError, TrainingError
 
 # A flat vector split like a small model's parameters (weight, bias, weight),
@@ -278,3 +278,8 @@ def test_describe_fills_in_the_numbers(kind, opts, lines):
         assert line in text, f"{line!r} not in\n{text}"
     if kind == "sgd" and "weight_decay" not in opts:
         assert "g = g +" not in text  # no decay, no decay line
+
+
+def test_every_optimizer_of_the_catalog_has_cases():
+    """A new optimizer row is tested here (and against torch) only through CASES: name it there."""
+    assert {c[0] for c in CASES} == set(catalog.OPTIMIZERS)

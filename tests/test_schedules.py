@@ -10,7 +10,7 @@ from bisect import bisect_right
 import numpy as np
 import pytest
 
-from fcspec import ir, schedules
+from fcspec import catalog, ir, schedules
 from fcspec.errors import SpecError, TrainingError
 
 EPOCHS = 40
@@ -402,3 +402,10 @@ def test_early_stopping_state_round_trip(tmp_path):
     other = schedules.EarlyStopping(ir.EarlyStop(monitor="train_loss"))
     with pytest.raises(TrainingError, match="monitored val_loss"):
         other.load_state_dict(saved)
+
+
+def test_every_schedule_of_the_catalog_has_cases():
+    """A new schedule row is tested here (and against torch) only through CASES (plateau,
+    which follows a metric, through PLATEAU_CASES): name it there."""
+    assert {c[0] for c in CASES} | {"plateau"} == set(catalog.SCHEDULES)
+    assert PLATEAU_CASES
