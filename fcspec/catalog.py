@@ -822,14 +822,12 @@ METRICS = {
 }
 
 
-# ---- what each name is in PyTorch (editor hovers) -----------------------------
-# A callable whose keywords are the options (renamed in TORCH_KEYWORDS where PyTorch's
-# keyword differs), or the few lines a PyTorch program writes when no one callable does it.
+# ---- what each name is in PyTorch (editor hovers, export --torch) ------------
+# Read off the rows' `torch`: a call template's hover is its callable (`torch.nn.LeakyReLU`,
+# keywords renamed in TORCH_KEYWORDS where PyTorch's differ), or the whole call when it
+# holds no option (`torch.nn.Softmax(dim=-1)`); the other rows' text as it is.
 
 
-# Every name's PyTorch spelling for the editor's hovers, read off the rows: a call
-# template shows its callable (`torch.nn.LeakyReLU`), or the whole call when it holds no
-# option (`torch.nn.Softmax(dim=-1)`); the other rows' text as it is.
 def _torch_name(row: Sig) -> str:
     call = row.torch(_defaults(row)) if callable(row.torch) else row.torch
     call = "torch." + call if call.startswith("nn.") else call

@@ -246,7 +246,7 @@ class SGD(Optimizer):
 
 @implements
 class Adam(Optimizer):
-    """torch.optim.Adam and, with `decoupled`, torch.optim.AdamW; amsgrad either way."""
+    """torch.optim.Adam and, as AdamW (`decoupled_decay`), torch.optim.AdamW; amsgrad either way."""
 
     kind = "adam"
 
@@ -269,9 +269,7 @@ class Adam(Optimizer):
         )
         return lines
 
-    def __init__(self, options: Mapping[str, Any], size: int, decoupled: bool = False):
-        self.kind = "adamw" if decoupled else "adam"
-        self.decoupled = decoupled
+    def __init__(self, options: Mapping[str, Any], size: int):
         self.beta1, self.beta2 = (float(b) for b in options["betas"])
         self.eps = float(options["eps"])
         self.weight_decay = float(options["weight_decay"])
@@ -285,7 +283,7 @@ class Adam(Optimizer):
             return
         g = grad
         if self.weight_decay != 0:
-            if self.decoupled:
+            if self.decoupled_decay:
                 np.multiply(theta, F32(1 - lr * self.weight_decay), out=theta)
             else:
                 g = self._with_decay(theta, grad, self.weight_decay)
@@ -334,8 +332,8 @@ class Adam(Optimizer):
             F32(-(lr / (1 - self.beta1**step))),
             F32((1 - self.beta2**step) ** 0.5),
             F32(self.eps),
-            self.decoupled and self.weight_decay != 0,
-            not self.decoupled and self.weight_decay != 0,
+            self.decoupled_decay and self.weight_decay != 0,
+            not self.decoupled_decay and self.weight_decay != 0,
             self.amsgrad,
         )
 
@@ -346,9 +344,6 @@ class AdamW(Adam):
 
     kind = "adamw"
     decoupled_decay = True
-
-    def __init__(self, options: Mapping[str, Any], size: int):
-        super().__init__(options, size, decoupled=True)
 
 
 @implements
@@ -514,6 +509,6 @@ def describe(opt: ir.Optimizer) -> str:
         ),
     ]
     cls = _KINDS[opt.kind]
-    if not getattr(cls, "decoupled_decay", False) and o["weight_decay"] != 0:
+    if not cls.decoupled_decay and o["weight_decay"] != 0:
         lines.append(f"    g = g + {_n(o['weight_decay'])} * p")
     return "\n".join(lines + cls.rule(o))

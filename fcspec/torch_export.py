@@ -41,8 +41,7 @@ def _layer_module(layer: ir.Layer) -> str:
     if layer.op == "linear":
         bias = "" if layer.attrs.get("bias", True) else ", bias=False"
         return f"nn.Linear({layer.in_shape[0]}, {layer.attrs['units']}{bias})"
-    row = catalog.LAYERS.get(layer.op)
-    code = catalog.torch_call(row, layer.attrs) if row is not None else None
+    code = _torch_call(catalog.LAYERS, layer.op, layer.attrs)
     if code is None:
         raise FcspecError(f"layer {layer.name}: op {layer.op!r} has no PyTorch equivalent here")
     return code
@@ -236,6 +235,7 @@ def _schedule_code(spec: ir.Spec) -> str | None:
 
 
 def _torch_call(table, kind: str, options) -> str | None:
+    """The catalog row's PyTorch call for these options, or None (no row, or no call)."""
     row = table.get(kind)
     return catalog.torch_call(row, options) if row is not None else None
 

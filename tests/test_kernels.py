@@ -51,7 +51,7 @@ def test_adam_kernel_is_the_numpy_update_bit_for_bit(
     monkeypatch, weight_decay, amsgrad, decoupled, betas
 ):
     options = {"betas": betas, "eps": 1e-8, "weight_decay": weight_decay, "amsgrad": amsgrad}
-    _same(monkeypatch, optim.Adam, options, decoupled=decoupled)
+    _same(monkeypatch, optim.AdamW if decoupled else optim.Adam, options)
 
 
 @pytest.mark.parametrize(
