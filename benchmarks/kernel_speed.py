@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"1-minute load average {load:.2f}; best of {args.repeat} x {args.number} calls\n")
     print("| part | kernel us | NumPy us | NumPy / kernel |\n|---|---|---|---|")
     for part, k, p in rows(args.number, args.repeat):
-        print(f"| {part} | {k:.1f} | {p:.1f} | {p / k:.1f} |")
+        print(f"| {part} | {k:.1f} | {p:.1f} | {p / k:.2f} |")
     print(f"\n1-minute load average at the end {os.getloadavg()[0]:.2f}")
     return 0
 

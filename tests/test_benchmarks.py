@@ -205,5 +205,6 @@ def test_kernel_speed_smoke_run(capsys):
         assert (
             kernel_us > 0
             and numpy_us > 0
-            and ratio == pytest.approx(numpy_us / kernel_us, rel=0.25)
+            # the printed ratio comes from the unrounded times: allow the rounding of all three
+            and ratio == pytest.approx(numpy_us / kernel_us, rel=0.25, abs=0.01)
         )
