@@ -76,10 +76,18 @@ def test_training_table_smoke_run(tmp_path):
         "--no-memory",
         "--check-repeats",
         "0",
+        "--first-epoch-repeats",
+        "1",
         "--write",
         str(doc),
     )
     assert r.returncode == 0, r.stderr
+    if importlib.util.find_spec("numba"):  # the first epoch's compilation, in new processes
+        m = re.search(r"a new process: ([\d.]+) s with numba's cache empty .* ([\d.]+) s with it "
+                      r"filled", r.stdout)  # fmt: skip
+        assert m, r.stdout
+        cold, warm = float(m.group(1)), float(m.group(2))
+        assert cold > warm > 0  # compiling costs more than loading the cached machine code
     rows = table_rows(r.stdout)
     assert list(rows) == ["sgd, batch 256"]
     head = next(line for line in r.stdout.splitlines() if line.startswith("| cell |"))

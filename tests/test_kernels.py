@@ -9,10 +9,12 @@ numba (or with FCSPEC_KERNELS=numpy) the NumPy path runs: tested here too.
 from __future__ import annotations
 
 import itertools
+import sys
 
 import numpy as np
 import pytest
 
+import fcspec
 from fcspec import data as fdata
 from fcspec import ir, kernels, losses, ops, optim
 from fcspec.interpreter import Network
@@ -115,6 +117,9 @@ def _block_numba(monkeypatch) -> None:
         return real_import(name, *a, **kw)
 
     monkeypatch.setattr(builtins, "__import__", no_numba)
+    # kernels_numba imports numba: loaded once already, it must be imported afresh
+    monkeypatch.delitem(sys.modules, "fcspec.kernels_numba", raising=False)
+    monkeypatch.delattr(fcspec, "kernels_numba", raising=False)
     monkeypatch.setattr(kernels, "_TRIED", False)
     monkeypatch.setattr(kernels, "_KERNELS", None)
 
