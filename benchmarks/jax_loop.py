@@ -160,3 +160,44 @@ class JaxLoop:
         self._run(self.carry, np.zeros(self.n, np.int32))
         self.compile_seconds = time.perf_counter() - t0
         return self.compile_seconds
+
+
+class JaxGemms:
+    """The 8 GEMMs of train_speed.py's floor (GemmFloor) at the same shapes, through XLA:
+    one jitted call per batch returns all eight products (XLA allocates their outputs,
+    as in training).  With the floor, it says how much of JAX's epoch is its GEMMs, and
+    whether XLA's GEMMs are faster than NumPy's BLAS at these shapes (then no NumPy
+    engine can reach JAX there).  Per-call dispatch costs a few microseconds: noise
+    for the larger network, some of the figure at batch 32."""
+
+    def __init__(self, sizes: tuple[int, ...], batch_sizes: list[int], seed: int):
+        rng = np.random.default_rng(seed)
+        f32 = np.float32
+        d0, d1, d2, d3 = sizes
+        self.sizes = batch_sizes
+        big = max(batch_sizes)
+        self.x = jnp.asarray(rng.random((big, d0), dtype=f32))
+        self.w = [
+            jnp.asarray(rng.standard_normal((o, i), dtype=f32)) for i, o in zip(sizes, sizes[1:])
+        ]
+        self.gh = [jnp.asarray(rng.standard_normal((big, d), dtype=f32)) for d in (d1, d2, d3)]
+        # the inputs of each batch size, sliced once: a slice inside the timed loop is an op
+        self.inputs = {b: (self.x[:b], *(g[:b] for g in self.gh)) for b in sorted(set(batch_sizes))}
+
+        @jax.jit
+        def step(x, w1, w2, w3, g1, g2, g3):
+            h1 = x @ w1.T
+            h2 = h1 @ w2.T
+            h3 = h2 @ w3.T
+            return h3, g3.T @ h2, g3 @ w3, g2.T @ h1, g2 @ w2, g1.T @ x
+
+        self._step = step
+        self.epoch()  # untimed: compiles each batch size's program
+
+    def epoch(self) -> None:
+        w1, w2, w3 = self.w
+        out = None
+        for b in self.sizes:
+            x, g1, g2, g3 = self.inputs[b]
+            out = self._step(x, w1, w2, w3, g1, g2, g3)
+        jax.block_until_ready(out)

@@ -34,6 +34,7 @@ momentum 0.9) and with Adam (lr 1e-3).  Engines:
                and fc2, which fc1 does not need), with NumPy float32 and out= buffers.
                Its seconds are the GEMM floor; its GFLOP/s is NumPy's throughput.
 - torch GEMMs  the same GEMMs through torch.matmul (torch's BLAS and threads).
+- JAX GEMMs    the same GEMMs through jax.jit (XLA's), when JAX is installed.
 
 Engines run in alternating rounds inside one process (round r runs every engine
 for E epochs, in a rotated order), so a slow spell of the machine hits all of them
@@ -470,6 +471,27 @@ def run_floor_factory(n: int, torch: bool = False):
     return run_floor
 
 
+def run_jax_gemms_factory(n: int):
+    """The floor's GEMMs through jax.jit (jax_loop.JaxGemms): JAX's BLAS, not NumPy's."""
+    from jax_loop import JaxGemms
+
+    floors: dict[tuple[int, int], JaxGemms] = {}
+
+    def run_jax_gemms(cell: Cell, epochs: int, tmp: Path) -> list[float]:
+        key = (cell.batch, cell.seed)
+        if key not in floors:
+            floors[key] = JaxGemms(SIZES, batch_sizes(n, cell.batch), cell.seed)
+        f = floors[key]
+        times = []
+        for _ in range(epochs):
+            t0 = time.perf_counter()
+            f.epoch()
+            times.append(time.perf_counter() - t0)
+        return times
+
+    return run_jax_gemms
+
+
 def run_floor_one_thread_factory(n: int):
     """The same GEMMs with NumPy's BLAS limited to one thread (threadpoolctl): on a busy
     machine two BLAS threads can lose more to waiting for each other than they gain."""
@@ -859,6 +881,8 @@ def speed_table(cells: list[Cell], results: dict, n: int) -> tuple[str, list[dic
     head += ["fcspec GFLOP/s", "numpy GEMM GFLOP/s", "floor s/epoch", "fcspec/floor (paired)"]
     if "torch GEMMs" in have:
         head.append("torch GEMMs s/epoch")
+    if "JAX GEMMs" in have:
+        head += ["JAX GEMMs s/epoch", "JAX GEMMs/floor (paired)"]
     if "floor 1 thread" in have:
         head.append("floor 1 thread s/epoch")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -889,6 +913,8 @@ def speed_table(cells: list[Cell], results: dict, n: int) -> tuple[str, list[dic
             "hand_floor_ratio": paired_ratio(r.get("numpy by hand", []), flr),
             "floor1": med(flat(r.get("floor 1 thread", []))),
             "torch_floor": med(flat(r.get("torch GEMMs", []))),
+            "jax_floor": med(flat(r.get("JAX GEMMs", []))),
+            "jax_floor_ratio": paired_ratio(r.get("JAX GEMMs", []), flr),
             "jax": med(flat(r.get("jax", []))),
             "jax_ratio": paired_ratio(fr, r.get("jax", [])),
             "jax_compile": JAX_COMPILE.get(cell.label),
@@ -929,6 +955,8 @@ def speed_table(cells: list[Cell], results: dict, n: int) -> tuple[str, list[dic
         ]
         if "torch GEMMs" in have:
             cells_out.append(fmt_s(row["torch_floor"]))
+        if "JAX GEMMs" in have:
+            cells_out += [fmt_s(row["jax_floor"]), ratio_s(row["jax_floor_ratio"])]
         if "floor 1 thread" in have:
             cells_out.append(fmt_s(row["floor1"]))
         lines.append("| " + " | ".join(cells_out) + " |")
@@ -1348,6 +1376,8 @@ def main(argv: list[str] | None = None) -> int:
         runs["floor"] = run_floor_factory(n)
         if "torch" in runs:  # torch's own GEMMs at the same shapes: what its epoch cannot go below
             runs["torch GEMMs"] = run_floor_factory(n, torch=True)
+        if "jax" in runs:  # and JAX's: are XLA's GEMMs faster than NumPy's BLAS here?
+            runs["JAX GEMMs"] = run_jax_gemms_factory(n)
         if args.threads > 1:
             try:
                 runs["floor 1 thread"] = run_floor_one_thread_factory(n)
@@ -1416,7 +1446,10 @@ def main(argv: list[str] | None = None) -> int:
             "step by the tests), over the same float32 data as torch: **hand/torch** is how far NumPy "
             "itself gets, **fcspec/hand** what the general interpreter costs on top. **floor 1 thread** "
             "runs the same GEMMs with NumPy's BLAS limited to one thread, **torch GEMMs** with torch.matmul "
-            "(its BLAS, its threads): the part of torch's epoch no engine's overhead can explain. "
+            "(its BLAS, its threads): the part of torch's epoch no engine's overhead can explain; "
+            "**JAX GEMMs** runs them through `jax.jit` (one call per batch returning the eight "
+            "products), and **JAX GEMMs/floor** below 1 means XLA's GEMMs beat NumPy's BLAS at these "
+            "shapes, a margin no NumPy engine can make up. "
             "**JAX** is one `jax.jit`-compiled `lax.scan` over each epoch's full batches (XLA fuses "
             "each step; no Python per step; benchmarks/jax_loop.py), the same network, formulas and "
             "batch indices; its compilation is an untimed warm-up, reported as **JAX compile s**.",

@@ -148,6 +148,29 @@ def test_hand_written_loop_computes_fcspecs_training_step(optimizer):
         assert np.abs(hand.theta - before).max() > 1e-4  # a real step, not a no-op on both sides
 
 
+def test_jax_gemms_compute_the_floors_products():
+    """The JAX GEMMs column times the floor's eight products, not something cheaper."""
+    pytest.importorskip(
+        "jax", reason="the JAX column needs the bench extra (pip install -e '.[bench]')"
+    )
+    import numpy as np
+
+    ts = load_train_speed()
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import jax_loop
+
+    sizes = [7, 7, 3]  # a short last batch, as an epoch has
+    jg = jax_loop.JaxGemms(ts.SIZES, sizes, seed=0)
+    x, g1, g2, g3 = (np.asarray(a) for a in jg.inputs[3])
+    w1, w2, w3 = (np.asarray(w) for w in jg.w)
+    got = [np.asarray(a) for a in jg._step(*jg.inputs[3][:1], *jg.w, *jg.inputs[3][1:])]
+    h1 = x @ w1.T
+    h2 = h1 @ w2.T
+    want = [h2 @ w3.T, g3.T @ h2, g3 @ w3, g2.T @ h1, g2 @ w2, g1.T @ x]
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-3)
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_jax_loop_trains_what_fcspec_trains(optimizer):
     """The JAX column computes the same thing as fcspec: from fcspec's initial weights and the same
