@@ -163,41 +163,58 @@ class JaxLoop:
 
 
 class JaxGemms:
-    """The 8 GEMMs of train_speed.py's floor (GemmFloor) at the same shapes, through XLA:
-    one jitted call per batch returns all eight products (XLA allocates their outputs,
-    as in training).  With the floor, it says how much of JAX's epoch is its GEMMs, and
-    whether XLA's GEMMs are faster than NumPy's BLAS at these shapes (then no NumPy
-    engine can reach JAX there).  Per-call dispatch costs a few microseconds: noise
-    for the larger network, some of the figure at batch 32."""
+    """The 8 GEMMs of train_speed.py's floor (GemmFloor) at the same shapes, through XLA,
+    run as JAX runs training: the full batches of an epoch in one jitted `lax.scan` (no
+    Python per step), a short last batch as one more call.  Each step slices its batch
+    input and output gradients from pools of random rows at a moving offset, so no
+    product is loop-invariant (XLA would hoist it out of the loop), and the products are
+    the loop's carry, so none is dead code.  With the floor, it says whether XLA's GEMMs
+    are faster than NumPy's BLAS at these shapes (then no NumPy engine can reach JAX)."""
+
+    POOL = 4096  # rows of the random pools the batches are sliced from
 
     def __init__(self, sizes: tuple[int, ...], batch_sizes: list[int], seed: int):
         rng = np.random.default_rng(seed)
         f32 = np.float32
         d0, d1, d2, d3 = sizes
-        self.sizes = batch_sizes
-        big = max(batch_sizes)
-        self.x = jnp.asarray(rng.random((big, d0), dtype=f32))
+        self.batch, self.sizes = batch_sizes[0], batch_sizes
+        pool = max(self.POOL, self.batch)
+        self.x = jnp.asarray(rng.random((pool, d0), dtype=f32))
         self.w = [
             jnp.asarray(rng.standard_normal((o, i), dtype=f32)) for i, o in zip(sizes, sizes[1:])
         ]
-        self.gh = [jnp.asarray(rng.standard_normal((big, d), dtype=f32)) for d in (d1, d2, d3)]
-        # the inputs of each batch size, sliced once: a slice inside the timed loop is an op
-        self.inputs = {b: (self.x[:b], *(g[:b] for g in self.gh)) for b in sorted(set(batch_sizes))}
+        self.gh = [jnp.asarray(rng.standard_normal((pool, d), dtype=f32)) for d in (d1, d2, d3)]
+        full = sum(1 for b in batch_sizes if b == self.batch)
+        self.offsets = jnp.asarray(
+            (np.arange(full) * self.batch) % (pool - self.batch + 1), dtype=jnp.int32
+        )
+        self.short = [b for b in batch_sizes if b != self.batch]
 
-        @jax.jit
-        def step(x, w1, w2, w3, g1, g2, g3):
+        def products(x, w1, w2, w3, g1, g2, g3):
             h1 = x @ w1.T
             h2 = h1 @ w2.T
-            h3 = h2 @ w3.T
-            return h3, g3.T @ h2, g3 @ w3, g2.T @ h1, g2 @ w2, g1.T @ x
+            return h2 @ w3.T, g3.T @ h2, g3 @ w3, g2.T @ h1, g2 @ w2, g1.T @ x
 
-        self._step = step
-        self.epoch()  # untimed: compiles each batch size's program
+        self._products = jax.jit(products)
+
+        def epoch(carry, offsets, xp, w1, w2, w3, g1p, g2p, g3p):
+            b = self.batch
+
+            def step(carry, off):
+                take = lambda a: jax.lax.dynamic_slice_in_dim(a, off, b)  # noqa: E731
+                return products(take(xp), w1, w2, w3, take(g1p), take(g2p), take(g3p)), None
+
+            return jax.lax.scan(step, carry, offsets)[0]
+
+        self._epoch = jax.jit(epoch)
+        # the carry's first value: the products of the first batch
+        self._first = self._products(
+            self.x[: self.batch], *self.w, *(g[: self.batch] for g in self.gh)
+        )
+        self.epoch()  # untimed: compiles the scan and the short batch's program
 
     def epoch(self) -> None:
-        w1, w2, w3 = self.w
-        out = None
-        for b in self.sizes:
-            x, g1, g2, g3 = self.inputs[b]
-            out = self._step(x, w1, w2, w3, g1, g2, g3)
+        out = self._epoch(self._first, self.offsets, self.x, *self.w, *self.gh)
+        for b in self.short:
+            out = self._products(self.x[:b], *self.w, *(g[:b] for g in self.gh))
         jax.block_until_ready(out)

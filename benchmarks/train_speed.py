@@ -34,7 +34,8 @@ momentum 0.9) and with Adam (lr 1e-3).  Engines:
                and fc2, which fc1 does not need), with NumPy float32 and out= buffers.
                Its seconds are the GEMM floor; its GFLOP/s is NumPy's throughput.
 - torch GEMMs  the same GEMMs through torch.matmul (torch's BLAS and threads).
-- JAX GEMMs    the same GEMMs through jax.jit (XLA's), when JAX is installed.
+- JAX GEMMs    the same GEMMs through XLA (one jitted lax.scan over the epoch's
+               batches, as JAX trains), when JAX is installed.
 
 Engines run in alternating rounds inside one process (round r runs every engine
 for E epochs, in a rotated order), so a slow spell of the machine hits all of them
@@ -472,7 +473,7 @@ def run_floor_factory(n: int, torch: bool = False):
 
 
 def run_jax_gemms_factory(n: int):
-    """The floor's GEMMs through jax.jit (jax_loop.JaxGemms): JAX's BLAS, not NumPy's."""
+    """The floor's GEMMs through XLA (jax_loop.JaxGemms): JAX's GEMMs, not NumPy's BLAS."""
     from jax_loop import JaxGemms
 
     floors: dict[tuple[int, int], JaxGemms] = {}
@@ -1447,8 +1448,8 @@ def main(argv: list[str] | None = None) -> int:
             "itself gets, **fcspec/hand** what the general interpreter costs on top. **floor 1 thread** "
             "runs the same GEMMs with NumPy's BLAS limited to one thread, **torch GEMMs** with torch.matmul "
             "(its BLAS, its threads): the part of torch's epoch no engine's overhead can explain; "
-            "**JAX GEMMs** runs them through `jax.jit` (one call per batch returning the eight "
-            "products; the call's dispatch is in the figure, most of it at batch 32 on the small network), "
+            "**JAX GEMMs** runs them through XLA as JAX trains (one jitted `lax.scan` over the "
+            "epoch's batches, the eight products each step), "
             "and **JAX GEMMs/floor** below 1 means XLA's GEMMs beat NumPy's BLAS at these "
             "shapes, a margin no NumPy engine can make up. "
             "**JAX** is one `jax.jit`-compiled `lax.scan` over each epoch's full batches (XLA fuses "

@@ -22,7 +22,7 @@ They are compiled by numba (the `fast` extra) when it is installed; without it,
 or with FCSPEC_KERNELS=numpy in the environment, `available()` is False and
 optim.py keeps its NumPy code.  numba is imported on the first training step,
 never by `fcspec check`, and its compilation is cached on disk (the first run
-on a machine pays about a second).
+on a machine compiles the kernels it uses: 1.4-1.9 s, docs/performance.md).
 
 Every scalar reaches a kernel as a NumPy float32, and the kernels hold no
 numeric literal, so no operation is promoted to float64.
