@@ -241,3 +241,46 @@ def test_kernel_speed_smoke_run(capsys):
             # the printed ratio comes from the unrounded times: allow the rounding of all three
             and ratio == pytest.approx(numpy_us / kernel_us, rel=0.25, abs=0.01)
         )
+
+
+def test_compiled_step_trains_what_fcspec_trains():
+    """benchmarks/compiled_step.py (the whole SGD step as one numba function) does fcspec's
+    work: from fcspec's weights and the same batches (a short last one too), three steps
+    give the same losses and parameters to float32 round-off."""
+    pytest.importorskip("numba", reason="the compiled step needs numba (the fast extra)")
+    import numpy as np
+
+    from fcspec import check, interpreter, losses, optim
+
+    ts = load_train_speed()
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import compiled_step
+
+    spec = check.compile_source(
+        ts.SPEC_TEMPLATE.format(
+            model=ts._model_lines(), optimizer=ts.OPTIMIZERS["sgd"], batch=20, seed=0
+        ),
+        "bench.fc",
+    )
+    net = interpreter.Network(spec.model, rng=np.random.default_rng(3))
+    loss_fn = losses.make_loss(spec.loss)
+    opt = optim.make_optimizer(spec.optimizer, net.theta.size)
+    rng = np.random.default_rng(1)
+    raw = rng.integers(0, 256, (50, 1, 28, 28)).astype(np.uint8)
+    y = rng.integers(0, 10, 50)
+    comp = compiled_step.CompiledStep(raw, y, net.params, batch=20, seed=0)
+    order = rng.permutation(50)
+    got_loss = comp.run(order)
+    want_loss = 0.0
+    lr = float(spec.optimizer.lr)
+    for s in range(0, 50, 20):
+        idx = order[s : s + 20]
+        out = net.forward(raw[idx].astype(np.float32) / np.float32(255), training=True)
+        value, dout = loss_fn.value_and_grad(out, y[idx])
+        want_loss += float(value) * len(idx)
+        net.backward(dout)
+        opt.step(net.theta, net.grad, lr)
+    assert got_loss == pytest.approx(want_loss / 50, rel=1e-5)
+    names = [f"fc{i}.{k}" for i in (1, 2, 3) for k in ("weight", "bias")]
+    for name, p in zip(names, comp.params):
+        np.testing.assert_allclose(p, net.params[name], rtol=1e-4, atol=1e-6)
