@@ -171,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batches", default="32,128")
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args(argv)
+    try:
+        import jax  # noqa: F401
+    except ImportError:
+        print("compiled_step.py times JAX beside it: pip install -e '.[bench]'", file=sys.stderr)
+        return 2
     from fcspec import interpreter
 
     print(f"1-minute load average {os.getloadavg()[0]:.2f}; SGD, medians of {args.rounds} rounds\n")
