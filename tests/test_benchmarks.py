@@ -248,6 +248,7 @@ def test_compiled_step_trains_what_fcspec_trains():
     work: from fcspec's weights and the same batches (a short last one too), three steps
     give the same losses and parameters to float32 round-off."""
     pytest.importorskip("numba", reason="the compiled step needs numba (the fast extra)")
+    pytest.importorskip("scipy", reason="numba's np.dot calls scipy's BLAS (the sklearn extra)")
     import numpy as np
 
     from fcspec import check, interpreter, losses, optim
