@@ -243,8 +243,9 @@ def test_kernel_speed_smoke_run(capsys):
         )
 
 
-def test_compiled_step_trains_what_fcspec_trains():
-    """benchmarks/compiled_step.py (the whole SGD step as one numba function) does fcspec's
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_compiled_step_trains_what_fcspec_trains(optimizer):
+    """benchmarks/compiled_step.py (the whole step as one numba function) does fcspec's
     work: from fcspec's weights and the same batches (a short last one too), three steps
     give the same losses and parameters to float32 round-off."""
     pytest.importorskip("numba", reason="the compiled step needs numba (the fast extra)")
@@ -259,7 +260,7 @@ def test_compiled_step_trains_what_fcspec_trains():
 
     spec = check.compile_source(
         ts.SPEC_TEMPLATE.format(
-            model=ts._model_lines(), optimizer=ts.OPTIMIZERS["sgd"], batch=20, seed=0
+            model=ts._model_lines(), optimizer=ts.OPTIMIZERS[optimizer], batch=20, seed=0
         ),
         "bench.fc",
     )
@@ -269,7 +270,7 @@ def test_compiled_step_trains_what_fcspec_trains():
     rng = np.random.default_rng(1)
     raw = rng.integers(0, 256, (50, 1, 28, 28)).astype(np.uint8)
     y = rng.integers(0, 10, 50)
-    comp = compiled_step.CompiledStep(raw, y, net.params, batch=20, seed=0)
+    comp = compiled_step.CompiledStep(raw, y, net.params, batch=20, seed=0, optimizer=optimizer)
     order = rng.permutation(50)
     got_loss = comp.run(order)
     want_loss = 0.0
