@@ -209,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batches", default="32,128")
     ap.add_argument("--optimizers", default="sgd,adam")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--network", choices=sorted(ts.NETWORKS), default="784-128-64-10")
     args = ap.parse_args(argv)
+    ts.set_network(args.network)
     try:
         import jax  # noqa: F401
     except ImportError:
@@ -217,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from fcspec import interpreter
 
-    print(f"1-minute load average {os.getloadavg()[0]:.2f}; medians of {args.rounds} rounds\n")
+    load = os.getloadavg()[0]
+    print(f"{args.network}; 1-minute load average {load:.2f}; medians of {args.rounds} rounds\n")
     print("| cell | fcspec s/epoch | JAX s/epoch | compiled step s/epoch | fcspec/JAX (paired) "
           "| compiled step/JAX (paired) |\n|---|---|---|---|---|---|")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp_s:
