@@ -75,6 +75,7 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -454,13 +455,16 @@ class GemmFloor:
             mm(g1[:b].T, x[:b], out=gw1)
 
 
-def run_floor_factory(n: int, torch: bool = False):
-    floors: dict[tuple[int, int], GemmFloor] = {}
+def run_floor_factory(n: int, torch: bool = False, make=None):
+    """Time whole epochs of a floor: GemmFloor (NumPy's BLAS, or torch's with `torch`), or
+    what `make(batch, seed)` builds (anything with `epoch()`), one per batch size and seed."""
+    make = make or (lambda batch, seed: GemmFloor(n, batch, seed, torch=torch))
+    floors: dict[tuple[int, int], Any] = {}
 
     def run_floor(cell: Cell, epochs: int, tmp: Path) -> list[float]:
         key = (cell.batch, cell.seed)
         if key not in floors:
-            floors[key] = GemmFloor(n, cell.batch, cell.seed, torch=torch)
+            floors[key] = make(cell.batch, cell.seed)
         f = floors[key]
         times = []
         for _ in range(epochs):
@@ -476,21 +480,9 @@ def run_jax_gemms_factory(n: int):
     """The floor's GEMMs through XLA (jax_loop.JaxGemms): JAX's GEMMs, not NumPy's BLAS."""
     from jax_loop import JaxGemms
 
-    floors: dict[tuple[int, int], JaxGemms] = {}
-
-    def run_jax_gemms(cell: Cell, epochs: int, tmp: Path) -> list[float]:
-        key = (cell.batch, cell.seed)
-        if key not in floors:
-            floors[key] = JaxGemms(SIZES, batch_sizes(n, cell.batch), cell.seed)
-        f = floors[key]
-        times = []
-        for _ in range(epochs):
-            t0 = time.perf_counter()
-            f.epoch()
-            times.append(time.perf_counter() - t0)
-        return times
-
-    return run_jax_gemms
+    return run_floor_factory(
+        n, make=lambda batch, seed: JaxGemms(SIZES, batch_sizes(n, batch), seed)
+    )
 
 
 def run_floor_one_thread_factory(n: int):

@@ -61,21 +61,9 @@ def _load() -> dict[str, Any] | None:
 
 
 def _compile() -> dict[str, Any]:
-    from fcspec import kernels_numba as k
+    """Every compiled function of kernels_numba, by name (compiled at its first call)."""
+    from numba.core.dispatcher import Dispatcher
 
-    return {
-        "ce_shift": k.ce_shift,
-        "ce_grad": k.ce_grad,
-        "gather_preprocess": k.gather_preprocess,
-        "adam": k.adam,
-        "sgd": k.sgd,
-        "bias_relu": k.bias_relu,
-        "bias_leaky_relu": k.bias_leaky_relu,
-        "bias_negate": k.bias_negate,
-        "reciprocal_1p": k.reciprocal_1p,
-        "relu_backward_bias": k.relu_backward_bias,
-        "leaky_relu_backward_bias": k.leaky_relu_backward_bias,
-        "sigmoid_backward_bias": k.sigmoid_backward_bias,
-        "tanh_backward_bias": k.tanh_backward_bias,
-        "colsum": k.colsum,
-    }
+    from fcspec import kernels_numba
+
+    return {n: f for n, f in vars(kernels_numba).items() if isinstance(f, Dispatcher)}

@@ -115,6 +115,23 @@ def test_breakdown_smoke_run():
     assert len(values) == 9 and all(v > 0 for v in values)
 
 
+def fcspec_reference(ts, optimizer: str, batch: int):
+    """fcspec's side of the checks below: train_speed's spec, a network (seeded 3), its loss
+    and optimizer, which each benchmark loop must follow step by step."""
+    import numpy as np
+
+    from fcspec import interpreter, losses, optim
+
+    spec = ts.make_spec(optimizer, batch, 0)
+    net = interpreter.Network(spec.model, rng=np.random.default_rng(3))
+    return (
+        spec,
+        net,
+        losses.make_loss(spec.loss),
+        optim.make_optimizer(spec.optimizer, net.theta.size),
+    )
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_hand_written_loop_computes_fcspecs_training_step(optimizer):
     """The reference loop is timed beside fcspec, so it must do the same work: from the same
@@ -122,13 +139,10 @@ def test_hand_written_loop_computes_fcspecs_training_step(optimizer):
     interpreter and optimizers (to float32 round-off: its Adam folds the bias corrections)."""
     import numpy as np
 
-    from fcspec import interpreter, losses, optim, train
+    from fcspec import train
 
     ts = load_train_speed()
-    spec = ts.make_spec(optimizer, 32, 0)
-    net = interpreter.Network(spec.model, rng=np.random.default_rng(3))
-    loss_fn = losses.make_loss(spec.loss)
-    opt = optim.make_optimizer(spec.optimizer, net.theta.size)
+    spec, net, loss_fn, opt = fcspec_reference(ts, optimizer, 32)
     fcspec_step = train.Step(spec, net, loss_fn, opt, np.random.default_rng(5))  # train.run's
     hand = ts.HandLoop(optimizer, theta=net.theta)
     rng = np.random.default_rng(4)
@@ -183,21 +197,11 @@ def test_jax_loop_trains_what_fcspec_trains(optimizer):
     )
     import jax.numpy as jnp
 
-    from fcspec import check, interpreter, losses, optim
-
     ts = load_train_speed()
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import jax_loop
 
-    spec = check.compile_source(
-        ts.SPEC_TEMPLATE.format(
-            model=ts._model_lines(), optimizer=ts.OPTIMIZERS[optimizer], batch=20, seed=0
-        ),
-        "bench.fc",
-    )
-    net = interpreter.Network(spec.model, rng=np.random.default_rng(3))
-    loss_fn = losses.make_loss(spec.loss)
-    opt = optim.make_optimizer(spec.optimizer, net.theta.size)
+    spec, net, loss_fn, opt = fcspec_reference(ts, optimizer, 20)
     rng = np.random.default_rng(1)
     x = rng.random((60, 784), dtype=np.float32)
     y = rng.integers(0, 10, 60)
@@ -252,21 +256,11 @@ def test_compiled_step_trains_what_fcspec_trains(optimizer):
     pytest.importorskip("scipy", reason="numba's np.dot calls scipy's BLAS (the sklearn extra)")
     import numpy as np
 
-    from fcspec import check, interpreter, losses, optim
-
     ts = load_train_speed()
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import compiled_step
 
-    spec = check.compile_source(
-        ts.SPEC_TEMPLATE.format(
-            model=ts._model_lines(), optimizer=ts.OPTIMIZERS[optimizer], batch=20, seed=0
-        ),
-        "bench.fc",
-    )
-    net = interpreter.Network(spec.model, rng=np.random.default_rng(3))
-    loss_fn = losses.make_loss(spec.loss)
-    opt = optim.make_optimizer(spec.optimizer, net.theta.size)
+    spec, net, loss_fn, opt = fcspec_reference(ts, optimizer, 20)
     rng = np.random.default_rng(1)
     raw = rng.integers(0, 256, (50, 1, 28, 28)).astype(np.uint8)
     y = rng.integers(0, 10, 50)
